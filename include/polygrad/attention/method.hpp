@@ -1,0 +1,76 @@
+#pragma once
+// The attention policy: how MultiHeadAttention computes softmax(c Q K^T) V and its gradients.
+//
+// An AttentionMethod is configuration only (const, shareable between layers and threads). Its
+// forward() computes the output of all heads and returns an AttentionContext that holds what the
+// backward pass needs; the layer keeps that context until backward(). Exact and polynomial
+// methods implement this one interface, so layers never change when a method is added.
+
+#include <memory>
+#include <string>
+
+#include "polygrad/core/error.hpp"
+#include "polygrad/core/types.hpp"
+
+namespace polygrad {
+
+/// What a multi-head attention call looks like, apart from the data.
+struct AttentionShape {
+  Index heads = 1;          ///< H; the head size is d_h = columns / H
+  bool causal = false;      ///< mask j > i
+  double scale = 1.0;       ///< c in S = c Q K^T
+  /// If > 0, every score is known to lie in [-score_bound, score_bound] by construction
+  /// (QK normalisation: |q| = |k| = 1 and c = tau give score_bound = tau). Methods that need an
+  /// entry bound use it instead of estimating one from the data, which keeps a causal model
+  /// exactly causal (DESIGN.md section 3).
+  double score_bound = 0.0;
+};
+
+/// What forward() saved for backward(). One per forward call.
+template <class T>
+class AttentionContext {
+ public:
+  virtual ~AttentionContext() = default;
+  /// Given dO (n x H d_h), assigns dQ, dK, dV (each n x H d_h).
+  virtual void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) = 0;
+  /// One line per head on how the forward pass was computed (method, degree, bound, ...).
+  virtual std::string describe() const { return {}; }
+};
+
+/// An attention algorithm. Q, K, V and O are n x (H d_h); head h owns columns
+/// [h d_h, (h + 1) d_h).
+template <class T>
+class AttentionMethod {
+ public:
+  virtual ~AttentionMethod() = default;
+  virtual std::string name() const = 0;
+  /// Assigns O and returns the state that backward() needs.
+  virtual std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
+                                                       const Matrix<T>& V,
+                                                       const AttentionShape& shape,
+                                                       Matrix<T>& O) const = 0;
+};
+
+namespace detail {
+
+/// Checks that Q, K, V have one shape, finite values and a column count divisible by H;
+/// returns d_h.
+template <class T>
+Index check_attention_inputs(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                             const AttentionShape& shape) {
+  require<ShapeError>(shape.heads >= 1, "attention needs at least one head, got ", shape.heads);
+  require<ShapeError>(Q.cols() % shape.heads == 0, "attention width ", Q.cols(),
+                      " is not divisible by the number of heads ", shape.heads);
+  require<ShapeError>(Q.rows() >= 1, "attention needs at least one token");
+  require_shape(K, Q.rows(), Q.cols(), "K");
+  require_shape(V, Q.rows(), Q.cols(), "V");
+  require_finite(Q, "Q");
+  require_finite(K, "K");
+  require_finite(V, "V");
+  require<Error>(std::isfinite(shape.scale) && shape.scale > 0,
+                 "attention scale must be finite and positive, got ", shape.scale);
+  return Q.cols() / shape.heads;
+}
+
+}  // namespace detail
+}  // namespace polygrad

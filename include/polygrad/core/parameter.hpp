@@ -1,0 +1,54 @@
+#pragma once
+// Named parameter views: how optimisers, checkpoints and tests see a model's weights.
+
+#include <string>
+#include <vector>
+
+#include "polygrad/core/types.hpp"
+
+namespace polygrad {
+
+/// A view of one parameter tensor owned by a layer: its name (as in a checkpoint, e.g.
+/// "blocks.0.attn.q.weight"), its shape in PyTorch's convention ([out, in] for weights), and
+/// pointers to its values and to the gradient that backward() accumulates into. Both buffers are
+/// contiguous and row-major, `size()` elements long. A view is valid while its layer lives.
+template <class T>
+struct ParameterView {
+  std::string name;
+  std::vector<Index> shape;
+  T* value = nullptr;
+  T* grad = nullptr;
+
+  Index size() const {
+    Index n = 1;
+    for (Index s : shape) n *= s;
+    return n;
+  }
+  Eigen::Map<Vector<T>> values() const { return {value, size()}; }
+  Eigen::Map<Vector<T>> grads() const { return {grad, size()}; }
+};
+
+template <class T>
+using ParameterList = std::vector<ParameterView<T>>;
+
+namespace detail {
+
+template <class T>
+ParameterView<T> view_of(std::string name, Matrix<T>& value, Matrix<T>& grad) {
+  return {std::move(name), {value.rows(), value.cols()}, value.data(), grad.data()};
+}
+
+template <class T>
+ParameterView<T> view_of(std::string name, Vector<T>& value, Vector<T>& grad) {
+  return {std::move(name), {value.size()}, value.data(), grad.data()};
+}
+
+}  // namespace detail
+
+/// Sets every gradient in `params` to zero.
+template <class T>
+void zero_grad(const ParameterList<T>& params) {
+  for (const auto& p : params) p.grads().setZero();
+}
+
+}  // namespace polygrad

@@ -1,0 +1,42 @@
+#pragma once
+// The configuration of a Transformer: everything a checkpoint's metadata records.
+
+#include <cmath>
+#include <optional>
+
+#include "polygrad/core/error.hpp"
+
+namespace polygrad {
+
+struct TransformerConfig {
+  Index layers = 2;       ///< L, the number of blocks
+  Index d_model = 64;     ///< D, the width of the residual stream
+  Index heads = 4;        ///< H; the head size is d_h = D / H
+  Index d_ff = 256;       ///< F, the hidden width of each MLP
+  bool causal = true;     ///< causal mask in every attention layer
+  /// c in S = c Q K^T; 1/sqrt(d_h) when absent. Ignored when qk_norm is set.
+  std::optional<double> scale;
+  /// QK normalisation: if set to tau, scores are tau (q/|q|).(k/|k|) per head, so |S| <= tau.
+  std::optional<double> qk_norm;
+
+  Index head_dim() const { return d_model / heads; }
+  double attention_scale() const {
+    if (qk_norm) return *qk_norm;
+    return scale ? *scale : 1.0 / std::sqrt(double(head_dim()));
+  }
+
+  /// Throws ShapeError (or Error) naming the first inconsistent field.
+  void validate() const {
+    require<ShapeError>(layers >= 1, "layers must be at least 1, got ", layers);
+    require<ShapeError>(d_model >= 1, "d_model must be at least 1, got ", d_model);
+    require<ShapeError>(heads >= 1 && d_model % heads == 0, "d_model (", d_model,
+                        ") must be a positive multiple of heads (", heads, ")");
+    require<ShapeError>(d_ff >= 1, "d_ff must be at least 1, got ", d_ff);
+    require<Error>(!scale || (std::isfinite(*scale) && *scale > 0),
+                   "scale must be finite and positive");
+    require<Error>(!qk_norm || (std::isfinite(*qk_norm) && *qk_norm > 0),
+                   "qk_norm (tau) must be finite and positive");
+  }
+};
+
+}  // namespace polygrad
