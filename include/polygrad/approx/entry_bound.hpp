@@ -1,0 +1,62 @@
+#pragma once
+// The entry bound R of the polynomial method (DESIGN.md section 3, "Entry bound"): with keys
+// centred on their mean kbar, every score c q_i . (k_j - kbar) lies in [-R, R] with
+// R = |c| max_i |q_i| max_j |k_j - kbar| (Cauchy-Schwarz). O(n d).
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "polygrad/core/error.hpp"
+#include "polygrad/core/types.hpp"
+
+namespace polygrad {
+
+/// A certified bound on the (centred) attention scores of one head.
+struct EntryBound {
+  double R = 0.0;              ///< every centred score c q_i . (k_j - kbar) lies in [-R, R]
+  double q_max = 0.0;          ///< max_i |q_i| (rounded up)
+  double k_max = 0.0;          ///< max_j |k_j - kbar| (rounded up)
+  Vector<double> key_centre;   ///< kbar (d); zero when not centred
+};
+
+/// The Cauchy-Schwarz entry bound of c Q K^T for Q (n_q x d) and K (n_k x d). With
+/// centre_keys, kbar is the mean key row; softmax rows do not change (DESIGN.md section 3).
+/// NumericError on NaN or infinity; ShapeError if Q and K have different widths.
+template <class T>
+EntryBound cauchy_schwarz_bound(const Matrix<T>& Q, const Matrix<T>& K, double scale,
+                                bool centre_keys) {
+  require<ShapeError>(Q.cols() == K.cols(), "entry bound: Q has ", Q.cols(), " columns and K ",
+                      K.cols(), "; queries and keys of one head must have the same width");
+  require_finite(Q, "Q");
+  require_finite(K, "K");
+  require<NumericError>(std::isfinite(scale), "entry bound: the score scale is ", scale,
+                        "; it must be finite");
+  const Index d = Q.cols();
+  EntryBound bound;
+  bound.key_centre = Vector<double>::Zero(d);
+  if (centre_keys && K.rows() > 0) {
+    bound.key_centre = K.template cast<double>().colwise().sum().transpose() /
+                       static_cast<double>(K.rows());
+  }
+  double q2 = 0.0, k2 = 0.0;  // largest squared norms, in double for float inputs too
+  for (Index i = 0; i < Q.rows(); ++i) q2 = std::max(q2, Q.row(i).template cast<double>().squaredNorm());
+  for (Index j = 0; j < K.rows(); ++j) {
+    k2 = std::max(k2, (K.row(j).template cast<double>().transpose() - bound.key_centre).squaredNorm());
+  }
+  // Each norm carries about (d + 2) roundings; pad them so that |q_i| <= q_max and
+  // |k_j - kbar| <= k_max hold for the exact values, and R stays a true upper bound.
+  const double pad = 1.0 + (static_cast<double>(d) + 8.0) * std::numeric_limits<double>::epsilon();
+  const auto round_up = [pad](double x) {
+    return x == 0.0 ? 0.0 : std::nextafter(x * pad, std::numeric_limits<double>::infinity());
+  };
+  bound.q_max = round_up(std::sqrt(q2));
+  bound.k_max = round_up(std::sqrt(k2));
+  bound.R = round_up(std::fabs(scale) * bound.q_max * bound.k_max);
+  require<NumericError>(std::isfinite(bound.R), "entry bound: R overflowed (|q| up to ",
+                        std::sqrt(q2), ", |k| up to ", std::sqrt(k2),
+                        "); the activations have diverged, check the learning rate");
+  return bound;
+}
+
+}  // namespace polygrad

@@ -1,0 +1,239 @@
+#pragma once
+// Symmetric tensor features of a polynomial kernel: phi(x) . psi(y) = p(x . y) exactly
+// (DESIGN.md section 3, "Features").
+//
+// Feature layout: ordered by degree j = 0..g; within a degree, the monomials x^alpha in the order
+// "children of parent 0, children of parent 1, ...", where a parent is a degree-(j-1) monomial
+// with largest coordinate l and its children are parent * x_c for c = l..d-1. So every row is
+// built by one pass of contiguous multiplies, O(k) for k = C(d + g, g) features, and the
+// backward pass runs the same loop in reverse.
+
+#include <cmath>
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "polygrad/core/error.hpp"
+#include "polygrad/core/types.hpp"
+
+#if defined(__GNUC__) || defined(_MSC_VER)
+#define POLYGRAD_RESTRICT __restrict
+#else
+#define POLYGRAD_RESTRICT
+#endif
+
+namespace polygrad {
+
+namespace detail {
+/// Blocks template argument deduction, so that T is taken from the other arguments and an
+/// Eigen::Ref parameter still accepts a plain Matrix<T>.
+template <class T>
+struct non_deduced {
+  using type = T;
+};
+template <class T>
+using non_deduced_t = typename non_deduced<T>::type;
+}  // namespace detail
+
+/// phi and psi for p(t) = sum_j b_j t^j in dimension d: phi_alpha(x) = sign(b_j) w_alpha x^alpha,
+/// psi_alpha(y) = w_alpha y^alpha with w_alpha = sqrt(|b_j| j! / alpha!), |alpha| = j.
+/// Configuration only: every method is const and thread-safe.
+class SymmetricFeatures {
+ public:
+  /// Features for the coefficients b_0..b_g (zeros allowed) of rows of `dim` coordinates.
+  SymmetricFeatures(Index dim, const std::vector<double>& coeffs) : dim_(dim) {
+    require<ShapeError>(dim >= 1, "SymmetricFeatures: the row dimension must be >= 1, got ", dim);
+    require<PlanError>(!coeffs.empty(),
+                       "SymmetricFeatures: no polynomial coefficients; pass b_0..b_g");
+    for (double b : coeffs) {
+      require<NumericError>(std::isfinite(b), "SymmetricFeatures: coefficient ", b,
+                            " is not finite; fit the polynomial again");
+    }
+    degree_ = static_cast<int>(coeffs.size()) - 1;
+    size_ = count(dim, degree_);
+    require<PlanError>(size_ <= std::numeric_limits<std::int32_t>::max(),
+                       "SymmetricFeatures: ", size_, " features (d = ", dim, ", g = ", degree_,
+                       ") is too many; lower the degree (a larger eps or a smaller R)");
+    build(coeffs);
+  }
+
+  /// d, the length of an input row.
+  Index dim() const { return dim_; }
+  /// g, the polynomial degree.
+  int degree() const { return degree_; }
+  /// k = C(d + g, g), the length of a feature row.
+  Index size() const { return size_; }
+  /// Index of the first feature of degree j (0 <= j <= g + 1; j = g + 1 gives size()).
+  Index degree_begin(int j) const { return degree_begin_.at(static_cast<std::size_t>(j)); }
+  /// The degree-(j-1) feature that feature f (f >= 1) extends by one coordinate.
+  Index parent(Index f) const { return parent_[static_cast<std::size_t>(f)]; }
+  /// The largest coordinate index in feature f's monomial (0 for the constant feature).
+  int last_coordinate(Index f) const { return last_[static_cast<std::size_t>(f)]; }
+  /// sqrt(|b_j| j! / alpha!) of feature f; phi carries the sign of b_j on top.
+  double weight(Index f) const { return weight_[static_cast<std::size_t>(f)]; }
+
+  /// out (rows x size()) = phi of each row of X (rows x dim()); out is resized if needed.
+  template <class T>
+  void phi(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X, Matrix<T>& out) const {
+    features(X, weights<T>(true), out);
+  }
+  /// out (rows x size()) = psi of each row of X (rows x dim()); out is resized if needed.
+  template <class T>
+  void psi(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X, Matrix<T>& out) const {
+    features(X, weights<T>(false), out);
+  }
+  /// dX (rows x dim()) += J_phi(x_r)^T dPhi_r for every row r; dPhi is rows x size().
+  template <class T>
+  void phi_backward(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
+                    const Matrix<T>& dPhi, Matrix<T>& dX) const {
+    features_backward(X, weights<T>(true), dPhi, dX);
+  }
+  /// dX (rows x dim()) += J_psi(x_r)^T dPsi_r for every row r; dPsi is rows x size().
+  template <class T>
+  void psi_backward(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
+                    const Matrix<T>& dPsi, Matrix<T>& dX) const {
+    features_backward(X, weights<T>(false), dPsi, dX);
+  }
+
+  /// C(dim + degree, degree); PlanError if it does not fit in an Index.
+  static Index count(Index dim, int degree) {
+    require<ShapeError>(dim >= 0, "SymmetricFeatures::count: negative dimension ", dim);
+    require<PlanError>(degree >= 0, "SymmetricFeatures::count: negative degree ", degree);
+    // C(d + i, i) = C(d + i - 1, i - 1) (d + i) / i, an exact division at every step.
+    Index c = 1;
+    for (int i = 1; i <= degree; ++i) {
+      require<PlanError>(c <= std::numeric_limits<Index>::max() / (dim + i),
+                         "C(", dim, " + ", degree, ", ", degree,
+                         ") features overflow; lower the degree or the head dimension");
+      c = c * (dim + i) / i;
+    }
+    return c;
+  }
+
+ private:
+  void build(const std::vector<double>& coeffs) {
+    const auto k = static_cast<std::size_t>(size_);
+    parent_.assign(k, 0);
+    last_.assign(k, 0);
+    std::vector<int> run(k, 0);              // multiplicity of the last coordinate
+    std::vector<double> multinomial(k, 1.0); // j! / alpha!, exact up to rounding
+    degree_begin_.assign(static_cast<std::size_t>(degree_) + 2, 0);
+    degree_begin_[1] = 1;
+    std::size_t next = 1;
+    for (int j = 1; j <= degree_; ++j) {
+      for (auto p = static_cast<std::size_t>(degree_begin_[j - 1]);
+           p < static_cast<std::size_t>(degree_begin_[j]); ++p) {
+        for (int c = last_[p]; c < dim_; ++c, ++next) {
+          parent_[next] = static_cast<std::int32_t>(p);
+          last_[next] = c;
+          // alpha_c grows by one: j!/alpha! = (j-1)!/alpha_parent! * j / alpha_c.
+          run[next] = (p != 0 && c == last_[p]) ? run[p] + 1 : 1;
+          multinomial[next] = multinomial[p] * j / run[next];
+        }
+      }
+      degree_begin_[static_cast<std::size_t>(j) + 1] = static_cast<Index>(next);
+    }
+    weight_.resize(k);
+    phi_weight_.resize(k);
+    for (int j = 0; j <= degree_; ++j) {
+      const double b = coeffs[static_cast<std::size_t>(j)];
+      for (auto f = static_cast<std::size_t>(degree_begin_[j]);
+           f < static_cast<std::size_t>(degree_begin_[j + 1]); ++f) {
+        weight_[f] = std::sqrt(std::fabs(b) * multinomial[f]);
+        phi_weight_[f] = b < 0 ? -weight_[f] : weight_[f];
+      }
+    }
+    weight_f_.assign(weight_.begin(), weight_.end());
+    phi_weight_f_.assign(phi_weight_.begin(), phi_weight_.end());
+  }
+
+  template <class T>
+  const T* weights(bool phi_side) const {
+    if constexpr (std::is_same_v<T, float>) {
+      return phi_side ? phi_weight_f_.data() : weight_f_.data();
+    } else {
+      static_assert(std::is_same_v<T, double>, "SymmetricFeatures supports float and double");
+      return phi_side ? phi_weight_.data() : weight_.data();
+    }
+  }
+
+  // The raw monomials x^alpha of one row into m[0..k): each parent's children are a contiguous
+  // block m[parent] * x[l..d).
+  template <class T>
+  void monomials(const T* x, T* m) const {
+    m[0] = T(1);
+    T* out = m + 1;
+    const Index parents = degree_begin_[static_cast<std::size_t>(degree_)];
+    for (Index p = 0; p < parents; ++p) {
+      const T mp = m[p];
+      const int l = last_[static_cast<std::size_t>(p)];
+      for (Index c = l; c < dim_; ++c) *out++ = mp * x[c];
+    }
+  }
+
+  template <class T>
+  void features(const Eigen::Ref<const Matrix<T>>& X, const T* w, Matrix<T>& out) const {
+    require<ShapeError>(X.cols() == dim_, "SymmetricFeatures: input rows have ", X.cols(),
+                        " coordinates, the features were built for ", dim_);
+    out.resize(X.rows(), size_);
+    for (Index r = 0; r < X.rows(); ++r) {
+      T* m = out.data() + r * size_;
+      monomials(X.data() + r * X.outerStride(), m);
+      for (Index f = 0; f < size_; ++f) m[f] *= w[f];
+    }
+  }
+
+  template <class T>
+  void features_backward(const Eigen::Ref<const Matrix<T>>& X, const T* w, const Matrix<T>& dF,
+                         Matrix<T>& dX) const {
+    require<ShapeError>(X.cols() == dim_, "SymmetricFeatures: input rows have ", X.cols(),
+                        " coordinates, the features were built for ", dim_);
+    require_shape(dF, X.rows(), size_, "feature gradient");
+    require_shape(dX, X.rows(), dim_, "dX");
+    // Scratch for one row: monomials, their adjoints, and the row's dx (kept apart from dX so
+    // that the compiler sees no aliasing in the inner loop).
+    std::vector<T> m_buffer(static_cast<std::size_t>(size_)), dm_buffer(static_cast<std::size_t>(size_));
+    std::vector<T> dx_buffer(static_cast<std::size_t>(dim_));
+    T* POLYGRAD_RESTRICT m = m_buffer.data();
+    T* POLYGRAD_RESTRICT dm = dm_buffer.data();
+    T* POLYGRAD_RESTRICT dx = dx_buffer.data();
+    const Index parents = degree_begin_[static_cast<std::size_t>(degree_)];
+    for (Index r = 0; r < X.rows(); ++r) {
+      const T* x = X.data() + r * X.outerStride();
+      const T* g = dF.data() + r * size_;
+      monomials(x, m);
+      for (Index f = 0; f < size_; ++f) dm[f] = w[f] * g[f];
+      std::fill(dx, dx + dim_, T(0));
+      // In the forward pass this was m[child] = m[p] * x[c] for c = l..d-1, children in order;
+      // walk the parents backwards so that each dm[p] is complete before p is visited.
+      Index child = size_;
+      for (Index p = parents - 1; p >= 0; --p) {
+        const int l = last_[static_cast<std::size_t>(p)];
+        child -= dim_ - l;
+        const T mp = m[p];
+        const T* dchild = dm + child - l;  // dchild[c] is the child through x_c
+        T acc = T(0);
+        for (Index c = l; c < dim_; ++c) {
+          acc += dchild[c] * x[c];
+          dx[c] += dchild[c] * mp;
+        }
+        dm[p] += acc;
+      }
+      T* out = dX.data() + r * dim_;
+      for (Index c = 0; c < dim_; ++c) out[c] += dx[c];
+    }
+  }
+
+  Index dim_ = 0;
+  int degree_ = 0;
+  Index size_ = 0;
+  std::vector<Index> degree_begin_;         // (g + 2) first feature of each degree, then k
+  std::vector<std::int32_t> parent_;        // (k) parent feature; 0 for the constant
+  std::vector<std::int32_t> last_;          // (k) largest coordinate of the monomial
+  std::vector<double> weight_, phi_weight_; // (k) psi and phi weights
+  std::vector<float> weight_f_, phi_weight_f_;
+};
+
+}  // namespace polygrad
