@@ -1,0 +1,437 @@
+// polygrad_gradients: gradients of a Transformer, or of one attention call, from and to
+// safetensors files, so that other tools (PyTorch, JAX) can check polygrad and vice versa.
+//
+//   polygrad_gradients --model M --data D --out G [--dtype float|double] [--qk-norm tau]
+//                      [attention flags]
+//       D: input [n, D], target [n, D]. Y = model(input), L = 1/2 ||Y - target||^2.
+//       G: output [n, D], loss [1], grad.input [n, D], grad.<parameter> for every parameter;
+//       metadata plan.layer<i>: how each head of layer i was computed (one line per head).
+//   polygrad_gradients attention --data D --out G [--causal] [--scale c | --qk-norm tau]
+//                      [--dtype ...] [attention flags]
+//       D: q, k, v, do, each [H, n, d_h]. G: o, dq, dk, dv of the same shapes; metadata plan.
+//   polygrad_gradients compare A B [--tolerance t]
+//       relative Frobenius error ||a - b|| / ||b|| of every tensor the two files share.
+//
+//   attention flags (support/attention_cli.hpp): --attention exact|poly|auto,
+//       --route adjoint|paper, --family chebyshev|taylor, --degree g | --epsilon e, --bound R,
+//       --audit s (default 32 rows per head for poly/auto, 0 disables).
+//   polygrad_gradients init --out M [--layers --d-model --heads --d-ff --causal/--no-causal
+//                                    --scale --qk-norm --seed --dtype]
+//   polygrad_gradients make-data --model M --tokens n --out D [--seed s]       (input, target)
+//   polygrad_gradients make-data --heads H --head-dim d --tokens n --out D     (q, k, v, do)
+//
+// Errors: `polygrad_gradients: <message>` on stderr and exit status 1; command-line usage
+// errors exit with status 2 after the usage text.
+
+#include <CLI/CLI.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "polygrad/io/checkpoint.hpp"
+#include "polygrad/io/safetensors.hpp"
+#include "polygrad/layers/multihead_attention.hpp"
+#include "polygrad/layers/transformer.hpp"
+#include "polygrad/loss/mse.hpp"
+#include "support/attention_cli.hpp"
+#include "support/program.hpp"
+
+namespace {
+
+using namespace polygrad;
+
+constexpr const char* program_name = "polygrad_gradients";
+
+using examples::AttentionCli;
+
+// ---------------------------------------------------------------------------------------------
+// Options of each mode.
+
+struct ModelOptions {
+  std::string model, data, out;
+  std::string dtype = "double";
+  double qk_norm = 0;  // > 0: overrides the model's QK normalisation
+  AttentionCli attention;
+};
+
+struct AttentionOptions {
+  std::string data, out;
+  bool causal = false;
+  double scale = 0;    // 0: 1/sqrt(d_h)
+  double qk_norm = 0;  // > 0: normalise q and k per head, scale tau, score bound tau
+  std::string dtype = "double";
+  AttentionCli attention;
+};
+
+struct CompareOptions {
+  std::string first, second;
+  double tolerance = -1;  // < 0: report only
+};
+
+struct InitOptions {
+  std::string out;
+  TransformerConfig config;
+  double scale = 0, qk_norm = 0;  // 0: not set
+  std::uint64_t seed = Transformer<double>::default_seed;
+  std::string dtype = "double";
+};
+
+struct MakeDataOptions {
+  std::string model, out;
+  Index tokens = 0, heads = 0, head_dim = 0;
+  std::uint64_t seed = 1;
+  std::string dtype = "double";
+};
+
+using examples::with_dtype;
+
+/// The metadata every output file carries: program, attention summary and dtype.
+std::map<std::string, std::string> run_metadata(const AttentionCli& attention,
+                                                const std::string& dtype) {
+  return {{"program", program_name}, {"attention", attention.summary()}, {"dtype", dtype}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model mode: output, loss and every gradient of a Transformer.
+
+template <class T>
+void run_model(const ModelOptions& o) {
+  SafetensorsFile checkpoint = SafetensorsFile::read(o.model);
+  // The configuration lives in the metadata, so --qk-norm edits it before the model is built.
+  if (o.qk_norm > 0) checkpoint.metadata()["qk_norm"] = detail::exact_double_string(o.qk_norm);
+  Transformer<T> model = load_transformer<T>(checkpoint, o.attention.make<T>());
+  const TransformerConfig& config = model.config();
+  const SafetensorsFile data = SafetensorsFile::read(o.data);
+  const Matrix<T> input = data.matrix<T>("input");    // (n, D)
+  const Matrix<T> target = data.matrix<T>("target");  // (n, D)
+  require<ShapeError>(input.rows() >= 1 && input.cols() == config.d_model, o.data,
+                      ": input must be [n, ", config.d_model, "] with n >= 1 to match the model's ",
+                      "d_model, got [", input.rows(), ", ", input.cols(), "]");
+  require<ShapeError>(target.rows() == input.rows() && target.cols() == input.cols(), o.data,
+                      ": target must have the shape of input [", input.rows(), ", ", input.cols(),
+                      "], got [", target.rows(), ", ", target.cols(), "]");
+
+  model.zero_grad();
+  const Matrix<T> output = model.forward(input);
+  const LossResult<T> loss = mse_loss(output, target);
+  const Matrix<T> grad_input = model.backward(loss.grad);
+
+  SafetensorsFile out;
+  out.add("output", output);
+  const T loss_value = static_cast<T>(loss.value);
+  out.add<T>("loss", {1}, &loss_value);
+  out.add("grad.input", grad_input);
+  store_parameters(out, model.parameters(), "grad.", ParameterBuffer::gradients);
+  out.metadata() = run_metadata(o.attention, o.dtype);
+  const auto descriptions = model.describe_attention();
+  for (std::size_t i = 0; i < descriptions.size(); ++i)
+    out.metadata()["plan.layer" + std::to_string(i)] = descriptions[i];
+  if (config.qk_norm) out.metadata()["qk_norm"] = detail::exact_double_string(*config.qk_norm);
+  out.write(o.out);
+
+  std::cout << "model " << o.model << ": " << config.layers << " layers, d_model "
+            << config.d_model << ", " << config.heads << " heads, d_ff " << config.d_ff << ", "
+            << (config.causal ? "causal" : "non-causal") << ", scale " << config.attention_scale()
+            << (config.qk_norm ? " (qk_norm)" : "") << "\n";
+  std::cout << "n " << input.rows() << ", dtype " << o.dtype << ", attention "
+            << o.attention.summary() << "\n";
+  std::cout.precision(10);
+  std::cout << "loss " << loss.value << "\n";
+  for (std::size_t i = 0; i < descriptions.size(); ++i) {
+    std::istringstream lines(descriptions[i]);
+    for (std::string line; std::getline(lines, line);)
+      std::cout << "layer " << i << " " << line << "\n";
+  }
+  std::cout << "wrote " << out.size() << " tensors to " << o.out << "\n";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention mode: O and dQ, dK, dV of one multi-head attention call.
+
+/// A [H, n, d_h] tensor as the n x (H d_h) matrix the attention methods take (head h owns
+/// columns [h d_h, (h + 1) d_h)).
+template <class T>
+Matrix<T> heads_to_matrix(const std::vector<T>& values, Index H, Index n, Index dh) {
+  Matrix<T> m(n, H * dh);
+  for (Index h = 0; h < H; ++h)
+    for (Index i = 0; i < n; ++i)
+      for (Index c = 0; c < dh; ++c) m(i, h * dh + c) = values[static_cast<std::size_t>((h * n + i) * dh + c)];
+  return m;
+}
+
+/// The inverse of heads_to_matrix, stored in `file` under `name` with shape [H, n, d_h].
+template <class T>
+void add_heads(SafetensorsFile& file, const std::string& name, const Matrix<T>& m, Index H,
+               Index dh) {
+  const Index n = m.rows();
+  std::vector<T> values(static_cast<std::size_t>(H * n * dh));
+  for (Index h = 0; h < H; ++h)
+    for (Index i = 0; i < n; ++i)
+      for (Index c = 0; c < dh; ++c) values[static_cast<std::size_t>((h * n + i) * dh + c)] = m(i, h * dh + c);
+  file.add<T>(name, {H, n, dh}, values.data());
+}
+
+template <class T>
+void run_attention(const AttentionOptions& o) {
+  const SafetensorsFile data = SafetensorsFile::read(o.data);
+  const std::vector<Index> shape = data.shape("q");
+  require<ShapeError>(shape.size() == 3 && shape[0] >= 1 && shape[1] >= 1 && shape[2] >= 1,
+                      o.data, ": q must be [H, n, d_h] with every size at least 1, got ",
+                      detail::shape_string(shape));
+  for (const char* name : {"k", "v", "do"}) {
+    require<ShapeError>(data.shape(name) == shape, o.data, ": ", name, " must have the shape of q ",
+                        detail::shape_string(shape), ", got ",
+                        detail::shape_string(data.shape(name)));
+  }
+  const Index H = shape[0], n = shape[1], dh = shape[2];
+  const Matrix<T> Q = heads_to_matrix(data.values<T>("q"), H, n, dh);    // (n, H d_h)
+  const Matrix<T> K = heads_to_matrix(data.values<T>("k"), H, n, dh);    // (n, H d_h)
+  const Matrix<T> V = heads_to_matrix(data.values<T>("v"), H, n, dh);    // (n, H d_h)
+  const Matrix<T> dO = heads_to_matrix(data.values<T>("do"), H, n, dh);  // (n, H d_h)
+  require_finite(dO, "do");
+
+  AttentionShape attention;
+  attention.heads = H;
+  attention.causal = o.causal;
+  attention.scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(dh));
+  const auto method = o.attention.make<T>();
+  Matrix<T> O, dQ, dK, dV;
+  std::unique_ptr<AttentionContext<T>> context;
+  if (o.qk_norm > 0) {
+    // As MultiHeadAttention does: unit q and k per head, scores tau cos(q, k), so |S| <= tau;
+    // the gradients with respect to the raw q and k go back through the normalisation.
+    Matrix<T> q_norms, k_norms;  // (n, H)
+    const Matrix<T> Qn = detail::normalise_heads(Q, H, q_norms);
+    const Matrix<T> Kn = detail::normalise_heads(K, H, k_norms);
+    attention.scale = o.qk_norm;
+    attention.score_bound = o.qk_norm;
+    context = method->forward(Qn, Kn, V, attention, O);
+    Matrix<T> dQn, dKn;
+    context->backward(dO, dQn, dKn, dV);
+    dQ = detail::normalise_heads_backward(dQn, Qn, q_norms);
+    dK = detail::normalise_heads_backward(dKn, Kn, k_norms);
+  } else {
+    context = method->forward(Q, K, V, attention, O);
+    context->backward(dO, dQ, dK, dV);
+  }
+
+  SafetensorsFile out;
+  add_heads(out, "o", O, H, dh);
+  add_heads(out, "dq", dQ, H, dh);
+  add_heads(out, "dk", dK, H, dh);
+  add_heads(out, "dv", dV, H, dh);
+  out.metadata() = run_metadata(o.attention, o.dtype);
+  out.metadata()["causal"] = o.causal ? "true" : "false";
+  out.metadata()["scale"] = detail::exact_double_string(attention.scale);
+  if (o.qk_norm > 0) out.metadata()["qk_norm"] = detail::exact_double_string(o.qk_norm);
+  out.metadata()["plan"] = context->describe();
+  out.write(o.out);
+
+  std::cout << "attention " << o.attention.summary() << ": H " << H << ", n " << n << ", d_h "
+            << dh << ", " << (o.causal ? "causal" : "non-causal") << ", scale " << attention.scale
+            << (o.qk_norm > 0 ? " (qk_norm)" : "") << ", dtype " << o.dtype << "\n";
+  std::cout << context->describe() << "\n";
+  std::cout << "wrote o, dq, dk, dv to " << o.out << "\n";
+}
+
+// ---------------------------------------------------------------------------------------------
+// init and make-data: files for users and tests, without Python.
+
+template <class T>
+void run_init(InitOptions o) {
+  if (o.scale > 0) o.config.scale = o.scale;
+  if (o.qk_norm > 0) o.config.qk_norm = o.qk_norm;
+  Transformer<T> model(o.config);
+  model.init(o.seed);
+  save_transformer(o.out, model);
+  std::cout << "wrote a " << o.config.layers << "-layer model (d_model " << o.config.d_model
+            << ", " << o.config.heads << " heads, d_ff " << o.config.d_ff << ", seed " << o.seed
+            << ", " << o.dtype << ") to " << o.out << "\n";
+}
+
+template <class T>
+Matrix<T> normal_matrix(Index rows, Index cols, std::mt19937_64& rng) {
+  Matrix<T> m(rows, cols);
+  detail::fill_normal(m, rng, 1.0);
+  return m;
+}
+
+template <class T>
+void run_make_data(const MakeDataOptions& o) {
+  require<Error>(o.tokens >= 1, "--tokens must be at least 1, got ", o.tokens);
+  std::mt19937_64 rng(o.seed);
+  SafetensorsFile out;
+  if (!o.model.empty()) {
+    const SafetensorsFile model = SafetensorsFile::read(o.model);
+    const Index D = transformer_config(model.metadata(), o.model).d_model;
+    out.add("input", normal_matrix<T>(o.tokens, D, rng));
+    out.add("target", normal_matrix<T>(o.tokens, D, rng));
+    std::cout << "wrote input and target [" << o.tokens << ", " << D << "] to " << o.out << "\n";
+  } else {
+    require<Error>(o.heads >= 1 && o.head_dim >= 1,
+                   "make-data needs --model, or --heads and --head-dim (each at least 1)");
+    for (const char* name : {"q", "k", "v", "do"}) {
+      const Matrix<T> m = normal_matrix<T>(o.heads * o.tokens, o.head_dim, rng);
+      out.add<T>(name, {o.heads, o.tokens, o.head_dim}, m.data());
+    }
+    std::cout << "wrote q, k, v, do [" << o.heads << ", " << o.tokens << ", " << o.head_dim
+              << "] to " << o.out << "\n";
+  }
+  out.write(o.out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// compare: how far one file's tensors are from another's (the second is the reference).
+
+/// Prints ||a - b||_F / ||b||_F for every tensor name in both files; throws if they share none,
+/// if a shared name has two shapes, or if the largest error exceeds a given tolerance.
+void run_compare(const CompareOptions& o) {
+  const SafetensorsFile a = SafetensorsFile::read(o.first);
+  const SafetensorsFile b = SafetensorsFile::read(o.second);
+  double worst = -1;
+  std::string worst_name;
+  std::size_t compared = 0;
+  std::cout.precision(4);
+  for (const std::string& name : a.names()) {
+    if (!b.has(name)) {
+      std::cout << "only in " << o.first << ": " << name << "\n";
+      continue;
+    }
+    require<ShapeError>(a.shape(name) == b.shape(name), "tensor '", name, "' is ",
+                        detail::shape_string(a.shape(name)), " in ", o.first, " but ",
+                        detail::shape_string(b.shape(name)), " in ", o.second);
+    const std::vector<double> x = a.values<double>(name), y = b.values<double>(name);
+    const Eigen::Map<const Vector<double>> xv(x.data(), Index(x.size())), yv(y.data(), Index(y.size()));
+    const double error = examples::relative_error(xv, yv);
+    std::cout << name << " " << std::scientific << error << std::defaultfloat << "\n";
+    ++compared;
+    if (!(error <= worst)) {  // NaN counts as the worst
+      worst = error;
+      worst_name = name;
+    }
+  }
+  for (const std::string& name : b.names())
+    if (!a.has(name)) std::cout << "only in " << o.second << ": " << name << "\n";
+  require<Error>(compared > 0, o.first, " and ", o.second, " share no tensor name");
+  std::cout << "max " << std::scientific << worst << std::defaultfloat << " (" << worst_name
+            << ") over " << compared << " tensors\n";
+  require<NumericError>(o.tolerance < 0 || worst <= o.tolerance, "the relative error of '",
+                        worst_name, "' is ", worst, ", above the tolerance ", o.tolerance);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Gradients of a polygrad Transformer or attention call, as safetensors files",
+               program_name};
+  const auto dtype_check = CLI::IsMember({"float", "double"});
+
+  ModelOptions model;
+  app.add_option("--model", model.model, "Transformer checkpoint (safetensors)");
+  app.add_option("--data", model.data, "input [n, D] and target [n, D] (safetensors)");
+  app.add_option("--out", model.out, "where to write output, loss and the gradients");
+  app.add_option("--dtype", model.dtype, "scalar type of the computation and the output")
+      ->check(dtype_check)
+      ->capture_default_str();
+  app.add_option("--qk-norm", model.qk_norm,
+                 "QK normalisation with temperature tau (overrides the checkpoint's qk_norm)")
+      ->check(CLI::PositiveNumber);
+  model.attention.add(app);
+
+  AttentionOptions attention;
+  CLI::App* attention_cmd =
+      app.add_subcommand("attention", "O and dQ, dK, dV of one attention call ([H, n, d_h])");
+  attention_cmd->add_option("--data", attention.data, "q, k, v, do, each [H, n, d_h]")->required();
+  attention_cmd->add_option("--out", attention.out, "where to write o, dq, dk, dv")->required();
+  attention_cmd->add_flag("--causal", attention.causal, "mask keys after each query");
+  auto* scale_option =
+      attention_cmd->add_option("--scale", attention.scale, "c in S = c Q K^T (default 1/sqrt(d_h))")
+          ->check(CLI::PositiveNumber);
+  attention_cmd
+      ->add_option("--qk-norm", attention.qk_norm,
+                   "normalise q and k per head and score tau (q/|q|).(k/|k|); gradients are "
+                   "with respect to the raw q, k")
+      ->check(CLI::PositiveNumber)
+      ->excludes(scale_option);
+  attention_cmd->add_option("--dtype", attention.dtype, "scalar type")
+      ->check(dtype_check)
+      ->capture_default_str();
+  attention.attention.add(*attention_cmd);
+
+  CompareOptions compare;
+  CLI::App* compare_cmd = app.add_subcommand(
+      "compare", "relative Frobenius error ||a - b|| / ||b|| of every tensor two files share");
+  compare_cmd->add_option("a", compare.first, "safetensors file to check")->required();
+  compare_cmd->add_option("b", compare.second, "reference safetensors file")->required();
+  compare_cmd->add_option("--tolerance", compare.tolerance,
+                          "exit 1 if the largest relative error is above this")
+      ->check(CLI::NonNegativeNumber);
+
+  InitOptions init;
+  CLI::App* init_cmd = app.add_subcommand("init", "write a randomly initialised Transformer");
+  init_cmd->add_option("--out", init.out, "checkpoint to write")->required();
+  init_cmd->add_option("--layers", init.config.layers, "number of blocks")->capture_default_str();
+  init_cmd->add_option("--d-model", init.config.d_model, "model width D")->capture_default_str();
+  init_cmd->add_option("--heads", init.config.heads, "attention heads H")->capture_default_str();
+  init_cmd->add_option("--d-ff", init.config.d_ff, "MLP width F")->capture_default_str();
+  init_cmd->add_flag("--causal,!--no-causal", init.config.causal, "causal mask (default on)");
+  init_cmd->add_option("--scale", init.scale, "attention scale c (default 1/sqrt(d_h))")
+      ->check(CLI::PositiveNumber);
+  init_cmd->add_option("--qk-norm", init.qk_norm, "QK normalisation with temperature tau")
+      ->check(CLI::PositiveNumber);
+  init_cmd->add_option("--seed", init.seed, "random seed")->capture_default_str();
+  init_cmd->add_option("--dtype", init.dtype, "stored precision (F32 or F64)")
+      ->check(dtype_check)
+      ->capture_default_str();
+
+  MakeDataOptions make_data;
+  CLI::App* data_cmd = app.add_subcommand(
+      "make-data", "write random input/target for a model, or q/k/v/do for attention");
+  auto* data_model =
+      data_cmd->add_option("--model", make_data.model, "checkpoint whose width to use");
+  data_cmd->add_option("--tokens", make_data.tokens, "sequence length n")->required();
+  data_cmd->add_option("--out", make_data.out, "data file to write")->required();
+  data_cmd->add_option("--seed", make_data.seed, "random seed")->capture_default_str();
+  data_cmd->add_option("--heads", make_data.heads, "H, for attention data")->excludes(data_model);
+  data_cmd->add_option("--head-dim", make_data.head_dim, "d_h, for attention data")
+      ->excludes(data_model);
+  data_cmd->add_option("--dtype", make_data.dtype, "stored precision")
+      ->check(dtype_check)
+      ->capture_default_str();
+
+  app.require_subcommand(0, 1);
+
+  const int parsed = examples::parse_command_line(app, argc, argv, [&] {
+    if (app.get_subcommands().empty()) {
+      for (const auto& [value, name] : {std::pair{&model.model, "--model"},
+                                        std::pair{&model.data, "--data"},
+                                        std::pair{&model.out, "--out"}}) {
+        if (value->empty()) throw CLI::RequiredError(name);
+      }
+    }
+    model.attention.check();
+    attention.attention.check();
+  });
+  if (parsed >= 0) return parsed;
+
+  return examples::run_program(program_name, [&] {
+    if (attention_cmd->parsed()) {
+      with_dtype(attention.dtype, [&](auto t) { run_attention<decltype(t)>(attention); });
+    } else if (init_cmd->parsed()) {
+      with_dtype(init.dtype, [&](auto t) { run_init<decltype(t)>(init); });
+    } else if (data_cmd->parsed()) {
+      with_dtype(make_data.dtype, [&](auto t) { run_make_data<decltype(t)>(make_data); });
+    } else if (compare_cmd->parsed()) {
+      run_compare(compare);
+    } else {
+      with_dtype(model.dtype, [&](auto t) { run_model<decltype(t)>(model); });
+    }
+  });
+}
