@@ -8,7 +8,9 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "polygrad/attention/plan.hpp"
 #include "polygrad/core/error.hpp"
 #include "polygrad/core/types.hpp"
 
@@ -33,8 +35,16 @@ class AttentionContext {
   virtual ~AttentionContext() = default;
   /// Given dO (n x H d_h), assigns dQ, dK, dV (each n x H d_h).
   virtual void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) = 0;
-  /// One line per head on how the forward pass was computed (method, degree, bound, ...).
-  virtual std::string describe() const { return {}; }
+  /// How each head was computed (method, degree, rank, bound, predicted cost, audit).
+  virtual std::vector<HeadPlan> plans() const { return {}; }
+  /// One line per head, from plans(): "head 0: poly adjoint chebyshev g=7 ...".
+  virtual std::string describe() const {
+    std::string out;
+    const auto all = plans();
+    for (std::size_t h = 0; h < all.size(); ++h)
+      out += (h ? "\n" : "") + std::string("head ") + std::to_string(h) + ": " + all[h].describe();
+    return out;
+  }
 };
 
 /// An attention algorithm. Q, K, V and O are n x (H d_h); head h owns columns

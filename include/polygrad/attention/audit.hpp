@@ -1,0 +1,66 @@
+#pragma once
+// The error audit: exact attention output for a few sampled query rows, O(s n d_h), compared
+// with an approximate output. Certified bounds are worst-case; the audit measures this call
+// (DESIGN.md section 3, "Worst case against typical case").
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "polygrad/core/types.hpp"
+
+namespace polygrad {
+
+/// `count` distinct row indices in [0, n), sorted, drawn with the given seed (all rows when
+/// count >= n).
+inline std::vector<Index> audit_sample(Index n, Index count, std::uint64_t seed) {
+  std::vector<Index> rows(static_cast<std::size_t>(n));
+  std::iota(rows.begin(), rows.end(), Index(0));
+  if (count < n) {
+    std::mt19937_64 rng(seed);
+    for (Index i = 0; i < count; ++i) {
+      std::uniform_int_distribution<Index> pick(i, n - 1);
+      std::swap(rows[std::size_t(i)], rows[std::size_t(pick(rng))]);
+    }
+    rows.resize(static_cast<std::size_t>(count));
+    std::sort(rows.begin(), rows.end());
+  }
+  return rows;
+}
+
+/// Exact softmax(c q_i K^T) V for the given rows of one head, in double: (rows, d_h).
+template <class T>
+Matrix<double> exact_attention_rows(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                                    double scale, bool causal, const std::vector<Index>& rows) {
+  const Index n = K.rows();
+  Matrix<double> out(Index(rows.size()), V.cols());
+  Vector<double> s(n);
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const Index i = rows[r], visible = causal ? i + 1 : n;
+    const RowVector<double> q = Q.row(i).template cast<double>();
+    s.head(visible) = scale * (K.topRows(visible).template cast<double>() * q.transpose());
+    const double m = s.head(visible).maxCoeff();
+    s.head(visible) = (s.head(visible).array() - m).exp();
+    out.row(Index(r)) = (s.head(visible).transpose() * V.topRows(visible).template cast<double>()) /
+                        s.head(visible).sum();
+  }
+  return out;
+}
+
+/// ||O~_S - O_S||_F / ||O_S||_F over the sampled rows S, with O_S computed exactly.
+template <class T>
+double audit_relative_error(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                            double scale, bool causal, const Matrix<T>& approximate,
+                            const std::vector<Index>& rows) {
+  const Matrix<double> exact = exact_attention_rows(Q, K, V, scale, causal, rows);
+  double diff = 0, norm = 0;
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    diff += (approximate.row(rows[r]).template cast<double>() - exact.row(Index(r))).squaredNorm();
+    norm += exact.row(Index(r)).squaredNorm();
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
+}
+
+}  // namespace polygrad

@@ -1,0 +1,105 @@
+#pragma once
+// How one head's attention is computed, and what it is predicted to cost (DESIGN.md section 6).
+//
+// Every attention context reports one HeadPlan per head, so callers and programs can see which
+// method ran, with which degree and rank, and what error bound it certifies.
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+#include <string>
+
+#include "polygrad/core/types.hpp"
+
+namespace polygrad {
+
+/// The backward route through the polynomial approximation (DESIGN.md section 4).
+enum class PolyRoute {
+  adjoint,  ///< exact gradient of the approximate forward, O(n k d_h)
+  paper,    ///< the paper's formulas with f~ in place of f, O(n k d_h^2)
+};
+
+inline std::string to_string(PolyRoute route) {
+  return route == PolyRoute::adjoint ? "adjoint" : "paper";
+}
+
+/// One head's plan. Costs are predicted multiply-adds of forward + backward.
+struct HeadPlan {
+  std::string method = "exact";  ///< "exact" or "poly"
+  Index n = 0, head_dim = 0;
+  bool causal = false;
+  // The fields below describe the polynomial approximation; for an exact head they describe
+  // the approximation that was considered (when a choice was made) or stay at their defaults.
+  PolyRoute route = PolyRoute::adjoint;
+  std::string family;           ///< "chebyshev" or "taylor"
+  std::string bound_source;     ///< "cauchy-schwarz", "caller", "qk-norm"
+  double bound = 0;             ///< R: the scores used lie in [-R, R] when `certified`
+  double cauchy_schwarz_bound = 0;  ///< what Cauchy-Schwarz gives on this data (O(n d) check)
+  bool certified = false;       ///< the data provably satisfies |scores| <= R
+  bool keys_centred = false;
+  int degree = 0;               ///< g
+  Index rank = 0;               ///< k = C(d_h + g, g)
+  double exp_error = 0;         ///< certified max |P(s)/exp(s) - 1| on [-R, R]
+  double output_error = 0;      ///< certified |O~_i - O_i| <= this (DESIGN.md section 3)
+  double exact_cost = 0;        ///< predicted multiply-adds, exact tiled path
+  double poly_cost = 0;         ///< predicted multiply-adds, polynomial route
+  Index audit_rows = 0;         ///< rows sampled by the audit (0: no audit)
+  double audit_error = std::numeric_limits<double>::quiet_NaN();  ///< measured relative error
+
+  /// One line, e.g. "poly adjoint chebyshev g=7 k=6435 R=2 (qk-norm) eps<=3.3e-04 ...".
+  std::string describe() const {
+    std::ostringstream s;
+    s.precision(3);
+    if (method == "exact") {
+      s << "exact";
+      if (poly_cost > 0) s << " (poly would cost " << poly_cost / exact_cost << "x: k=" << rank << ")";
+      return s.str();
+    }
+    s << "poly " << to_string(route) << ' ' << family << " g=" << degree << " k=" << rank
+      << " R=" << bound << " (" << bound_source << (certified ? "" : ", NOT certified: Cauchy-Schwarz gives ")
+      ;
+    if (!certified) s << cauchy_schwarz_bound;
+    s << ") exp-error<=" << exp_error << " output-error<=" << output_error << "*max|v|"
+      << " cost " << poly_cost / exact_cost << "x exact";
+    if (audit_rows > 0) s << " audit(" << audit_rows << " rows)=" << audit_error;
+    return s.str();
+  }
+};
+
+namespace cost {
+
+/// Exact tiled attention, forward + backward: 2 n^2 d_h forward and 5 n^2 d_h backward
+/// (DESIGN.md section 2), halved by the causal mask.
+inline double exact(Index n, Index dh, bool causal) {
+  const double full = 7.0 * double(n) * double(n) * double(dh);
+  return causal ? full / 2 : full;
+}
+
+/// The dense scores inside causal chunks of C rows: per row about C/2 scores, each with a
+/// d_h dot product, a Horner evaluation of degree g and a row of V; the backward pass repeats
+/// them and adds the score gradient products.
+inline double poly_diagonal(Index n, Index dh, int g, Index chunk, bool causal) {
+  if (!causal) return 0;
+  return double(n) * double(chunk) / 2 * (7.0 * double(dh) + 2.0 * g);
+}
+
+/// Polynomial forward + adjoint backward, counted from poly_adjoint.hpp: 5 feature-row builds
+/// and 2 feature Jacobian products (about 2 k each), 6 products of n x k by k x (d_h + 1) and
+/// one by k x d_h.
+inline double poly_adjoint(Index n, Index dh, int g, Index k, Index chunk, bool causal) {
+  const double nk = double(n) * double(k);
+  return nk * (5 + 4) + nk * (6 * (double(dh) + 1) + double(dh)) +
+         poly_diagonal(n, dh, g, chunk, causal);
+}
+
+/// Polynomial forward + paper backward, counted from poly_paper.hpp: 6 feature-row builds,
+/// the forward's 2 products with k x (d_h + 1) states, 2 with k x (d_h^2 + d_h) and 2 with
+/// k x (d_h^2 + 2 d_h).
+inline double poly_paper(Index n, Index dh, int g, Index k, Index chunk, bool causal) {
+  const double nk = double(n) * double(k), d = double(dh);
+  return nk * 6 + 2 * nk * (d + 1) + 4 * nk * d * d + 6 * nk * d +
+         poly_diagonal(n, dh, g, chunk, causal);
+}
+
+}  // namespace cost
+}  // namespace polygrad

@@ -1,0 +1,164 @@
+#pragma once
+// The polynomial approximation of one head's attention, fixed before the forward pass
+// (DESIGN.md sections 3 and 6): the entry bound R, the polynomial p(t) ~ exp(R t), its
+// symmetric features, and the scalings that map queries and keys into the unit ball.
+//
+// Scores are rewritten as S_ij = R t_ij + (a constant along row i) with t_ij = qh_i . kh_j,
+// qh = q * q_scale and kh = (k - key_centre) * k_scale, so that |t_ij| <= 1 when certified.
+// The row constant cancels in the softmax. The approximation is a constant of the backward
+// pass: gradients are taken with R, the polynomial, the centre and the scalings held fixed.
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <string>
+
+#include "polygrad/approx/entry_bound.hpp"
+#include "polygrad/approx/features.hpp"
+#include "polygrad/approx/monomial_block.hpp"
+#include "polygrad/approx/polynomial.hpp"
+#include "polygrad/attention/method.hpp"
+#include "polygrad/attention/plan.hpp"
+
+namespace polygrad {
+
+/// What the caller asks of the polynomial method.
+struct PolyOptions {
+  PolyRoute route = PolyRoute::adjoint;
+  PolynomialFamily family = PolynomialFamily::chebyshev;
+  /// The degree g; 0 chooses the smallest degree whose certified error is <= epsilon.
+  int degree = 0;
+  /// Target certified relative error of P against exp on [-R, R], used when degree == 0.
+  double epsilon = 1e-3;
+  /// The highest degree the automatic choice may take.
+  int max_degree = 24;
+  /// R fixed by the caller (> 0). Otherwise the shape's score_bound (QK normalisation) is used,
+  /// and without that R comes from Cauchy-Schwarz on the data (which, with a causal mask, lets
+  /// row i depend weakly on later rows through R and the key centre: DESIGN.md section 3).
+  double bound = 0;
+  /// Centre the keys when R comes from the data (softmax is shift-invariant along a row).
+  bool centre_keys = true;
+  /// Rows per chunk in the causal routes (DESIGN.md section 5).
+  Index chunk = 64;
+  /// Largest memory, in bytes, the per-head feature states and chunk buffers may take.
+  double memory_budget = 1024.0 * 1024.0 * 1024.0;
+  /// Query rows per head the audit compares against exact attention (0: no audit).
+  Index audit_rows = 0;
+  std::uint64_t audit_seed = 0x5eed;
+};
+
+/// The fixed approximation of one head.
+struct PolyApproximation {
+  ExpPolynomial polynomial;
+  SymmetricFeatures features;
+  Vector<double> pair_weight;  ///< (k) phi_f psi_f weight products, see monomial_block.hpp
+  double q_scale = 1, k_scale = 1;
+  Vector<double> key_centre;  ///< (d_h); empty when keys are not centred
+  HeadPlan plan;
+};
+
+namespace detail {
+
+/// Bytes of state and chunk buffers a route needs per head with rank k (used by the budget).
+inline double poly_memory(PolyRoute route, Index k, Index dh, Index chunk, std::size_t scalar) {
+  const double state_cols = route == PolyRoute::paper ? double(dh * dh + 2 * dh) : double(dh + 1);
+  return double(k) * state_cols * 2 * 8      // prefix and suffix states in double
+         + double(k) * state_cols * scalar  // their working copy in T
+         + 2.0 * double(chunk) * double(k) * scalar;  // a chunk's phi and psi rows
+}
+
+}  // namespace detail
+
+/// Builds the approximation of one head from its queries and keys (n x d_h), or throws
+/// PlanError saying what to change. Fills plan.{bound, degree, rank, exp_error, costs, ...}.
+template <class T>
+PolyApproximation make_poly_approximation(const Matrix<T>& Q, const Matrix<T>& K,
+                                          const AttentionShape& shape, const PolyOptions& options) {
+  require<PlanError>(options.chunk >= 1, "the chunk size must be at least 1, got ", options.chunk);
+  require<PlanError>(options.degree >= 0, "the degree must be >= 0, got ", options.degree);
+  require<PlanError>(options.bound >= 0 && std::isfinite(options.bound),
+                     "the bound R must be finite and >= 0 (0: automatic), got ", options.bound);
+  const Index n = Q.rows(), dh = Q.cols();
+  const double c = shape.scale;
+
+  HeadPlan plan;
+  plan.method = "poly";
+  plan.n = n;
+  plan.head_dim = dh;
+  plan.causal = shape.causal;
+  plan.route = options.route;
+  plan.family = to_string(options.family);
+
+  const bool fixed = options.bound > 0 || shape.score_bound > 0;
+  const EntryBound cs = cauchy_schwarz_bound(Q, K, c, !fixed && options.centre_keys);
+  plan.cauchy_schwarz_bound = cs.R;
+
+  double q_scale = 1, k_scale = 1;
+  Vector<double> centre;
+  if (fixed) {
+    // R known in advance: t = c q.k / R needs no statistic of the sequence, so the model
+    // stays exactly causal. It is certified when Cauchy-Schwarz confirms it on this data.
+    plan.bound = options.bound > 0 ? options.bound : shape.score_bound;
+    plan.bound_source = options.bound > 0 ? "caller" : "qk-norm";
+    plan.certified = cs.R <= plan.bound * (1 + 1e-6);
+    q_scale = c / plan.bound;
+  } else {
+    // R is kept away from 0 so that t = S / R still carries the score gradient when every
+    // score is 0 (all queries zero, say).
+    plan.bound = std::max(cs.R, 1e-3);
+    plan.bound_source = "cauchy-schwarz";
+    plan.certified = true;
+    plan.keys_centred = options.centre_keys;
+    if (options.centre_keys) centre = cs.key_centre;
+    // q_scale k_scale R = c, so |qh| = c q_max k_max / R <= 1 and |kh| <= 1.
+    k_scale = cs.k_max > 0 ? 1.0 / cs.k_max : 1.0;
+    q_scale = c / (plan.bound * k_scale);
+  }
+
+  ExpPolynomial polynomial =
+      options.degree > 0 ? fit_exp(options.family, plan.bound, options.degree)
+                         : fit_exp_for_error(options.family, plan.bound, options.epsilon,
+                                             options.max_degree);
+  // An explicitly requested degree may certify nothing (error >= 1): Taylor on concentrated
+  // scores is often far better than its certificate (DESIGN.md section 3). The forward pass
+  // then checks every normaliser, and the plan reports an unbounded output error.
+  plan.degree = polynomial.degree;
+  plan.rank = SymmetricFeatures::count(dh, polynomial.degree);
+  plan.exp_error = polynomial.certified_error;
+  plan.output_error = plan.exp_error < 1 ? 2 * plan.exp_error / (1 - plan.exp_error)
+                                         : std::numeric_limits<double>::infinity();
+  plan.exact_cost = cost::exact(n, dh, shape.causal);
+  plan.poly_cost = options.route == PolyRoute::adjoint
+                       ? cost::poly_adjoint(n, dh, plan.degree, plan.rank, options.chunk, shape.causal)
+                       : cost::poly_paper(n, dh, plan.degree, plan.rank, options.chunk, shape.causal);
+  const double bytes = detail::poly_memory(options.route, plan.rank, dh, options.chunk, sizeof(T));
+  require<PlanError>(bytes <= options.memory_budget, "rank k = ", plan.rank, " (d_h = ", dh,
+                     ", degree ", plan.degree, ") needs ", bytes / (1 << 20),
+                     " MiB per head, over the budget of ", options.memory_budget / (1 << 20),
+                     " MiB: lower the degree, raise epsilon, bound the scores more tightly, ",
+                     "or raise the memory budget");
+
+  SymmetricFeatures features(dh, polynomial.coeffs);
+  Vector<double> weights = pair_weights(features, polynomial.coeffs);
+  return PolyApproximation{std::move(polynomial), std::move(features), std::move(weights),
+                           q_scale, k_scale, std::move(centre), std::move(plan)};
+}
+
+namespace detail {
+
+/// qh = q * q_scale: (n, d_h).
+template <class T>
+Matrix<T> scaled_queries(const Matrix<T>& Q, const PolyApproximation& a) {
+  return Q * T(a.q_scale);
+}
+
+/// kh = (k - key_centre) * k_scale: (n, d_h).
+template <class T>
+Matrix<T> scaled_keys(const Matrix<T>& K, const PolyApproximation& a) {
+  if (a.key_centre.size() == 0) return K * T(a.k_scale);
+  const RowVector<T> centre = a.key_centre.transpose().template cast<T>();
+  return (K.rowwise() - centre) * T(a.k_scale);
+}
+
+}  // namespace detail
+}  // namespace polygrad

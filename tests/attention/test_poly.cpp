@@ -1,0 +1,258 @@
+// PolyAttention against exact attention: the approximation error, its certificate, the audit,
+// causality with a fixed plan, and the planner's choices and errors.
+
+#include <catch2/catch.hpp>
+
+#include "polygrad/attention/naive.hpp"
+#include "polygrad/attention/poly.hpp"
+
+using namespace polygrad;
+
+namespace {
+
+double frobenius_error(const Matrix<double>& approx, const Matrix<double>& exact) {
+  return (approx - exact).norm() / exact.norm();
+}
+
+/// Unit rows per head, so that with scale tau every score lies in [-tau, tau] (QK normalisation).
+Matrix<double> unit_rows_per_head(Matrix<double> m, Index heads) {
+  const Index dh = m.cols() / heads;
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index h = 0; h < heads; ++h) m.row(i).segment(h * dh, dh).normalize();
+  return m;
+}
+
+struct Problem {
+  Matrix<double> Q, K, V, dO;
+  AttentionShape shape;
+};
+
+Problem qk_normalised_problem(Index n, Index heads, Index dh, bool causal, double tau, unsigned seed) {
+  std::srand(seed);
+  Problem p;
+  p.Q = unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
+  p.K = unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
+  p.V = Matrix<double>::Random(n, heads * dh);
+  p.dO = Matrix<double>::Random(n, heads * dh);
+  p.shape = AttentionShape{heads, causal, tau, tau};
+  return p;
+}
+
+struct Gradients {
+  Matrix<double> O, dQ, dK, dV;
+};
+
+Gradients run(const AttentionMethod<double>& method, const Problem& p) {
+  Gradients g;
+  auto context = method.forward(p.Q, p.K, p.V, p.shape, g.O);
+  context->backward(p.dO, g.dQ, g.dK, g.dV);
+  return g;
+}
+
+PolyAttention<double> poly_of_degree(int degree, PolyRoute route, Index chunk = 64) {
+  PolyOptions options;
+  options.degree = degree;
+  options.route = route;
+  options.chunk = chunk;
+  return PolyAttention<double>(options);
+}
+
+}  // namespace
+
+TEST_CASE("the polynomial error falls with the degree, and is below 1e-3 at g = 7",
+          "[attention][poly]") {
+  const bool causal = GENERATE(false, true);
+  const Problem p = qk_normalised_problem(300, 2, 8, causal, 2.0, 11);
+  const Gradients exact = run(NaiveAttention<double>(), p);
+  // g starts at 3: at R = 2 the degree-2 Chebyshev polynomial dips below zero (see the
+  // "impossible requests" case).
+  for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
+    std::vector<double> worst;
+    for (int g = 3; g <= 10; ++g) {
+      const Gradients approx = run(poly_of_degree(g, route), p);
+      worst.push_back(std::max({frobenius_error(approx.O, exact.O), frobenius_error(approx.dQ, exact.dQ),
+                                frobenius_error(approx.dK, exact.dK), frobenius_error(approx.dV, exact.dV)}));
+    }
+    CAPTURE(causal, to_string(route), worst);
+    CHECK(worst[7 - 3] < 1e-3);
+    for (std::size_t i = 2; i < worst.size(); ++i) CHECK(worst[i] < worst[i - 2]);
+    CHECK(worst.back() < 1e-5);
+  }
+}
+
+TEST_CASE("the observed forward error never exceeds the certified bound", "[attention][poly]") {
+  const bool causal = GENERATE(false, true);
+  for (int g : {3, 5, 7}) {
+    const Problem p = qk_normalised_problem(200, 1, 4, causal, 2.5, 5 + g);
+    const Gradients exact = run(NaiveAttention<double>(), p);
+    Matrix<double> O;
+    auto context = poly_of_degree(g, PolyRoute::adjoint).forward(p.Q, p.K, p.V, p.shape, O);
+    const HeadPlan plan = context->plans().at(0);
+    REQUIRE(plan.certified);
+    const double vmax = p.V.rowwise().norm().maxCoeff();
+    const double observed = (O - exact.O).rowwise().norm().maxCoeff();
+    CAPTURE(g, plan.exp_error, plan.output_error, observed);
+    CHECK(observed <= plan.output_error * vmax);
+  }
+}
+
+TEST_CASE("the automatic bound certifies every score and centres the keys", "[attention][poly]") {
+  std::srand(3);
+  const Index n = 150, dh = 4;
+  const Matrix<double> Q = Matrix<double>::Random(n, dh);
+  const Matrix<double> K = (Matrix<double>::Random(n, dh).array() + 3.0).matrix();  // far off centre
+  const Matrix<double> V = Matrix<double>::Random(n, dh), dO = Matrix<double>::Random(n, dh);
+  const Problem p{Q, K, V, dO, AttentionShape{1, false, 0.5, 0.0}};
+  PolyOptions options;
+  options.epsilon = 1e-6;
+  Matrix<double> O;
+  auto context = PolyAttention<double>(options).forward(Q, K, V, p.shape, O);
+  const HeadPlan plan = context->plans().at(0);
+  CHECK(plan.certified);
+  CHECK(plan.keys_centred);
+  CHECK(plan.bound_source == "cauchy-schwarz");
+  CHECK(plan.exp_error <= 1e-6);
+  // Centring removes the common offset 3: the bound is far below 0.5 |q|max |k|max.
+  CHECK(plan.bound < 0.5 * Q.rowwise().norm().maxCoeff() * K.rowwise().norm().maxCoeff() / 2);
+  const Gradients exact = run(NaiveAttention<double>(), p);
+  CHECK(frobenius_error(O, exact.O) < 1e-5);
+}
+
+TEST_CASE("the audit's estimate agrees with the full measured error within a factor of 3",
+          "[attention][poly]") {
+  for (unsigned seed : {1u, 2u, 3u}) {
+    Problem p = qk_normalised_problem(1024, 2, 4, seed != 2, 3.0, seed);
+    const Gradients exact = run(NaiveAttention<double>(), p);
+    PolyOptions options;
+    options.degree = 4;
+    options.audit_rows = 32;
+    options.audit_seed = seed;
+    Matrix<double> O;
+    auto context = PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O);
+    const auto plans = context->plans();
+    for (Index h = 0; h < 2; ++h) {
+      const double full = frobenius_error(O.middleCols(h * 4, 4), exact.O.middleCols(h * 4, 4));
+      CAPTURE(seed, h, full, plans[h].audit_error);
+      CHECK(plans[h].audit_rows == 32);
+      CHECK(plans[h].audit_error < 3 * full);
+      CHECK(plans[h].audit_error > full / 3);
+    }
+  }
+}
+
+TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[attention][poly]") {
+  const Index n = 97, i = 40;
+  for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
+    const Problem p = qk_normalised_problem(n, 2, 4, true, 2.0, 7);
+    Problem changed = p;
+    const Index later = n - i - 1;
+    changed.Q.bottomRows(later) = unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
+    changed.K.bottomRows(later) = unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
+    changed.V.bottomRows(later).setRandom();
+    changed.dO.bottomRows(later).setRandom();
+    const auto method = poly_of_degree(6, route, 16);
+    const Gradients a = run(method, p), b = run(method, changed);
+    CAPTURE(to_string(route));
+    CHECK((a.O.topRows(i + 1) - b.O.topRows(i + 1)).cwiseAbs().maxCoeff() == 0.0);
+    CHECK((a.dQ.topRows(i + 1) - b.dQ.topRows(i + 1)).cwiseAbs().maxCoeff() == 0.0);
+    // A key row j <= i receives gradient from every later query, so dK, dV rows are not
+    // causal in that direction; changing EARLIER rows must leave them... (not true either):
+    // key j's gradient depends on queries i >= j only, which is the statement checked here.
+    Problem early = p;
+    early.Q.topRows(i) = unit_rows_per_head(Matrix<double>::Random(i, 8), 2);
+    early.dO.topRows(i).setRandom();
+    const Gradients c = run(method, early);
+    CHECK((a.dK.bottomRows(n - i) - c.dK.bottomRows(n - i)).cwiseAbs().maxCoeff() == 0.0);
+    CHECK((a.dV.bottomRows(n - i) - c.dV.bottomRows(n - i)).cwiseAbs().maxCoeff() == 0.0);
+  }
+}
+
+TEST_CASE("auto chooses the cheaper path per head by predicted cost", "[attention][poly][plan]") {
+  PolyOptions options;
+  options.epsilon = 1e-3;
+  const PolyAttention<double> automatic(options, true);
+  for (Index n : {Index(64), Index(4096)}) {
+    const Problem p = qk_normalised_problem(n, 1, 2, true, 1.0, 9);
+    Matrix<double> O;
+    auto context = automatic.forward(p.Q, p.K, p.V, p.shape, O);
+    const HeadPlan plan = context->plans().at(0);
+    CAPTURE(n, plan.describe());
+    CHECK(plan.exact_cost > 0);
+    CHECK(plan.poly_cost > 0);
+    CHECK(plan.method == (plan.poly_cost < plan.exact_cost ? "poly" : "exact"));
+    CHECK(plan.method == (n == 64 ? "exact" : "poly"));
+  }
+}
+
+TEST_CASE("impossible requests are errors that say what to change", "[attention][poly][plan]") {
+  const Problem p = qk_normalised_problem(16, 1, 8, false, 2.0, 1);
+  Matrix<double> O;
+  SECTION("a rank over the memory budget") {
+    PolyOptions options;
+    options.degree = 12;
+    options.memory_budget = 1 << 20;
+    CHECK_THROWS_WITH(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O),
+                      Catch::Matchers::Contains("budget") && Catch::Matchers::Contains("lower the degree"));
+    CHECK_THROWS_AS(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O), PlanError);
+  }
+  SECTION("an epsilon no degree up to the limit can certify") {
+    PolyOptions options;
+    options.epsilon = 1e-3;
+    options.max_degree = 3;
+    CHECK_THROWS_AS(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O), PlanError);
+  }
+  SECTION("a degree whose polynomial is negative on the scores") {
+    // Chebyshev of degree 2 for exp(2 t) dips below zero: put every score where it is lowest.
+    const ExpPolynomial quadratic = fit_exp(PolynomialFamily::chebyshev, 2.0, 2);
+    double t_min = -1;
+    for (double t = -1; t <= 1; t += 1e-3)
+      if (quadratic(t) < quadratic(t_min)) t_min = t;
+    REQUIRE(quadratic(t_min) < 0);
+    Problem opposite = p;
+    opposite.Q.setZero();
+    opposite.K.setZero();
+    opposite.Q.col(0).setOnes();
+    opposite.K.col(0).setConstant(t_min);
+    opposite.K.col(1).setConstant(std::sqrt(1 - t_min * t_min));
+    CHECK_THROWS_WITH(poly_of_degree(2, PolyRoute::adjoint).forward(opposite.Q, opposite.K, opposite.V, opposite.shape, O),
+                      Catch::Matchers::Contains("raise the degree"));
+  }
+  SECTION("non-finite input") {
+    Problem bad = p;
+    bad.K(3, 2) = std::numeric_limits<double>::quiet_NaN();
+    CHECK_THROWS_AS(PolyAttention<double>().forward(bad.Q, bad.K, bad.V, bad.shape, O), NumericError);
+  }
+  SECTION("a caller bound the data violates is reported as not certified") {
+    PolyOptions options;
+    options.bound = 0.5;  // the scores reach 2
+    options.degree = 6;
+    Problem q = p;
+    q.shape.score_bound = 0;
+    try {
+      auto context = PolyAttention<double>(options).forward(q.Q, q.K, q.V, q.shape, O);
+      CHECK_FALSE(context->plans().at(0).certified);
+      CHECK_THAT(context->describe(), Catch::Matchers::Contains("NOT certified"));
+    } catch (const NumericError& e) {
+      CHECK_THAT(e.what(), Catch::Matchers::Contains("not within the given bound"));
+    }
+  }
+}
+
+TEMPLATE_TEST_CASE("float polynomial attention agrees with double", "[attention][poly]", float) {
+  const Problem p = qk_normalised_problem(257, 2, 8, true, 2.0, 4);
+  for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
+    PolyOptions options;
+    options.degree = 7;
+    options.route = route;
+    const Gradients d = run(PolyAttention<double>(options), p);
+    Matrix<float> O, dQ, dK, dV;
+    auto context = PolyAttention<float>(options).forward(p.Q.cast<float>(), p.K.cast<float>(),
+                                                         p.V.cast<float>(), p.shape, O);
+    context->backward(p.dO.cast<float>(), dQ, dK, dV);
+    CAPTURE(to_string(route));
+    CHECK(frobenius_error(O.cast<double>(), d.O) < 1e-4);
+    CHECK(frobenius_error(dQ.cast<double>(), d.dQ) < 1e-4);
+    CHECK(frobenius_error(dK.cast<double>(), d.dK) < 1e-4);
+    CHECK(frobenius_error(dV.cast<double>(), d.dV) < 1e-4);
+  }
+}
