@@ -1,0 +1,36 @@
+#pragma once
+// polygrad: transformer gradients, exact and through the polynomial method of Liang, Sha, Shi,
+// Song and Zhou (arXiv 2408.13233). This umbrella header includes every public header.
+
+#include "polygrad/core/error.hpp"
+#include "polygrad/core/parameter.hpp"
+#include "polygrad/core/types.hpp"
+
+#include "polygrad/approx/entry_bound.hpp"
+#include "polygrad/approx/features.hpp"
+#include "polygrad/approx/polynomial.hpp"
+
+#include "polygrad/attention/exact.hpp"
+#include "polygrad/attention/method.hpp"
+#include "polygrad/attention/plan.hpp"
+#include "polygrad/attention/poly.hpp"
+
+#include "polygrad/layers/block.hpp"
+#include "polygrad/layers/config.hpp"
+#include "polygrad/layers/embedding.hpp"
+#include "polygrad/layers/gelu.hpp"
+#include "polygrad/layers/layer_norm.hpp"
+#include "polygrad/layers/linear.hpp"
+#include "polygrad/layers/lm_head.hpp"
+#include "polygrad/layers/mlp.hpp"
+#include "polygrad/layers/multihead_attention.hpp"
+#include "polygrad/layers/transformer.hpp"
+
+#include "polygrad/loss/cross_entropy.hpp"
+#include "polygrad/loss/mse.hpp"
+
+#include "polygrad/optim/adamw.hpp"
+#include "polygrad/optim/sgd.hpp"
+
+#include "polygrad/io/checkpoint.hpp"
+#include "polygrad/io/safetensors.hpp"
