@@ -34,7 +34,7 @@ void backward_adjoint(const PolyApproximation& a, const Matrix<T>& Qh, const Mat
   dNum << dOz, dz;
 
   MonomialBlock<T> block(a.features);
-  Matrix<T> Mq, Mk, dM, A, dp;  // (k, C) monomials and their gradient; (C, C) scores
+  Matrix<T> Mq, Mk, dM, A, dp, products;  // (k, C) monomials and their gradient; (C, C) scores
   // Queries: dm(qh_i) from the key states (all keys, or those of earlier chunks).
   detail::FeatureState<T> keys(k, dh + 1);  // sum m(kh_j) [v_j 1]^T
   if (!causal) {
@@ -50,7 +50,7 @@ void backward_adjoint(const PolyApproximation& a, const Matrix<T>& Qh, const Mat
     const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
     const Matrix<T>& S = causal ? keys.refresh(w) : keys.current();
     block.build(Qc, Mq);
-    dM.noalias() = S * dNum.middleRows(begin, size).transpose();  // (k, C)
+    state_times_rows_transpose<T>(S, dNum.middleRows(begin, size), dM);  // (k, C)
     block.backward(Qc, Mq, dM, dQh.middleRows(begin, size));
     if (!causal) continue;
     block.build(Kc, Mk);
@@ -81,8 +81,9 @@ void backward_adjoint(const PolyApproximation& a, const Matrix<T>& Qh, const Mat
     const auto Kc = Kh.middleRows(begin, size);
     const Matrix<T>& G = causal ? queries.refresh(w) : queries.current();  // (k, d_h + 1)
     block.build(Kc, Mk);
-    dV.middleRows(begin, size).noalias() += Mk.transpose() * G.leftCols(dh);
-    dM.noalias() = G * detail::with_ones<T>(V.middleRows(begin, size)).transpose();  // (k, C)
+    monomials_transpose_times(Mk, G, products);  // (C, d_h + 1)
+    dV.middleRows(begin, size) += products.leftCols(dh);
+    state_times_rows_transpose<T>(G, detail::with_ones<T>(V.middleRows(begin, size)), dM);
     block.backward(Kc, Mk, dM, dKh.middleRows(begin, size));
     if (!causal) continue;
     block.build(Qh.middleRows(begin, size), Mq);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "polygrad/approx/feature_products.hpp"
 #include "polygrad/attention/poly_approximation.hpp"
 
 namespace polygrad::poly {
@@ -139,7 +140,8 @@ void forward(const PolyApproximation& a, const Matrix<T>& Qh, const Matrix<T>& K
     const auto [begin, size] = detail::chunk_at(c, n, chunk);
     block.build(Qh.middleRows(begin, size), Mq);
     const Matrix<T>& S = causal ? state.refresh(w) : state.current();
-    Matrix<T> numerator = Mq.transpose() * S;  // (C, d_h + 1): [sum_j A_ij v_j, z_i]
+    Matrix<T> numerator;  // (C, d_h + 1): [sum_j A_ij v_j, z_i]
+    monomials_transpose_times(Mq, S, numerator);
     if (causal) {
       const Matrix<T> t = Qh.middleRows(begin, size) * Kh.middleRows(begin, size).transpose();
       detail::diagonal_scores(a.polynomial, t, A);

@@ -89,7 +89,7 @@ void backward_paper(const PolyApproximation& a, const Matrix<T>& Qh, const Matri
     const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
     const Matrix<T>& WY = causal ? keys.refresh(w) : keys.current();
     block.build(Qc, Mq);
-    products.noalias() = Mq.transpose() * WY;  // (C, d^2 + d)
+    monomials_transpose_times(Mq, WY, products);  // (C, d^2 + d)
     auto dq = dQh.middleRows(begin, size);
     detail::add_contracted<T>(products.leftCols(dd), dOz.middleRows(begin, size), dq);
     dq += (products.rightCols(d).array().colwise() * dz.segment(begin, size).array()).matrix();
@@ -122,7 +122,7 @@ void backward_paper(const PolyApproximation& a, const Matrix<T>& Qh, const Matri
     const auto [begin, size] = detail::chunk_at(c, n, chunk);
     const Matrix<T>& UZG = causal ? queries.refresh(w) : queries.current();
     block.build(Kh.middleRows(begin, size), Mk);
-    products.noalias() = Mk.transpose() * UZG;  // (C, d^2 + 2 d)
+    monomials_transpose_times(Mk, UZG, products);  // (C, d^2 + 2 d)
     Matrix<T> dk = Matrix<T>::Zero(size, d);
     detail::add_contracted<T>(products.leftCols(dd), V.middleRows(begin, size), dk);
     dk += products.middleCols(dd, d);
