@@ -1,0 +1,44 @@
+#pragma once
+// Token cross-entropy from logits, mean over tokens (DESIGN.md section 1):
+//   L = 1/n sum_i (logsumexp(z_i) - z_i[t_i]),  dL/dz_i = (softmax(z_i) - onehot(t_i)) / n.
+
+#include <cmath>
+#include <vector>
+
+#include "polygrad/loss/mse.hpp"  // LossResult
+
+namespace polygrad {
+
+/// Mean cross-entropy of `logits` (n x V) against `targets` (n ids in [0, V)), with its
+/// gradient. The log-sum-exp subtracts the row maximum, so large logits do not overflow.
+/// Throws ShapeError if targets.size() != n, Error for an id outside the vocabulary and
+/// NumericError for non-finite logits.
+template <class T>
+LossResult<T> cross_entropy_loss(const Matrix<T>& logits, const std::vector<int>& targets) {
+  const Index n = logits.rows(), V = logits.cols();
+  require<ShapeError>(n >= 1 && V >= 1, "cross-entropy needs at least one token and one class, ",
+                      "got logits ", n, " x ", V);
+  require<ShapeError>(Index(targets.size()) == n, "cross-entropy got ", targets.size(),
+                      " targets for ", n, " rows of logits; pass one target id per row");
+  require_finite(logits, "cross-entropy logits");
+  LossResult<T> result;
+  result.grad.resize(n, V);
+  double total = 0.0;
+  for (Index i = 0; i < n; ++i) {
+    const int t = targets[std::size_t(i)];
+    require<Error>(t >= 0 && t < V, "target id ", t, " at position ", i,
+                   " is outside the vocabulary [0, ", V, ")");
+    const T m = logits.row(i).maxCoeff();
+    auto p = result.grad.row(i);
+    p = (logits.row(i).array() - m).exp().matrix();  // every entry in (0, 1]
+    const double z = double(p.sum());
+    total += std::log(z) + double(m) - double(logits(i, t));
+    p /= T(z);
+    p(t) -= T(1);
+  }
+  result.grad /= T(n);
+  result.value = total / double(n);
+  return result;
+}
+
+}  // namespace polygrad

@@ -1,0 +1,112 @@
+#pragma once
+// AdamW (Loshchilov and Hutter), decoupled weight decay and bias correction, as PyTorch's AdamW:
+//   w *= 1 - lr wd
+//   m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
+//   w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+
+#include "polygrad/optim/sgd.hpp"  // NamedState and the shared checks
+
+namespace polygrad {
+
+/// AdamW hyperparameters.
+struct AdamWOptions {
+  double lr = 1e-3;            ///< learning rate, > 0
+  double beta1 = 0.9;          ///< first-moment decay in [0, 1)
+  double beta2 = 0.999;        ///< second-moment decay in [0, 1)
+  double eps = 1e-8;           ///< added to sqrt(v hat), > 0
+  double weight_decay = 1e-2;  ///< decoupled: w *= 1 - lr wd, >= 0
+
+  /// Throws Error naming the first value out of range.
+  void validate() const {
+    require<Error>(std::isfinite(lr) && lr > 0,
+                   "AdamW learning rate must be finite and > 0, got ", lr);
+    detail::require_hyperparameter("AdamW beta1", beta1, 0.0, 1.0, true);
+    detail::require_hyperparameter("AdamW beta2", beta2, 0.0, 1.0, true);
+    require<Error>(std::isfinite(eps) && eps > 0, "AdamW eps must be finite and > 0, got ", eps);
+    detail::require_hyperparameter("AdamW weight_decay", weight_decay, 0.0,
+                                   std::numeric_limits<double>::infinity(), true);
+  }
+};
+
+/// AdamW over named parameter views (e.g. Transformer::parameters()); the views must outlive it.
+template <class T>
+class AdamW {
+ public:
+  /// An optimiser for `params` with validated `options`; both moments start at zero.
+  explicit AdamW(ParameterList<T> params, AdamWOptions options = {})
+      : params_(std::move(params)), options_(options) {
+    options_.validate();
+    for (const auto& p : params_) {
+      exp_avg_.push_back(Vector<T>::Zero(p.size()));
+      exp_avg_sq_.push_back(Vector<T>::Zero(p.size()));
+    }
+  }
+
+  /// One update of every parameter. Throws NumericError naming the parameter if a gradient is
+  /// not finite (nothing is updated then, and the step count stays).
+  void step() {
+    detail::require_finite_gradients(params_, "AdamW");
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      detail::require_state_size(exp_avg_[i], params_[i], "exp_avg");
+      detail::require_state_size(exp_avg_sq_[i], params_[i], "exp_avg_sq");
+    }
+    ++steps_;
+    const double t = double(steps_);
+    // Bias corrections in double: 1 - b^t loses digits in float for b close to 1.
+    const T correction1 = T(1.0 - std::pow(options_.beta1, t));
+    const T correction2_sqrt = T(std::sqrt(1.0 - std::pow(options_.beta2, t)));
+    const T lr = T(options_.lr), b1 = T(options_.beta1), b2 = T(options_.beta2);
+    const T eps = T(options_.eps), decay = T(1.0 - options_.lr * options_.weight_decay);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto w = params_[i].values();
+      const auto g = params_[i].grads();
+      Vector<T>& m = exp_avg_[i];
+      Vector<T>& v = exp_avg_sq_[i];
+      w *= decay;
+      m = b1 * m + (T(1) - b1) * g;
+      v = b2 * v + (T(1) - b2) * g.cwiseAbs2();
+      w.array() -= lr * (m.array() / correction1) / (v.array().sqrt() / correction2_sqrt + eps);
+    }
+  }
+
+  /// Sets every parameter gradient to zero.
+  void zero_grad() { polygrad::zero_grad(params_); }
+
+  /// "exp_avg.<parameter>" then "exp_avg_sq.<parameter>" for every parameter, in order.
+  NamedState<T> state() {
+    NamedState<T> out;
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      out.emplace_back("exp_avg." + params_[i].name, &exp_avg_[i]);
+    for (std::size_t i = 0; i < params_.size(); ++i)
+      out.emplace_back("exp_avg_sq." + params_[i].name, &exp_avg_sq_[i]);
+    return out;
+  }
+
+  /// t, the number of step() calls so far (or as restored); drives the bias correction.
+  std::int64_t step_count() const { return steps_; }
+  /// Restores t from a checkpoint.
+  void set_step_count(std::int64_t steps) {
+    require<Error>(steps >= 0, "step count must be >= 0, got ", steps);
+    steps_ = steps;
+  }
+
+  /// The hyperparameters.
+  const AdamWOptions& options() const { return options_; }
+  /// Changes the learning rate (schedules).
+  void set_lr(double lr) {
+    AdamWOptions next = options_;
+    next.lr = lr;
+    next.validate();
+    options_ = next;
+  }
+  /// The parameters being optimised.
+  const ParameterList<T>& parameters() const { return params_; }
+
+ private:
+  ParameterList<T> params_;
+  AdamWOptions options_;
+  std::vector<Vector<T>> exp_avg_, exp_avg_sq_;  // m and v, one per parameter, flattened
+  std::int64_t steps_ = 0;
+};
+
+}  // namespace polygrad

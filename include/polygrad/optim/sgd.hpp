@@ -1,0 +1,142 @@
+#pragma once
+// Stochastic gradient descent with momentum and (coupled, L2) weight decay, as PyTorch's SGD:
+//   g = grad + wd w,  b = mu b + g,  w -= lr b       (b = g when mu = 0)
+// This header also holds what every optimiser shares (NamedState, the gradient check).
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "polygrad/core/error.hpp"
+#include "polygrad/core/parameter.hpp"
+
+namespace polygrad {
+
+/// An optimiser's state as named buffers, e.g. {"exp_avg.blocks.0.attn.q.weight", &buffer}, one
+/// per parameter and kind, in parameter order. Read them to save a checkpoint; assign to them
+/// (same sizes) to resume. The pointers stay valid while the optimiser lives.
+template <class T>
+using NamedState = std::vector<std::pair<std::string, Vector<T>*>>;
+
+namespace detail {
+
+/// Throws NumericError naming the first parameter whose gradient holds NaN or infinity; runs
+/// before any update, so a failed step changes nothing.
+template <class T>
+void require_finite_gradients(const ParameterList<T>& params, const char* optimiser) {
+  for (const auto& p : params) {
+    require<NumericError>(p.grads().allFinite(), optimiser, ": the gradient of parameter '", p.name,
+                          "' contains NaN or infinity; lower the learning rate, check the input ",
+                          "data, or clip gradients");
+  }
+}
+
+/// Throws ShapeError unless a state buffer (possibly written by a checkpoint loader) still has
+/// the size of its parameter.
+template <class T>
+void require_state_size(const Vector<T>& buffer, const ParameterView<T>& p, const char* kind) {
+  require<ShapeError>(buffer.size() == p.size(), "optimiser state '", kind, ".", p.name,
+                      "' has ", buffer.size(), " entries, but the parameter has ", p.size(),
+                      "; load state saved for this model");
+}
+
+/// Throws Error unless `value` is finite and in [lo, hi) (hi_open) or [lo, hi].
+inline void require_hyperparameter(const char* name, double value, double lo, double hi,
+                                   bool hi_open) {
+  const bool ok = std::isfinite(value) && value >= lo && (hi_open ? value < hi : value <= hi);
+  require<Error>(ok, name, " must be finite and in [", lo, ", ", hi, hi_open ? ")" : "]",
+                 ", got ", value);
+}
+
+}  // namespace detail
+
+/// SGD hyperparameters.
+struct SGDOptions {
+  double lr = 1e-2;           ///< learning rate, > 0
+  double momentum = 0.0;      ///< mu in [0, 1)
+  double weight_decay = 0.0;  ///< wd >= 0, added to the gradient as wd w (L2, coupled)
+
+  /// Throws Error naming the first value out of range.
+  void validate() const {
+    require<Error>(std::isfinite(lr) && lr > 0, "SGD learning rate must be finite and > 0, got ",
+                   lr);
+    detail::require_hyperparameter("SGD momentum", momentum, 0.0, 1.0, true);
+    detail::require_hyperparameter("SGD weight_decay", weight_decay, 0.0,
+                                   std::numeric_limits<double>::infinity(), true);
+  }
+};
+
+/// SGD over named parameter views (e.g. Transformer::parameters()); the views must outlive it.
+template <class T>
+class SGD {
+ public:
+  /// An optimiser for `params` with validated `options`; momentum buffers start at zero.
+  explicit SGD(ParameterList<T> params, SGDOptions options = {})
+      : params_(std::move(params)), options_(options) {
+    options_.validate();
+    if (options_.momentum > 0)
+      for (const auto& p : params_) momentum_.push_back(Vector<T>::Zero(p.size()));
+  }
+
+  /// One update of every parameter from its accumulated gradient. Throws NumericError naming
+  /// the parameter if a gradient is not finite (nothing is updated then).
+  void step() {
+    detail::require_finite_gradients(params_, "SGD");
+    const T lr = T(options_.lr), wd = T(options_.weight_decay), mu = T(options_.momentum);
+    for (std::size_t i = 0; i < params_.size(); ++i) {
+      auto w = params_[i].values();
+      Vector<T> g = params_[i].grads();
+      if (options_.weight_decay > 0) g += wd * w;
+      if (options_.momentum > 0) {
+        detail::require_state_size(momentum_[i], params_[i], "momentum_buffer");
+        momentum_[i] = mu * momentum_[i] + g;
+        w -= lr * momentum_[i];
+      } else {
+        w -= lr * g;
+      }
+    }
+    ++steps_;
+  }
+
+  /// Sets every parameter gradient to zero.
+  void zero_grad() { polygrad::zero_grad(params_); }
+
+  /// "momentum_buffer.<parameter>" for every parameter (empty without momentum).
+  NamedState<T> state() {
+    NamedState<T> out;
+    for (std::size_t i = 0; i < momentum_.size(); ++i)
+      out.emplace_back("momentum_buffer." + params_[i].name, &momentum_[i]);
+    return out;
+  }
+
+  /// Number of step() calls so far (or as restored).
+  std::int64_t step_count() const { return steps_; }
+  /// Restores the step count from a checkpoint.
+  void set_step_count(std::int64_t steps) {
+    require<Error>(steps >= 0, "step count must be >= 0, got ", steps);
+    steps_ = steps;
+  }
+
+  /// The hyperparameters.
+  const SGDOptions& options() const { return options_; }
+  /// Changes the learning rate (schedules).
+  void set_lr(double lr) {
+    SGDOptions next = options_;
+    next.lr = lr;
+    next.validate();
+    options_ = next;
+  }
+  /// The parameters being optimised.
+  const ParameterList<T>& parameters() const { return params_; }
+
+ private:
+  ParameterList<T> params_;
+  SGDOptions options_;
+  std::vector<Vector<T>> momentum_;  // one per parameter, flattened; empty without momentum
+  std::int64_t steps_ = 0;
+};
+
+}  // namespace polygrad
