@@ -71,6 +71,9 @@ class TransformerBlock {
   /// describe() of the last attention context.
   std::string describe_attention() const { return attn_.describe_attention(); }
 
+  /// The head plans of the last attention forward pass.
+  const std::vector<HeadPlan>& attention_plans() const { return attn_.attention_plans(); }
+
   /// The sublayers.
   LayerNorm<T>& ln1() { return ln1_; }
   MultiHeadAttention<T>& attn() { return attn_; }

@@ -113,6 +113,7 @@ class MultiHeadAttention {
     Matrix<T> O;
     context_ = method_->forward(Q, K, V, shape, O);
     description_ = context_->describe();
+    plans_ = context_->plans();
     if (qk_norm_) {
       Qn_ = std::move(Q);
       Kn_ = std::move(K);
@@ -174,6 +175,9 @@ class MultiHeadAttention {
   /// describe() of the context of the last forward() (empty before the first forward).
   std::string describe_attention() const { return description_; }
 
+  /// plans() of the context of the last forward(): one HeadPlan per head (attention/plan.hpp).
+  const std::vector<HeadPlan>& attention_plans() const { return plans_; }
+
   /// d_model.
   Index d_model() const { return d_model_; }
   /// H.
@@ -201,6 +205,7 @@ class MultiHeadAttention {
   Matrix<T> Qn_, Kn_;            // cached for backward (qk_norm): normalised Q and K, (n, D)
   Matrix<T> q_norms_, k_norms_;  // cached for backward (qk_norm): unclamped norms, (n, H)
   std::string description_;
+  std::vector<HeadPlan> plans_;
 };
 
 }  // namespace polygrad

@@ -89,6 +89,13 @@ class Transformer {
     return out;
   }
 
+  /// One vector per block: the head plans of its last attention forward pass.
+  std::vector<std::vector<HeadPlan>> attention_plans() const {
+    std::vector<std::vector<HeadPlan>> out;
+    for (const auto& block : blocks_) out.push_back(block.attention_plans());
+    return out;
+  }
+
   /// The configuration the model was built with.
   const TransformerConfig& config() const { return config_; }
   /// Block i, 0 <= i < L.

@@ -1,0 +1,326 @@
+// The tiled exact attention (attention/exact.hpp) against the dense reference (naive.hpp): forward,
+// lse and every gradient, over awkward lengths and tile shapes, plus causality and errors.
+
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "polygrad/attention/exact.hpp"
+#include "polygrad/attention/naive.hpp"
+
+using namespace polygrad;
+
+namespace {
+
+/// Keeps Eigen from parallelising the dense reference products while alive: each is small, and on
+/// a loaded machine (ctest -j2) every parallel region can stall for a scheduler time slice. The
+/// exact kernels choose their own threads and are unaffected.
+struct SerialReference {
+  SerialReference() { Eigen::setNbThreads(1); }
+  ~SerialReference() { Eigen::setNbThreads(0); }  // 0: back to OpenMP's thread count
+};
+
+/// max |a - b| / max |reference|: the agreement measure of these tests.
+template <class A, class B>
+double relative_difference(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& reference) {
+  REQUIRE(a.rows() == reference.rows());
+  REQUIRE(a.cols() == reference.cols());
+  const double scale = std::max(reference.template cast<double>().cwiseAbs().maxCoeff(), 1e-300);
+  return (a.template cast<double>() - reference.template cast<double>()).cwiseAbs().maxCoeff() /
+         scale;
+}
+
+/// Dense log-sum-exp per row of c Q K^T over the visible keys.
+Vector<double> dense_lse(const Matrix<double>& Q, const Matrix<double>& K, double scale,
+                         bool causal) {
+  const Matrix<double> S = scale * Q * K.transpose();  // (n, n)
+  Vector<double> lse(S.rows());
+  for (Index i = 0; i < S.rows(); ++i) {
+    const auto row = S.row(i).head(causal ? i + 1 : S.cols());
+    const double m = row.maxCoeff();
+    lse[i] = m + std::log((row.array() - m).exp().sum());
+  }
+  return lse;
+}
+
+/// Random inputs of one head, reproducible per (n, d, seed).
+struct HeadData {
+  Matrix<double> Q, K, V, dO;
+  HeadData(Index n, Index d, unsigned seed) {
+    std::srand(seed);
+    Q = Matrix<double>::Random(n, d) * 1.5;
+    K = Matrix<double>::Random(n, d) * 1.5;
+    V = Matrix<double>::Random(n, d);
+    dO = Matrix<double>::Random(n, d);
+  }
+};
+
+struct HeadResult {
+  Matrix<double> O, dQ, dK, dV;
+  Vector<double> lse;
+};
+
+template <class T>
+HeadResult run_exact(const HeadData& in, double scale, bool causal, exact::Tiles tiles) {
+  const Matrix<T> Q = in.Q.cast<T>(), K = in.K.cast<T>(), V = in.V.cast<T>(),
+                  dO = in.dO.cast<T>();
+  Matrix<T> O, dQ, dK, dV;
+  Vector<T> lse;
+  exact::forward<T>(Q, K, V, T(scale), causal, O, lse, tiles);
+  exact::backward<T>(Q, K, V, O, lse, dO, T(scale), causal, dQ, dK, dV, tiles);
+  return {O.template cast<double>(), dQ.template cast<double>(), dK.template cast<double>(),
+          dV.template cast<double>(), lse.template cast<double>()};
+}
+
+const std::vector<exact::Tiles> tile_shapes = {{64, 64}, {16, 8}, {8, 16}, {5, 5}};
+
+}  // namespace
+
+TEST_CASE("exact kernels match the naive reference in double", "[attention][exact]") {
+  const SerialReference serial_reference;
+  for (const bool causal : {false, true}) {
+    for (const Index n : {1, 7, 63, 65, 130, 257}) {
+      for (const Index d : {1, 8, 16}) {
+        const HeadData in(n, d, unsigned(1000 + 10 * n + d));
+        const double scale = 1.0 / std::sqrt(double(d));
+        const Matrix<double> O_ref =
+            naive::attention_forward<double>(in.Q, in.K, in.V, scale, causal);
+        Matrix<double> dQ_ref, dK_ref, dV_ref;
+        naive::attention_backward<double>(in.Q, in.K, in.V, in.dO, scale, causal, dQ_ref, dK_ref,
+                                          dV_ref);
+        const Vector<double> lse_ref = dense_lse(in.Q, in.K, scale, causal);
+        for (const exact::Tiles& tiles : tile_shapes) {
+          INFO("causal " << causal << ", n " << n << ", d_h " << d << ", tiles " << tiles.query
+                         << "x" << tiles.key);
+          const HeadResult r = run_exact<double>(in, scale, causal, tiles);
+          CHECK(relative_difference(r.O, O_ref) < 1e-12);
+          CHECK(relative_difference(r.lse, lse_ref) < 1e-12);
+          CHECK(relative_difference(r.dQ, dQ_ref) < 1e-12);
+          CHECK(relative_difference(r.dK, dK_ref) < 1e-12);
+          CHECK(relative_difference(r.dV, dV_ref) < 1e-12);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("exact kernels in float agree with double", "[attention][exact]") {
+  for (const bool causal : {false, true}) {
+    for (const Index n : {1, 7, 63, 65, 130, 257}) {
+      for (const Index d : {1, 8, 16}) {
+        INFO("causal " << causal << ", n " << n << ", d_h " << d);
+        const HeadData in(n, d, unsigned(2000 + 10 * n + d));
+        const double scale = 1.0 / std::sqrt(double(d));
+        const HeadResult ref = run_exact<double>(in, scale, causal, {});
+        const HeadResult f = run_exact<float>(in, scale, causal, {});
+        CHECK(relative_difference(f.O, ref.O) < 1e-4);
+        CHECK(relative_difference(f.lse, ref.lse) < 1e-4);
+        CHECK(relative_difference(f.dQ, ref.dQ) < 1e-4);
+        CHECK(relative_difference(f.dK, ref.dK) < 1e-4);
+        CHECK(relative_difference(f.dV, ref.dV) < 1e-4);
+      }
+    }
+  }
+}
+
+TEST_CASE("exact kernels survive large scores without overflow", "[attention][exact]") {
+  const SerialReference serial_reference;
+  // Scores up to about 400: exp would overflow in float without the running max.
+  const HeadData in(130, 8, 77);
+  for (const bool causal : {false, true}) {
+    const HeadResult ref = run_exact<double>(in, 50.0, causal, {16, 16});
+    const HeadResult f = run_exact<float>(in, 50.0, causal, {16, 16});
+    CHECK(f.O.allFinite());
+    CHECK(f.dQ.allFinite());
+    CHECK(relative_difference(f.O, ref.O) < 1e-4);
+    const Matrix<double> O_ref = naive::attention_forward<double>(in.Q, in.K, in.V, 50.0, causal);
+    CHECK(relative_difference(ref.O, O_ref) < 1e-12);
+  }
+}
+
+// What causality means for each output (DESIGN.md section 2 with the mask j <= i):
+//  O_i, lse_i and dQ_i use only q_i, dO_i and k_j, v_j for j <= i, so rows > t of Q, K, V, dO
+//  cannot change rows <= t of O, lse, dQ.
+//  dK_j and dV_j sum over the queries i >= j, and through lse_i and delta_i = dO_i . O_i they see
+//  every key and value row up to i, hence all of K and V. What they do not see is q_i and dO_i for
+//  i < j: rows < t of Q and dO cannot change rows >= t of dK, dV. Rows < t of K or V can.
+TEMPLATE_TEST_CASE("exact kernels are causal", "[attention][exact][causal]", float, double) {
+  using T = TestType;
+  const Index n = 150, d = 8, t = 70;  // t inside a 64-row tile, so tiles mix both sides
+  const T scale = T(0.4);
+  const exact::Tiles tiles{32, 64};
+  HeadData base(n, d, 5);
+  const auto run = [&](const HeadData& in) { return run_exact<T>(in, scale, true, tiles); };
+  const HeadResult r0 = run(base);
+  const double tol = std::is_same<T, float>::value ? 1e-6 : 1e-13;
+
+  SECTION("later rows of Q, K, V, dO leave O, lse and dQ rows <= t unchanged") {
+    HeadData later = base;
+    later.Q.bottomRows(n - t - 1).setRandom();
+    later.K.bottomRows(n - t - 1).setRandom();
+    later.V.bottomRows(n - t - 1).setRandom();
+    later.dO.bottomRows(n - t - 1).setRandom();
+    const HeadResult r1 = run(later);
+    CHECK(relative_difference(r1.O.topRows(t + 1), r0.O.topRows(t + 1)) < tol);
+    CHECK(relative_difference(r1.lse.head(t + 1), r0.lse.head(t + 1)) < tol);
+    CHECK(relative_difference(r1.dQ.topRows(t + 1), r0.dQ.topRows(t + 1)) < tol);
+    // The change is real: the rows after t do move.
+    CHECK(relative_difference(r1.O.bottomRows(n - t - 1), r0.O.bottomRows(n - t - 1)) > 1e-3);
+    CHECK(relative_difference(r1.dQ.bottomRows(n - t - 1), r0.dQ.bottomRows(n - t - 1)) > 1e-3);
+  }
+
+  SECTION("earlier rows of Q and dO leave dK and dV rows >= t unchanged") {
+    HeadData earlier = base;
+    earlier.Q.topRows(t).setRandom();
+    earlier.dO.topRows(t).setRandom();
+    const HeadResult r1 = run(earlier);
+    CHECK(relative_difference(r1.dK.bottomRows(n - t), r0.dK.bottomRows(n - t)) < tol);
+    CHECK(relative_difference(r1.dV.bottomRows(n - t), r0.dV.bottomRows(n - t)) < tol);
+    CHECK(relative_difference(r1.dK.topRows(t), r0.dK.topRows(t)) > 1e-3);
+    CHECK(relative_difference(r1.dV.topRows(t), r0.dV.topRows(t)) > 1e-3);
+  }
+
+  SECTION("earlier rows of K do change dK rows >= t (through lse and delta)") {
+    HeadData earlier = base;
+    earlier.K.topRows(t).setRandom();
+    const HeadResult r1 = run(earlier);
+    CHECK(relative_difference(r1.dK.bottomRows(n - t), r0.dK.bottomRows(n - t)) > 1e-3);
+  }
+}
+
+TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
+                   "[attention][exact]", float, double) {
+  const SerialReference serial_reference;
+  using T = TestType;
+  const double tol = std::is_same<T, float>::value ? 1e-4 : 1e-12;
+  for (const bool causal : {false, true}) {
+    for (const Index n : {1, 65, 130}) {
+      INFO("causal " << causal << ", n " << n);
+      const Index H = 3, dh = 8;
+      std::srand(unsigned(n + 3));
+      const Matrix<T> Q = Matrix<T>::Random(n, H * dh), K = Matrix<T>::Random(n, H * dh),
+                      V = Matrix<T>::Random(n, H * dh), dO = Matrix<T>::Random(n, H * dh);
+      AttentionShape shape;
+      shape.heads = H;
+      shape.causal = causal;
+      shape.scale = 0.5;
+      Matrix<T> O, O_ref, dQ, dK, dV, dQ_ref, dK_ref, dV_ref;
+      const ExactAttention<T> method;
+      auto context = method.forward(Q, K, V, shape, O);
+      auto reference = NaiveAttention<T>().forward(Q, K, V, shape, O_ref);
+      context->backward(dO, dQ, dK, dV);
+      reference->backward(dO, dQ_ref, dK_ref, dV_ref);
+      CHECK(relative_difference(O, O_ref) < tol);
+      CHECK(relative_difference(dQ, dQ_ref) < tol);
+      CHECK(relative_difference(dK, dK_ref) < tol);
+      CHECK(relative_difference(dV, dV_ref) < tol);
+      CHECK(method.name() == "exact");
+      const auto plans = context->plans();
+      REQUIRE(plans.size() == 3);
+      for (const HeadPlan& plan : plans) {
+        CHECK(plan.method == "exact");
+        CHECK(plan.exact_cost == cost::exact(n, dh, causal));
+      }
+      CHECK(context->describe() ==
+            "head 0: exact (tiled)\nhead 1: exact (tiled)\nhead 2: exact (tiled)");
+    }
+  }
+}
+
+TEST_CASE("ExactAttention splits one head between threads correctly", "[attention][exact]") {
+  const SerialReference serial_reference;
+  // One head, large enough (n^2 d_h = 2^24) that under OpenMP its tile rows run in parallel
+  // parts, each with its own dQ sum.
+  const Index n = 2048, dh = 4;
+  std::srand(11);
+  const Matrix<double> Q = Matrix<double>::Random(n, dh), K = Matrix<double>::Random(n, dh),
+                       V = Matrix<double>::Random(n, dh), dO = Matrix<double>::Random(n, dh);
+  AttentionShape shape;
+  shape.causal = true;
+  shape.scale = 0.7;
+  Matrix<double> O, O_ref, dQ, dK, dV, dQ_ref, dK_ref, dV_ref;
+  auto context = ExactAttention<double>(exact::Tiles{64, 32}).forward(Q, K, V, shape, O);
+  auto reference = NaiveAttention<double>().forward(Q, K, V, shape, O_ref);
+  context->backward(dO, dQ, dK, dV);
+  reference->backward(dO, dQ_ref, dK_ref, dV_ref);
+  CHECK(relative_difference(O, O_ref) < 1e-12);
+  CHECK(relative_difference(dQ, dQ_ref) < 1e-12);
+  CHECK(relative_difference(dK, dK_ref) < 1e-12);
+  CHECK(relative_difference(dV, dV_ref) < 1e-12);
+}
+
+#if defined(_OPENMP)
+TEST_CASE("serial exact attention restores the OpenMP thread count", "[attention][exact]") {
+  // Small problems run serially with the thread count set to 1 meanwhile (see exact_for).
+  const int threads = omp_get_max_threads();
+  const Matrix<double> Q = Matrix<double>::Random(9, 4);
+  Matrix<double> O, dQ, dK, dV;
+  AttentionShape shape;
+  shape.heads = 2;
+  auto context = ExactAttention<double>().forward(Q, Q, Q, shape, O);
+  CHECK(omp_get_max_threads() == threads);
+  context->backward(Q, dQ, dK, dV);
+  CHECK(omp_get_max_threads() == threads);
+}
+#endif
+
+TEST_CASE("exact attention rejects bad shapes and non-finite input", "[attention][exact][errors]") {
+  const Index n = 10, d = 4;
+  const Matrix<double> Q = Matrix<double>::Random(n, d), K = Matrix<double>::Random(n, d),
+                       V = Matrix<double>::Random(n, d), dO = Matrix<double>::Random(n, d);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Matrix<double> O, dQ, dK, dV;
+  Vector<double> lse;
+
+  SECTION("kernels") {
+    const Matrix<double> short_K = Matrix<double>::Random(n - 1, d);
+    const Matrix<double> wide_V = Matrix<double>::Random(n, d + 1);
+    CHECK_THROWS_AS(exact::forward<double>(Q, short_K, V, 0.5, true, O, lse), ShapeError);
+    CHECK_THROWS_AS(exact::forward<double>(Q, K, wide_V, 0.5, true, O, lse), ShapeError);
+    CHECK_THROWS_AS(exact::forward<double>(Matrix<double>(0, d), Matrix<double>(0, d),
+                                           Matrix<double>(0, d), 0.5, true, O, lse),
+                    ShapeError);
+    CHECK_THROWS_AS(exact::forward<double>(Q, K, V, -1.0, true, O, lse), Error);
+    CHECK_THROWS_AS(exact::forward<double>(Q, K, V, 0.5, true, O, lse, exact::Tiles{0, 4}),
+                    PlanError);
+    Matrix<double> bad = Q;
+    bad(3, 1) = nan;
+    CHECK_THROWS_AS(exact::forward<double>(bad, K, V, 0.5, false, O, lse), NumericError);
+
+    exact::forward<double>(Q, K, V, 0.5, true, O, lse);
+    const Vector<double> short_lse = lse.head(n - 1);
+    CHECK_THROWS_AS(exact::backward<double>(Q, K, V, O, short_lse, dO, 0.5, true, dQ, dK, dV),
+                    ShapeError);
+    CHECK_THROWS_AS(exact::backward<double>(Q, K, V, O, lse, short_K, 0.5, true, dQ, dK, dV),
+                    ShapeError);
+    Matrix<double> bad_dO = dO;
+    bad_dO(0, 0) = std::numeric_limits<double>::infinity();
+    CHECK_THROWS_AS(exact::backward<double>(Q, K, V, O, lse, bad_dO, 0.5, true, dQ, dK, dV),
+                    NumericError);
+  }
+
+  SECTION("multi-head method") {
+    const ExactAttention<double> method;
+    AttentionShape shape;
+    shape.heads = 3;  // 4 columns do not split into 3 heads
+    CHECK_THROWS_AS(method.forward(Q, K, V, shape, O), ShapeError);
+    shape.heads = 2;
+    CHECK_THROWS_AS(method.forward(Q, Matrix<double>::Random(n + 1, d), V, shape, O), ShapeError);
+    Matrix<double> bad = V;
+    bad(2, 2) = nan;
+    CHECK_THROWS_AS(method.forward(Q, K, bad, shape, O), NumericError);
+    auto context = method.forward(Q, K, V, shape, O);
+    CHECK_THROWS_AS(context->backward(Matrix<double>::Random(n, d + 2), dQ, dK, dV), ShapeError);
+    Matrix<double> bad_dO = dO;
+    bad_dO(1, 3) = nan;
+    CHECK_THROWS_AS(context->backward(bad_dO, dQ, dK, dV), NumericError);
+    CHECK_THROWS_AS(ExactAttention<double>(exact::Tiles{4, 0}), PlanError);
+  }
+}
