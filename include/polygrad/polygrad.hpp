@@ -27,9 +27,11 @@
 #include "polygrad/layers/transformer.hpp"
 
 #include "polygrad/loss/cross_entropy.hpp"
+#include "polygrad/loss/loss.hpp"
 #include "polygrad/loss/mse.hpp"
 
 #include "polygrad/optim/adamw.hpp"
+#include "polygrad/optim/optimizer.hpp"
 #include "polygrad/optim/sgd.hpp"
 
 #include "polygrad/io/checkpoint.hpp"

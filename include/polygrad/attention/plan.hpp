@@ -51,7 +51,7 @@ struct HeadPlan {
     std::ostringstream s;
     s.precision(3);
     if (method == "exact") {
-      s << "exact";
+      s << "exact (tiled)";
       if (poly_cost > 0) s << " (poly would cost " << poly_cost / exact_cost << "x: k=" << rank << ")";
       return s.str();
     }

@@ -5,7 +5,8 @@
 #include <cmath>
 #include <vector>
 
-#include "polygrad/loss/mse.hpp"  // LossResult
+#include "polygrad/core/error.hpp"
+#include "polygrad/loss/loss.hpp"
 
 namespace polygrad {
 

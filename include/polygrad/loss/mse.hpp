@@ -2,17 +2,9 @@
 // The squared-error loss L = 1/2 ||Y - T||_F^2 (DESIGN.md section 1).
 
 #include "polygrad/core/error.hpp"
-#include "polygrad/core/types.hpp"
+#include "polygrad/loss/loss.hpp"
 
 namespace polygrad {
-
-/// A loss value and its gradient with respect to the prediction (same shape as it). Shared by
-/// every loss in polygrad/loss/.
-template <class T>
-struct LossResult {
-  double value = 0.0;  ///< accumulated in double whatever T is
-  Matrix<T> grad;      ///< dL/dprediction
-};
 
 /// L = 1/2 ||Y - target||_F^2 and dL/dY = Y - target. Throws ShapeError if the shapes differ
 /// and NumericError if either holds NaN or infinity.

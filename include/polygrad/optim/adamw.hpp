@@ -4,7 +4,7 @@
 //   m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
 //   w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
-#include "polygrad/optim/sgd.hpp"  // NamedState and the shared checks
+#include "polygrad/optim/optimizer.hpp"
 
 namespace polygrad {
 

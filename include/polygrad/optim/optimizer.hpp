@@ -1,0 +1,54 @@
+#pragma once
+// What every optimiser in polygrad/optim/ shares: named state buffers and the argument checks.
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "polygrad/core/error.hpp"
+#include "polygrad/core/parameter.hpp"
+
+namespace polygrad {
+
+/// An optimiser's state as named buffers, e.g. {"exp_avg.blocks.0.attn.q.weight", &buffer}, one
+/// per parameter and kind, in parameter order. Read them to save a checkpoint; assign to them
+/// (same sizes) to resume. The pointers stay valid while the optimiser lives.
+template <class T>
+using NamedState = std::vector<std::pair<std::string, Vector<T>*>>;
+
+namespace detail {
+
+/// Throws NumericError naming the first parameter whose gradient holds NaN or infinity; runs
+/// before any update, so a failed step changes nothing.
+template <class T>
+void require_finite_gradients(const ParameterList<T>& params, const char* optimiser) {
+  for (const auto& p : params) {
+    require<NumericError>(p.grads().allFinite(), optimiser, ": the gradient of parameter '", p.name,
+                          "' contains NaN or infinity; lower the learning rate, check the input ",
+                          "data, or clip gradients");
+  }
+}
+
+/// Throws ShapeError unless a state buffer (possibly written by a checkpoint loader) still has
+/// the size of its parameter.
+template <class T>
+void require_state_size(const Vector<T>& buffer, const ParameterView<T>& p, const char* kind) {
+  require<ShapeError>(buffer.size() == p.size(), "optimiser state '", kind, ".", p.name,
+                      "' has ", buffer.size(), " entries, but the parameter has ", p.size(),
+                      "; load state saved for this model");
+}
+
+/// Throws Error unless `value` is finite and in [lo, hi) (hi_open) or [lo, hi].
+inline void require_hyperparameter(const char* name, double value, double lo, double hi,
+                                   bool hi_open) {
+  const bool ok = std::isfinite(value) && value >= lo && (hi_open ? value < hi : value <= hi);
+  require<Error>(ok, name, " must be finite and in [", lo, ", ", hi, hi_open ? ")" : "]",
+                 ", got ", value);
+}
+
+}  // namespace detail
+
+}  // namespace polygrad
