@@ -11,14 +11,14 @@
 //       D: q, k, v, do, each [H, n, d_h]. G: o, dq, dk, dv of the same shapes; metadata plan.
 //   polygrad_gradients compare A B [--tolerance t]
 //       relative Frobenius error ||a - b|| / ||b|| of every tensor the two files share.
-//
-//   attention flags (support/attention_cli.hpp): --attention exact|poly|auto,
-//       --route adjoint|paper, --family chebyshev|taylor, --degree g | --epsilon e, --bound R,
-//       --audit s (default 32 rows per head for poly/auto, 0 disables).
 //   polygrad_gradients init --out M [--layers --d-model --heads --d-ff --causal/--no-causal
 //                                    --scale --qk-norm --seed --dtype]
 //   polygrad_gradients make-data --model M --tokens n --out D [--seed s]       (input, target)
 //   polygrad_gradients make-data --heads H --head-dim d --tokens n --out D     (q, k, v, do)
+//
+//   attention flags (support/attention_cli.hpp): --attention exact|poly|auto,
+//       --route adjoint|paper, --family chebyshev|taylor, --degree g | --epsilon e, --bound R,
+//       --audit s (default 32 rows per head for poly/auto, 0 disables).
 //
 // Errors: `polygrad_gradients: <message>` on stderr and exit status 1; command-line usage
 // errors exit with status 2 after the usage text.

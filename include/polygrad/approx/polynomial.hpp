@@ -386,7 +386,14 @@ inline ExpPolynomial fit_exp_for_error(PolynomialFamily family, double R, double
       detail::Wide c_err = 0;
       detail::chebyshev_interpolant(g, R, b, b_err, &c_err);
       std::vector<double> coarse(b.begin(), b.end());
-      if (detail::sampled_error(coarse, R, 8L * (g + 1)) > eps) continue;
+      const double lower = detail::sampled_error(coarse, R, 8L * (g + 1));
+      if (lower > eps) {
+        if (lower < best.certified_error) {  // report the degree that came closest
+          best.certified_error = lower;
+          best.degree = g;
+        }
+        continue;
+      }
     }
     ExpPolynomial p = fit_exp(family, R, g);
     if (p.certified_error <= eps) return p;

@@ -1,0 +1,129 @@
+#pragma once
+// The attention flags every example program shares, and the AttentionMethod they describe:
+//
+//   --attention exact|poly|auto   --route adjoint|paper   --family chebyshev|taylor
+//   --degree g | --epsilon e      --bound R               --audit s
+//
+// "poly" runs the polynomial method in every head; "auto" lets each head choose between it and
+// the exact path by predicted cost (attention/poly.hpp). The polynomial flags are usage errors
+// with --attention exact, so a typo cannot silently run the exact path.
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "polygrad/attention/exact.hpp"
+#include "polygrad/attention/poly.hpp"
+
+namespace polygrad::examples {
+
+/// Command-line attention options; add() them to an app, check() after parsing, then make<T>().
+class AttentionCli {
+ public:
+  std::string method = "exact";     ///< exact, poly or auto
+  std::string route = "adjoint";    ///< adjoint or paper
+  std::string family = "chebyshev";  ///< chebyshev or taylor
+  int degree = 0;                   ///< g; 0 chooses by epsilon
+  double epsilon = 1e-3;            ///< certified error target of the polynomial
+  double bound = 0;                 ///< R fixed by the caller; 0: QK norm or Cauchy-Schwarz
+  Index audit = -1;                 ///< rows per head the audit checks; -1: 32 for poly/auto
+
+  /// The rows audited when --audit is not given and the method is poly or auto.
+  static constexpr Index default_audit_rows = 32;
+
+  /// Registers the flags on `app`. `with_method` false leaves out --attention and `with_route`
+  /// false --route (for programs that choose the method or route themselves but take the
+  /// polynomial settings).
+  void add(CLI::App& app, bool with_method = true, bool with_route = true) {
+    if (with_method) {
+      method_option_ = app.add_option("--attention", method, "attention method: exact, poly (polynomial in every head) or auto (per head, whichever is predicted cheaper)")
+                           ->check(CLI::IsMember({"exact", "poly", "auto"}))
+                           ->capture_default_str();
+    }
+    if (with_route)
+      poly_options_.push_back(
+        app.add_option("--route", route, "polynomial backward route: adjoint (exact gradient of the approximate forward) or paper (the paper's gradient formulas)")
+            ->check(CLI::IsMember({"adjoint", "paper"}))
+            ->capture_default_str());
+    poly_options_.push_back(
+        app.add_option("--family", family, "polynomial family approximating exp")
+            ->check(CLI::IsMember({"chebyshev", "taylor"}))
+            ->capture_default_str());
+    CLI::Option* degree_option =
+        app.add_option("--degree", degree, "polynomial degree g (default: the smallest whose certified error is <= --epsilon)")
+            ->check(CLI::Range(1, 64));
+    CLI::Option* epsilon_option =
+        app.add_option("--epsilon", epsilon, "certified relative error of the polynomial against exp on [-R, R]")
+            ->check(CLI::Range(1e-12, 0.5))
+            ->capture_default_str();
+    degree_option->excludes(epsilon_option);
+    poly_options_.push_back(degree_option);
+    poly_options_.push_back(epsilon_option);
+    poly_options_.push_back(
+        app.add_option("--bound", bound, "entry bound R fixed in advance (default: tau under QK normalisation, else Cauchy-Schwarz on the data)")
+            ->check(CLI::PositiveNumber));
+    poly_options_.push_back(
+        app.add_option("--audit", audit, "query rows per head compared against exact attention (default 32 for poly/auto; 0 disables)")
+            ->check(CLI::NonNegativeNumber));
+  }
+
+  /// Throws CLI::ValidationError (a usage error) if polynomial flags were given with
+  /// --attention exact. Call after parsing.
+  void check() const {
+    if (method != "exact" || !method_option_) return;
+    for (const CLI::Option* option : poly_options_) {
+      if (option->count() > 0)
+        throw CLI::ValidationError(option->get_name(),
+                                   "applies to the polynomial method only; add --attention poly or --attention auto");
+    }
+  }
+
+  /// Whether the chosen method may run the polynomial path.
+  bool polynomial() const { return method != "exact"; }
+
+  /// The audit rows that will be used.
+  Index audit_rows() const { return polynomial() ? (audit < 0 ? default_audit_rows : audit) : 0; }
+
+  /// The PolyOptions the flags describe.
+  PolyOptions poly_options() const {
+    PolyOptions o;
+    o.route = route == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
+    o.family = family == "taylor" ? PolynomialFamily::taylor : PolynomialFamily::chebyshev;
+    o.degree = degree;
+    o.epsilon = epsilon;
+    o.bound = bound;
+    o.audit_rows = audit_rows();
+    return o;
+  }
+
+  /// The attention method the flags describe.
+  template <class T>
+  std::shared_ptr<const AttentionMethod<T>> make() const {
+    if (method == "exact") return std::make_shared<ExactAttention<T>>();
+    return std::make_shared<PolyAttention<T>>(poly_options(), method == "auto");
+  }
+
+  /// One line for reports, e.g. "poly adjoint chebyshev eps=0.001 audit=32".
+  std::string summary() const {
+    if (method == "exact") return "exact";
+    std::ostringstream s;
+    s << method << ' ' << route << ' ' << family;
+    if (degree > 0) {
+      s << " g=" << degree;
+    } else {
+      s << " eps=" << epsilon;
+    }
+    if (bound > 0) s << " R=" << bound;
+    s << " audit=" << audit_rows();
+    return s.str();
+  }
+
+ private:
+  CLI::Option* method_option_ = nullptr;
+  std::vector<CLI::Option*> poly_options_;
+};
+
+}  // namespace polygrad::examples

@@ -1,0 +1,512 @@
+// polygrad_train: a character-level language model trained twice from the same seed, once with
+// exact attention gradients and once with the polynomial method's, both evaluated on held-out
+// text with exact attention.
+//
+//   polygrad_train [--text FILE] [--steps N] [--attention poly|auto] [--route adjoint|paper] ...
+//
+// Model: token and position embeddings -> Transformer (causal, QK normalisation, so the
+// polynomial plan R = tau is fixed in advance) -> LM head, mean cross-entropy. Optimiser AdamW
+// with linear warm-up and cosine decay. The default text is Genesis from the King James Version
+// (public domain; examples/data/README.md says where it came from).
+//
+// Writes to --out-dir: train_curves.csv, train_curves.svg, and the checkpoints
+// train_exact.safetensors and train_approx.safetensors (model, AdamW state, loss curves), from
+// which --resume continues.
+//
+// Exit status: 0 success, 1 a run-time error, 2 a usage error.
+
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "polygrad/attention/exact.hpp"
+#include "polygrad/io/checkpoint.hpp"
+#include "polygrad/io/safetensors.hpp"
+#include "polygrad/layers/embedding.hpp"
+#include "polygrad/layers/lm_head.hpp"
+#include "polygrad/layers/transformer.hpp"
+#include "polygrad/loss/cross_entropy.hpp"
+#include "polygrad/optim/adamw.hpp"
+#include "support/attention_cli.hpp"
+#include "support/csv.hpp"
+#include "support/program.hpp"
+#include "support/progress.hpp"
+#include "support/svg_plot.hpp"
+
+#ifndef POLYGRAD_EXAMPLE_DATA_DIR
+#define POLYGRAD_EXAMPLE_DATA_DIR "examples/data"
+#endif
+
+namespace {
+
+using namespace polygrad;
+using examples::Progress;
+using examples::Stopwatch;
+
+constexpr const char* program_name = "polygrad_train";
+
+struct TrainOptions {
+  std::string text = std::string(POLYGRAD_EXAMPLE_DATA_DIR) + "/genesis_kjv.txt";
+  TransformerConfig config = [] {
+    TransformerConfig c;
+    c.layers = 2;
+    c.d_model = 64;
+    c.heads = 16;  // d_h = 4: rank k = C(4 + g, g) stays small at the degree tau = 4 needs
+    c.d_ff = 256;
+    c.causal = true;
+    return c;
+  }();
+  double qk_norm = 4.0;
+  Index seq_len = 256, batch = 4;
+  int steps = 200, warmup = 20, eval_every = 25, checkpoint_every = 50;
+  Index eval_seqs = 16;
+  double holdout = 0.1;
+  AdamWOptions adamw = [] {
+    AdamWOptions a;
+    a.lr = 3e-3;
+    a.weight_decay = 0.01;
+    return a;
+  }();
+  std::uint64_t seed = 1;
+  std::string dtype = "float";
+  examples::AttentionCli attention;
+  std::string out_dir = "polygrad_train_out";
+  bool resume = false, quiet = false;
+  int threads = 0;  // 0: OpenMP's default
+};
+
+// ---------------------------------------------------------------------------------------------
+// The text: bytes as tokens, the vocabulary is the set of bytes that occur.
+
+struct Corpus {
+  std::string vocab;            // the distinct bytes, sorted; token id = index
+  std::vector<int> train, held_out;
+};
+
+Corpus read_corpus(const TrainOptions& o) {
+  std::ifstream in(o.text, std::ios::binary);
+  require<Error>(bool(in), "cannot read ", o.text, ": no such file or not readable; pass a text ",
+                 "file with --text");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  require<Error>(!in.bad(), "cannot read ", o.text, ": read error");
+  const std::size_t held = static_cast<std::size_t>(double(text.size()) * o.holdout);
+  const std::size_t need = static_cast<std::size_t>(o.seq_len) + 2;
+  require<Error>(held >= need && text.size() - held >= need, o.text, " has ", text.size(),
+                 " bytes; with --holdout ", o.holdout, " and --seq-len ", o.seq_len,
+                 " both the training part and the held-out part need at least ", need,
+                 " bytes: use a longer text or a shorter --seq-len");
+  Corpus c;
+  bool seen[256] = {};
+  for (unsigned char ch : text) seen[ch] = true;
+  for (int b = 0; b < 256; ++b)
+    if (seen[b]) c.vocab.push_back(char(b));
+  int id_of[256] = {};
+  for (std::size_t i = 0; i < c.vocab.size(); ++i) id_of[static_cast<unsigned char>(c.vocab[i])] = int(i);
+  const std::size_t split = text.size() - held;
+  for (std::size_t i = 0; i < text.size(); ++i)
+    (i < split ? c.train : c.held_out).push_back(id_of[static_cast<unsigned char>(text[i])]);
+  return c;
+}
+
+/// The vocabulary as hex, so that any byte survives the JSON metadata.
+std::string hex(const std::string& bytes) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) out += {digits[b >> 4], digits[b & 15]};
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The model: embeddings -> Transformer -> LM head.
+
+template <class T>
+class CharModel {
+ public:
+  CharModel(Index vocab, Index seq_len, const TransformerConfig& config, std::uint64_t seed)
+      : tokens_(vocab, config.d_model), positions_(seq_len, config.d_model), transformer_(config),
+        head_(config.d_model, vocab) {
+    transformer_.init(seed);
+    std::mt19937_64 rng(seed + 1);
+    tokens_.init(rng, Transformer<T>::default_init_std);
+    positions_.init(rng, Transformer<T>::default_init_std);
+    head_.init(rng, Transformer<T>::default_init_std);
+  }
+
+  /// Logits (n x vocab) for ids (n <= seq_len); caches for backward().
+  Matrix<T> forward(const std::vector<int>& ids) {
+    std::vector<int> where(ids.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) where[i] = int(i);
+    const Matrix<T> x = tokens_.forward(ids) + positions_.forward(where);
+    return head_.forward(transformer_.forward(x));
+  }
+
+  /// Accumulates every parameter gradient for dL/dlogits.
+  void backward(const Matrix<T>& dlogits) {
+    const Matrix<T> dx = transformer_.backward(head_.backward(dlogits));
+    tokens_.backward(dx);
+    positions_.backward(dx);
+  }
+
+  /// tok_emb.weight, pos_emb.weight, transformer.*, lm_head.weight.
+  ParameterList<T> parameters() {
+    ParameterList<T> out;
+    tokens_.collect_parameters("tok_emb", out);
+    positions_.collect_parameters("pos_emb", out);
+    transformer_.collect_parameters("transformer", out);
+    head_.collect_parameters("lm_head", out);
+    return out;
+  }
+
+  void zero_grad() {
+    tokens_.zero_grad();
+    positions_.zero_grad();
+    transformer_.zero_grad();
+    head_.zero_grad();
+  }
+
+  void set_attention(std::shared_ptr<const AttentionMethod<T>> method) {
+    transformer_.set_attention(std::move(method));
+  }
+  std::vector<std::string> describe_attention() const { return transformer_.describe_attention(); }
+
+ private:
+  Embedding<T> tokens_, positions_;
+  Transformer<T> transformer_;
+  LMHead<T> head_;
+};
+
+/// A run: one model, its optimiser, its attention for training and its loss curve.
+template <class T>
+struct Run {
+  std::string name;  // "exact" or "approx"
+  std::unique_ptr<CharModel<T>> model;
+  std::unique_ptr<AdamW<T>> optimiser;
+  std::shared_ptr<const AttentionMethod<T>> attention;
+  std::vector<double> curve_step, curve_train, curve_eval;  // one entry per evaluation
+  double train_sum = 0;  // training losses since the last evaluation
+  int train_count = 0;
+  double seconds = 0;    // time spent in training steps
+  std::string plan;      // the attention plan of the last training step, layer 0
+};
+
+/// Window starts of the held-out evaluation: `count` windows spread evenly over the held-out text.
+std::vector<std::size_t> eval_starts(const Corpus& c, Index seq_len, Index count) {
+  std::vector<std::size_t> out;
+  const std::size_t last = c.held_out.size() - std::size_t(seq_len) - 1;
+  for (Index i = 0; i < count; ++i)
+    out.push_back(count == 1 ? 0 : std::size_t(double(last) * double(i) / double(count - 1)));
+  return out;
+}
+
+/// Mean held-out cross-entropy (nats per character) with exact attention; restores `training`.
+template <class T>
+double evaluate(CharModel<T>& model, const Corpus& c, const TrainOptions& o,
+                const std::shared_ptr<const AttentionMethod<T>>& training) {
+  model.set_attention(std::make_shared<ExactAttention<T>>());
+  double total = 0;
+  const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
+  for (std::size_t start : starts) {
+    const std::vector<int> ids(c.held_out.begin() + std::ptrdiff_t(start),
+                               c.held_out.begin() + std::ptrdiff_t(start + std::size_t(o.seq_len)));
+    const std::vector<int> next(c.held_out.begin() + std::ptrdiff_t(start + 1),
+                                c.held_out.begin() + std::ptrdiff_t(start + 1 + std::size_t(o.seq_len)));
+    total += cross_entropy_loss(model.forward(ids), next).value;
+  }
+  model.set_attention(training);
+  return total / double(starts.size());
+}
+
+/// The learning rate at step s (1-based): linear warm-up, then cosine decay to 10%.
+double learning_rate(const TrainOptions& o, int s) {
+  if (s <= o.warmup) return o.adamw.lr * double(s) / double(std::max(1, o.warmup));
+  const double progress = double(s - o.warmup) / double(std::max(1, o.steps - o.warmup));
+  return o.adamw.lr * (0.1 + 0.9 * 0.5 * (1 + std::cos(3.14159265358979323846 * std::min(1.0, progress))));
+}
+
+/// One AdamW step on the batch of step s (the same batch for both runs). Returns the mean loss.
+template <class T>
+double train_step(Run<T>& run, const Corpus& c, const TrainOptions& o, int s) {
+  Stopwatch clock;
+  std::mt19937_64 rng(o.seed * 1000003ULL + std::uint64_t(s));
+  std::uniform_int_distribution<std::size_t> pick(0, c.train.size() - std::size_t(o.seq_len) - 1);
+  run.model->zero_grad();
+  double loss = 0;
+  for (Index b = 0; b < o.batch; ++b) {
+    const std::size_t start = pick(rng);
+    const std::vector<int> ids(c.train.begin() + std::ptrdiff_t(start),
+                               c.train.begin() + std::ptrdiff_t(start + std::size_t(o.seq_len)));
+    const std::vector<int> next(c.train.begin() + std::ptrdiff_t(start + 1),
+                                c.train.begin() + std::ptrdiff_t(start + 1 + std::size_t(o.seq_len)));
+    LossResult<T> result = cross_entropy_loss(run.model->forward(ids), next);
+    run.model->backward(result.grad / T(o.batch));  // the batch loss is the mean over sequences
+    loss += result.value / double(o.batch);
+  }
+  run.plan = run.model->describe_attention().front();
+  run.optimiser->set_lr(learning_rate(o, s));
+  run.optimiser->step();
+  run.seconds += clock.seconds();
+  return loss;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoints: model.<parameter>, optim.<AdamW state>, curve.{step,train,eval}; the metadata
+// records what must match to resume.
+
+std::map<std::string, std::string> checkpoint_metadata(const TrainOptions& o, const Corpus& c,
+                                                       const std::string& run) {
+  TransformerConfig config = o.config;
+  config.qk_norm = o.qk_norm;
+  auto m = transformer_metadata(config);
+  m["program"] = program_name;
+  m["run"] = run;
+  m["vocab_hex"] = hex(c.vocab);
+  m["seq_len"] = std::to_string(o.seq_len);
+  m["seed"] = std::to_string(o.seed);
+  m["attention"] = run == "exact" ? "exact" : o.attention.summary();
+  return m;
+}
+
+template <class T>
+void save_checkpoint(Run<T>& run, const TrainOptions& o, const Corpus& c, const std::string& path) {
+  SafetensorsFile file;
+  store_parameters(file, run.model->parameters(), "model.");
+  for (const auto& [name, buffer] : run.optimiser->state())
+    file.add<T>("optim." + name, {buffer->size()}, buffer->data());
+  const Index points = Index(run.curve_step.size());
+  file.add<double>("curve.step", {points}, run.curve_step.data());
+  file.add<double>("curve.train", {points}, run.curve_train.data());
+  file.add<double>("curve.eval", {points}, run.curve_eval.data());
+  file.metadata() = checkpoint_metadata(o, c, run.name);
+  file.metadata()["step"] = std::to_string(run.optimiser->step_count());
+  file.write(path);
+}
+
+/// Restores `run` from `path`; returns the step it was saved at. Throws FormatError if the file
+/// was written for another text, model or run.
+template <class T>
+int load_checkpoint(Run<T>& run, const TrainOptions& o, const Corpus& c, const std::string& path) {
+  const SafetensorsFile file = SafetensorsFile::read(path);
+  const auto expected = checkpoint_metadata(o, c, run.name);
+  for (const auto& [key, value] : expected) {
+    if (key == "attention") continue;  // a resumed run may change the polynomial settings
+    const auto it = file.metadata().find(key);
+    require<FormatError>(it != file.metadata().end() && it->second == value, path,
+                         ": cannot resume: metadata \"", key, "\" is \"",
+                         it == file.metadata().end() ? std::string("(missing)") : it->second,
+                         "\" but this run has \"", value.size() > 40 ? value.substr(0, 40) + "..." : value,
+                         "\"; use the text, model flags and --seed the checkpoint was made with");
+  }
+  restore_parameters(file, run.model->parameters(), "model.");
+  for (const auto& [name, buffer] : run.optimiser->state()) {
+    const std::vector<T> values = file.values<T>("optim." + name);
+    require<FormatError>(Index(values.size()) == buffer->size(), path, ": optimiser state '", name,
+                         "' has ", values.size(), " values, expected ", buffer->size());
+    *buffer = Eigen::Map<const Vector<T>>(values.data(), Index(values.size()));
+  }
+  run.curve_step = file.values<double>("curve.step");
+  run.curve_train = file.values<double>("curve.train");
+  run.curve_eval = file.values<double>("curve.eval");
+  require<FormatError>(run.curve_train.size() == run.curve_step.size() &&
+                           run.curve_eval.size() == run.curve_step.size(),
+                       path, ": the loss curves have different lengths");
+  const int step = int(detail::metadata_index(file.metadata(), "step", path));
+  run.optimiser->set_step_count(step);
+  return step;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+std::string fixed(double v, int precision) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(precision) << v;
+  return s.str();
+}
+
+template <class T>
+void train(const TrainOptions& o) {
+  const Corpus corpus = read_corpus(o);
+  TransformerConfig config = o.config;
+  config.qk_norm = o.qk_norm;
+  const Index vocab = Index(corpus.vocab.size());
+
+  std::vector<Run<T>> runs(2);
+  runs[0].name = "exact";
+  runs[0].attention = std::make_shared<ExactAttention<T>>();
+  runs[1].name = "approx";
+  runs[1].attention = o.attention.make<T>();
+  for (Run<T>& run : runs) {
+    run.model = std::make_unique<CharModel<T>>(vocab, o.seq_len, config, o.seed);
+    run.model->set_attention(run.attention);
+    run.optimiser = std::make_unique<AdamW<T>>(run.model->parameters(), o.adamw);
+  }
+
+  std::filesystem::create_directories(o.out_dir);
+  const auto checkpoint_path = [&](const Run<T>& run) {
+    return (std::filesystem::path(o.out_dir) / ("train_" + run.name + ".safetensors")).string();
+  };
+  int start = 0;
+  if (o.resume) {
+    const int a = load_checkpoint(runs[0], o, corpus, checkpoint_path(runs[0]));
+    const int b = load_checkpoint(runs[1], o, corpus, checkpoint_path(runs[1]));
+    require<FormatError>(a == b, "cannot resume: ", checkpoint_path(runs[0]), " is at step ", a,
+                         " but ", checkpoint_path(runs[1]), " at step ", b);
+    start = a;
+  }
+
+  std::cout << "text " << o.text << ": " << corpus.train.size() << " training and "
+            << corpus.held_out.size() << " held-out characters, vocabulary " << vocab << "\n";
+  std::cout << "model: embeddings -> " << config.layers << " layers, d_model " << config.d_model
+            << ", " << config.heads << " heads (d_h " << config.head_dim() << "), MLP "
+            << config.d_ff << ", causal, QK normalisation tau = " << o.qk_norm << " -> LM head; "
+            << o.dtype << "\n";
+  std::cout << "training: " << o.steps << " steps of " << o.batch << " x " << o.seq_len
+            << " characters, AdamW lr " << o.adamw.lr << " (warm-up " << o.warmup
+            << ", cosine to 10%), seed " << o.seed
+            << (start > 0 ? ", resumed at step " + std::to_string(start) : std::string()) << "\n";
+  std::cout << "approx run: " << o.attention.summary()
+            << "; held-out loss: mean cross-entropy (nats/char) of " << o.eval_seqs
+            << " held-out windows, always with exact attention\n\n";
+
+  Progress progress(o.quiet, 10.0);
+  const auto header = [&] {
+    std::cout << std::setw(6) << "step" << std::setw(14) << "train exact" << std::setw(14)
+              << "train approx" << std::setw(16) << "held-out exact" << std::setw(17)
+              << "held-out approx" << std::setw(9) << "diff" << "\n";
+  };
+  const auto print_point = [&](std::size_t i) {
+    const double e = runs[0].curve_eval[i], a = runs[1].curve_eval[i];
+    const auto train_cell = [&](double v) { return std::isnan(v) ? std::string("-") : fixed(v, 4); };
+    std::cout << std::setw(6) << runs[0].curve_step[i] << std::setw(14)
+              << train_cell(runs[0].curve_train[i]) << std::setw(14)
+              << train_cell(runs[1].curve_train[i]) << std::setw(16) << fixed(e, 4)
+              << std::setw(17) << fixed(a, 4) << std::setw(8) << fixed(100 * (a / e - 1), 3)
+              << "%\n";
+  };
+  const auto record = [&](int step) {
+    for (Run<T>& run : runs) {
+      const double held = evaluate(*run.model, corpus, o, run.attention);
+      run.curve_step.push_back(step);
+      run.curve_train.push_back(run.train_count ? run.train_sum / run.train_count : std::nan(""));
+      run.curve_eval.push_back(held);
+      run.train_sum = 0;
+      run.train_count = 0;
+    }
+  };
+
+  header();
+  if (start == 0) record(0);
+  for (std::size_t i = 0; i < runs[0].curve_step.size(); ++i) print_point(i);
+  const double untrained = runs[0].curve_eval.front();
+
+  for (int s = start + 1; s <= o.steps; ++s) {
+    for (Run<T>& run : runs) {
+      run.train_sum += train_step(run, corpus, o, s);
+      ++run.train_count;
+    }
+    progress.update("step " + std::to_string(s) + "/" + std::to_string(o.steps) + ", train loss " +
+                    fixed(runs[0].train_sum / runs[0].train_count, 3) + " (exact), " +
+                    fixed(runs[1].train_sum / runs[1].train_count, 3) + " (approx)");
+    if (s % o.eval_every == 0 || s == o.steps) {
+      record(s);
+      progress.done();
+      print_point(runs[0].curve_step.size() - 1);
+    }
+    if (s % o.checkpoint_every == 0 || s == o.steps)
+      for (Run<T>& run : runs) save_checkpoint(run, o, corpus, checkpoint_path(run));
+  }
+  progress.done();
+
+  // The curves as CSV and SVG.
+  const std::filesystem::path dir(o.out_dir);
+  examples::CsvWriter csv({"step", "train_exact", "train_approx", "heldout_exact", "heldout_approx"});
+  for (std::size_t i = 0; i < runs[0].curve_step.size(); ++i)
+    csv.row().cell(runs[0].curve_step[i]).cell(runs[0].curve_train[i]).cell(runs[1].curve_train[i])
+        .cell(runs[0].curve_eval[i]).cell(runs[1].curve_eval[i]);
+  csv.write((dir / "train_curves.csv").string());
+  examples::SvgPlot plot("Character LM trained with exact and approximate gradients", "step",
+                         "cross-entropy (nats/char)");
+  plot.add("train, exact", runs[0].curve_step, runs[0].curve_train)
+      .add("train, approx", runs[1].curve_step, runs[1].curve_train)
+      .add("held-out, exact", runs[0].curve_step, runs[0].curve_eval)
+      .add("held-out, approx", runs[1].curve_step, runs[1].curve_eval);
+  plot.write((dir / "train_curves.svg").string());
+
+  const double exact_final = runs[0].curve_eval.back(), approx_final = runs[1].curve_eval.back();
+  std::cout << "\nheld-out loss after " << int(runs[0].curve_step.back())
+            << " steps (exact attention at evaluation): untrained " << fixed(untrained, 4)
+            << ", exact-trained " << fixed(exact_final, 4) << ", approx-trained "
+            << fixed(approx_final, 4) << " (" << (approx_final >= exact_final ? "+" : "")
+            << fixed(100 * (approx_final / exact_final - 1), 3) << "%)\n";
+  std::cout << "training time this session: exact " << fixed(runs[0].seconds, 1) << " s, approx "
+            << fixed(runs[1].seconds, 1) << " s\n";
+  const std::string& plan = runs[1].plan;
+  if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
+  std::cout << "wrote " << (dir / "train_curves.csv").string() << ", "
+            << (dir / "train_curves.svg").string() << " and the checkpoints "
+            << checkpoint_path(runs[0]) << ", " << checkpoint_path(runs[1]) << "\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Train a character-level transformer twice, with exact and with approximate "
+               "attention gradients, and compare held-out losses",
+               program_name};
+  TrainOptions o;
+  app.add_option("--text", o.text, "training text (bytes are tokens)")->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps")->check(CLI::Range(1, 10000000))->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--seq-len", o.seq_len, "characters per sequence")->check(CLI::Range(2, 1 << 20))->capture_default_str();
+  app.add_option("--layers", o.config.layers, "transformer blocks")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--d-model", o.config.d_model, "model width D")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--heads", o.config.heads, "attention heads H (d_h = D / H)")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--d-ff", o.config.d_ff, "MLP width")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--qk-norm", o.qk_norm, "QK normalisation temperature tau (R = tau)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--lr", o.adamw.lr, "peak AdamW learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--weight-decay", o.adamw.weight_decay, "AdamW decoupled weight decay")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--warmup", o.warmup, "warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "steps between held-out evaluations")->check(CLI::Range(1, 10000000))->capture_default_str();
+  app.add_option("--eval-seqs", o.eval_seqs, "held-out windows per evaluation")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--holdout", o.holdout, "fraction of the text held out (its end)")->check(CLI::Range(0.001, 0.9))->capture_default_str();
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(CLI::Range(1, 10000000))->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the weights and the batches")->capture_default_str();
+  app.add_option("--dtype", o.dtype, "scalar type")->check(CLI::IsMember({"float", "double"}))->capture_default_str();
+  o.attention.method = "poly";
+  o.attention.add(app);
+  app.add_option("--out-dir", o.out_dir, "where the curves and checkpoints go")->capture_default_str();
+  app.add_flag("--resume", o.resume, "continue from the checkpoints in --out-dir");
+  app.add_option("--threads", o.threads, "threads (0: OMP_NUM_THREADS or every core)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_flag("--quiet,-q", o.quiet, "no progress line on stderr");
+
+  const int parsed = examples::parse_command_line(app, argc, argv, [&] {
+    if (o.attention.method == "exact")
+      throw CLI::ValidationError("--attention", "the second run must approximate: use poly or auto");
+    if (o.config.d_model % o.config.heads != 0)
+      throw CLI::ValidationError("--heads", "must divide --d-model (" + std::to_string(o.config.d_model) + ")");
+  });
+  if (parsed >= 0) return parsed;
+
+  examples::set_threads(o.threads);
+  return examples::run_program(program_name, [&] {
+    examples::with_dtype(o.dtype, [&](auto t) { train<decltype(t)>(o); });
+  });
+}
