@@ -52,7 +52,7 @@ std::pair<double, std::string> worst_error(const std::map<std::string, Vector<do
 
 TEST_CASE("model gradients through the polynomial method converge to the exact ones",
           "[attention][poly][model]") {
-  const Index n = 96;
+  const Index n = 64;
   Transformer<double> model(demo_config());
   // Weights larger than the default 0.02 so that attention patterns are far from uniform.
   model.init(17, 0.2);
