@@ -1,59 +1,29 @@
 #pragma once
-// Products of feature-major monomial blocks (monomial_block.hpp) with small dense matrices,
-// written as register-blocked loops over strips of rows.
+// Products of a chunk's monomial block M (k x C, StripMatrix of monomial_block.hpp) with the
+// small dense matrices of the routes, as register-blocked loops over one strip of W rows.
 //
-// A chunk's block M is k x C with k in the thousands and C a few dozen, and it meets matrices
-// with only d_h + 1 (or d_h^2 + 2 d_h) columns. A general GEMM spends as long packing M as
-// multiplying with it; these loops read M once, straight from where build() left it, and keep
-// a strip of W rows times G columns of the result in registers while they sweep the features.
+// k is in the thousands, C a few dozen, and the other side has only m = d_h + 1 (or about d_h^2)
+// columns, so a general GEMM spends as long packing M as multiplying with it. These loops read
+// M once, where build() left it, and keep a W x G block of the result in registers (G <= 12
+// columns at a time) while they sweep the features. States are stored transposed, (m x k), so
+// that every column of a state is contiguous.
+//
+//   monomials_transpose_times   out = M^T S    (C x m)  rows reading a state
+//   state_times_rows_transpose  dM  = S Y^T    (k x C)  the gradient reaching the monomials
+//   add_state_gradient          dX += (d/dX) sum (S Y^T) o M, without storing S Y^T
+//   add_monomial_products       S  += M X      (k x m)  a chunk entering a state
 
 #include <algorithm>
 #include <type_traits>
 
-#include "polygrad/core/types.hpp"
+#include "polygrad/approx/monomial_block.hpp"
+#include "polygrad/core/error.hpp"
 
 namespace polygrad {
 
 namespace detail {
 
-/// Rows per strip: one 64-byte vector of T.
-template <class T>
-inline constexpr Index strip_width = Index(64 / sizeof(T));
-
-/// Out(r0 : r0 + W, j0 : j0 + G) = sum_f M(f, r0 : r0 + W)^T S(f, j0 : j0 + G), W = strip width.
-template <class T, int G>
-void strip_times_state(const T* M, Index k, Index C, Index r0, const T* S, Index m, Index j0,
-                       T* out) {
-  constexpr Index W = strip_width<T>;
-  using Strip = Eigen::Array<T, W, 1>;
-  Strip acc[G];
-  for (int j = 0; j < G; ++j) acc[j].setZero();
-  for (Index f = 0; f < k; ++f) {
-    const Strip x = Eigen::Map<const Strip>(M + f * C + r0);
-    const T* s = S + f * m + j0;
-    for (int j = 0; j < G; ++j) acc[j] += x * s[j];
-  }
-  for (int j = 0; j < G; ++j)
-    for (Index r = 0; r < W; ++r) out[(r0 + r) * m + j0 + j] = acc[j][r];
-}
-
-/// dM(f, r0 : r0 + W) (+)= sum_j S(f, j0 + j) Y(r0 : r0 + W, j0 + j) over j < G.
-template <class T, int G>
-void state_times_strip(const T* S, Index k, Index m, Index j0, const T* YT, Index C, Index r0,
-                       T* dM, bool accumulate) {
-  constexpr Index W = strip_width<T>;
-  using Strip = Eigen::Array<T, W, 1>;
-  Strip y[G];
-  for (int j = 0; j < G; ++j) y[j] = Eigen::Map<const Strip>(YT + (j0 + j) * C + r0);
-  for (Index f = 0; f < k; ++f) {
-    const T* s = S + f * m + j0;
-    Strip acc = accumulate ? Strip(Eigen::Map<const Strip>(dM + f * C + r0)) : Strip::Zero();
-    for (int j = 0; j < G; ++j) acc += y[j] * s[j];
-    Eigen::Map<Strip>(dM + f * C + r0) = acc;
-  }
-}
-
-/// Calls body(std::integral_constant<int, G>) for column groups of at most 12 that cover m.
+/// Calls body(j0, std::integral_constant<int, G>) for groups of at most 12 columns covering m.
 template <class Body>
 void for_column_groups(Index m, Body&& body) {
   constexpr Index most = 12;
@@ -76,43 +46,215 @@ void for_column_groups(Index m, Body&& body) {
   }
 }
 
+/// out(r0 + r, j0 + j) = sum_f strip(f, r) ST(j0 + j, f) for the W rows of one strip, j < G.
+/// ST is (m x k) with row stride k; out is row-major with m columns.
+template <class T, int G>
+void strip_times_state(const T* strip, Index k, const T* ST, Index j0, Index m, Index r0, T* out) {
+  constexpr Index W = simd::width<T>;
+  simd::Packet<T> acc[G];
+  const T* s[G];
+  for (int j = 0; j < G; ++j) {
+    acc[j] = simd::zero<T>();
+    s[j] = ST + (j0 + j) * k;
+  }
+  for (Index f = 0; f < k; ++f) {
+    const auto x = simd::load(strip + f * W);
+    for (int j = 0; j < G; ++j) acc[j] = simd::fma(x, simd::broadcast(s[j][f]), acc[j]);
+  }
+  alignas(64) T lanes[W];
+  for (int j = 0; j < G; ++j) {
+    simd::store(lanes, acc[j]);
+    for (Index r = 0; r < W; ++r) out[(r0 + r) * m + j0 + j] = lanes[r];
+  }
+}
+
+/// strip(f, r) (+)= sum_{j < G} ST(j0 + j, f) YT(j0 + j, r0 + r) for the W rows of one strip.
+/// YT is (m x padded C) with row stride C.
+template <class T, int G>
+void state_times_strip(const T* ST, Index k, Index j0, const T* YT, Index C, Index r0, T* strip,
+                       bool accumulate) {
+  constexpr Index W = simd::width<T>;
+  simd::Packet<T> y[G];
+  const T* s[G];
+  for (int j = 0; j < G; ++j) {
+    y[j] = simd::load(YT + (j0 + j) * C + r0);
+    s[j] = ST + (j0 + j) * k;
+  }
+  for (Index f = 0; f < k; ++f) {
+    auto acc = accumulate ? simd::load(strip + f * W) : simd::zero<T>();
+    for (int j = 0; j < G; ++j) acc = simd::fma(y[j], simd::broadcast(s[j][f]), acc);
+    simd::store(strip + f * W, acc);
+  }
+}
+
 }  // namespace detail
 
-/// Out (C x m) = M^T S for a feature-major block M (k x C) and a state S (k x m).
+/// out (padded C x m) = M^T S for a block M (k x C) and a state S given as ST (m x k).
 template <class T>
-void monomials_transpose_times(const Matrix<T>& M, const Matrix<T>& S, Matrix<T>& out) {
+void monomials_transpose_times(const StripMatrix<T>& M, const Matrix<T>& ST, Matrix<T>& out) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-  const Index k = M.rows(), C = M.cols(), m = S.cols();
-  constexpr Index W = detail::strip_width<T>;
-  out.resize(C, m);
-  const Index full = C - C % W;
-  for (Index r0 = 0; r0 < full; r0 += W) {
+  constexpr Index W = simd::width<T>;
+  const Index k = M.rows(), m = ST.rows();
+  require_shape(ST, m, k, "transposed state");
+  out.resize(M.strips() * W, m);
+  for (Index s = 0; s < M.strips(); ++s) {
     detail::for_column_groups(m, [&](Index j0, auto G) {
-      detail::strip_times_state<T, decltype(G)::value>(M.data(), k, C, r0, S.data(), m, j0,
+      detail::strip_times_state<T, decltype(G)::value>(M.strip(s), k, ST.data(), j0, m, s * W,
                                                        out.data());
     });
   }
-  if (full < C) out.bottomRows(C - full).noalias() = M.rightCols(C - full).transpose() * S;
 }
 
-/// dM (k x C) = S Y^T for a state S (k x m) and rows Y (C x m).
+/// dM (k x C) = S Y^T for a state S given as ST (m x k) and rows Y (padded C x m).
 template <class T>
-void state_times_rows_transpose(const Matrix<T>& S, const Eigen::Ref<const Matrix<T>>& Y,
-                                Matrix<T>& dM) {
-  const Index k = S.rows(), m = S.cols(), C = Y.rows();
-  constexpr Index W = detail::strip_width<T>;
+void state_times_rows_transpose(const Matrix<T>& ST, const Matrix<T>& Y, StripMatrix<T>& dM) {
+  constexpr Index W = simd::width<T>;
+  const Index k = ST.cols(), m = ST.rows(), C = Y.rows();
+  require<ShapeError>(C % W == 0 && Y.cols() == m, "state_times_rows_transpose: rows are ",
+                      Y.rows(), " x ", Y.cols(), ", expected a multiple of ", W, " x ", m);
   dM.resize(k, C);
   const Matrix<T> YT = Y.transpose();  // (m, C)
-  const Index full = C - C % W;
-  for (Index r0 = 0; r0 < full; r0 += W) {
+  for (Index s = 0; s < dM.strips(); ++s) {
     bool first = true;
     detail::for_column_groups(m, [&](Index j0, auto G) {
-      detail::state_times_strip<T, decltype(G)::value>(S.data(), k, m, j0, YT.data(), C, r0,
-                                                       dM.data(), !first);
+      detail::state_times_strip<T, decltype(G)::value>(ST.data(), k, j0, YT.data(), C, s * W,
+                                                       dM.strip(s), !first);
       first = false;
     });
   }
-  if (full < C) dM.rightCols(C - full).noalias() = S * Y.bottomRows(C - full).transpose();
+}
+
+namespace detail {
+
+/// The monomials' gradient (S Y^T)(f, r) = sum_{j < G} ST(j, f) Y(r, j), computed on demand for
+/// MonomialBlock::backward. YT: (G x padded C).
+template <class T, int G>
+class StateTimesRows {
+ public:
+  StateTimesRows(const Matrix<T>& ST, const Matrix<T>& YT) : YT_(YT) {
+    for (int j = 0; j < G; ++j) s_[j] = ST.data() + j * ST.cols();
+  }
+  void begin_strip(Index s) {
+    for (int j = 0; j < G; ++j) y_[j] = simd::load(YT_.data() + j * YT_.cols() + s * simd::width<T>);
+  }
+  simd::Packet<T> operator()(Index f) const {
+    // Three interleaved partial sums: the result is on the backward sweep's critical path.
+    simd::Packet<T> acc[3] = {simd::zero<T>(), simd::zero<T>(), simd::zero<T>()};
+    for (int j = 0; j < G; ++j) acc[j % 3] = simd::fma(y_[j], simd::broadcast(s_[j][f]), acc[j % 3]);
+    return simd::add(acc[0], simd::add(acc[1], acc[2]));
+  }
+
+ private:
+  const Matrix<T>& YT_;
+  const T* s_[G];
+  simd::Packet<T> y_[G];
+};
+
+/// A monomial gradient already stored in a StripMatrix, for MonomialBlock::backward.
+template <class T>
+class StoredGradient {
+ public:
+  explicit StoredGradient(const StripMatrix<T>& G) : G_(G) {}
+  void begin_strip(Index s) { strip_ = G_.strip(s); }
+  simd::Packet<T> operator()(Index f) const { return simd::load(strip_ + f * simd::width<T>); }
+
+ private:
+  const StripMatrix<T>& G_;
+  const T* strip_ = nullptr;
+};
+
+}  // namespace detail
+
+/// dX (C x d) += the gradient, with respect to the rows X, of sum_{f,r} (S Y^T)(f, r) M(f, r),
+/// for the block M = block.build(X) and a state S given as ST (m x k) and rows Y (padded C x m):
+/// the gradient reaching X through its monomials when they meet a state. For m <= 12 the
+/// product S Y^T is formed feature by feature inside the backward sweep and never stored.
+template <class T>
+void add_state_gradient(MonomialBlock<T>& block,
+                        const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
+                        const StripMatrix<T>& M, const Matrix<T>& ST, const Matrix<T>& Y,
+                        Eigen::Ref<Matrix<detail::non_deduced_t<T>>> dX) {
+  const Index m = ST.rows();
+  require<ShapeError>(Y.rows() == M.strips() * simd::width<T> && Y.cols() == m,
+                      "add_state_gradient: rows are ", Y.rows(), " x ", Y.cols(), ", expected ",
+                      M.strips() * simd::width<T>, " x ", m);
+  if (m > 12) {
+    StripMatrix<T> dM;
+    state_times_rows_transpose(ST, Y, dM);
+    block.backward(X, M, detail::StoredGradient<T>(dM), dX);
+    return;
+  }
+  const Matrix<T> YT = Y.transpose();  // (m, padded C)
+  detail::for_column_groups(m, [&](Index, auto G) {
+    block.backward(X, M, detail::StateTimesRows<T, decltype(G)::value>(ST, YT), dX);
+  });
+}
+
+namespace detail {
+
+/// ST(j0 + j, f0 : f0 + W) += sum_r tile(r) X(r, j0 + j) over the rows r of a block, j < G, for
+/// each feature tile f0, given the tiles transposed (W features per packet) by `transposed_tile`.
+template <class T, int G, class TransposedTile>
+void add_tile_products(Index k, Index strips, const T* X, Index m, Index j0, T* ST,
+                       TransposedTile&& transposed_tile) {
+  constexpr Index W = simd::width<T>;
+  for (Index f0 = 0; f0 < k; f0 += W) {
+    simd::Packet<T> acc[G];
+    for (int j = 0; j < G; ++j) acc[j] = simd::load(ST + (j0 + j) * k + f0);
+    for (Index s = 0; s < strips; ++s) {
+      const simd::Tile<T> tile = transposed_tile(f0, s);
+      const T* rows = X + s * W * m + j0;
+      for (Index r = 0; r < W; ++r)
+        for (int j = 0; j < G; ++j)
+          acc[j] = simd::fma(tile.rows.packet[r], simd::broadcast(rows[r * m + j]), acc[j]);
+    }
+    for (int j = 0; j < G; ++j) simd::store(ST + (j0 + j) * k + f0, acc[j]);
+  }
+}
+
+}  // namespace detail
+
+/// ST (m x padded k) += (M X)^T for a block M (k x C) and rows X (padded C x m; the padding
+/// rows must be zero). ST's columns past k stay zero. Each W x W tile of M is transposed in
+/// registers, so that the sum over the block's rows runs with W features per packet.
+template <class T>
+void add_monomial_products(const StripMatrix<T>& M, const Matrix<T>& X, Matrix<T>& ST) {
+  constexpr Index W = simd::width<T>;
+  const Index k = M.stride(), m = X.cols(), strips = M.strips();
+  require_shape(X, strips * W, m, "rows entering a state");
+  require_shape(ST, m, k, "transposed state");
+  auto transpose = [&](Index f0, Index s) {
+    simd::Tile<T> tile;
+    tile.load(M.strip(s) + f0 * W, W);
+    tile.transpose();
+    return tile;
+  };
+  if (m <= 12) {  // one column group: transpose each tile as it is used
+    detail::for_column_groups(m, [&](Index j0, auto G) {
+      detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), m, j0, ST.data(),
+                                                       transpose);
+    });
+    return;
+  }
+  // Several groups: transpose the whole block once. (strips * k, W): tile (f0, s) at row
+  // (s * k + f0), its row r holding features f0..f0+W-1 of block row s W + r.
+  Matrix<T> transposed(strips * k, W);
+  for (Index s = 0; s < strips; ++s) {
+    for (Index f0 = 0; f0 < k; f0 += W) {
+      const simd::Tile<T> tile = transpose(f0, s);
+      for (Index r = 0; r < W; ++r)
+        simd::store(transposed.data() + (s * k + f0 + r) * W, tile.rows.packet[r]);
+    }
+  }
+  auto stored = [&](Index f0, Index s) {
+    simd::Tile<T> tile;
+    tile.load(transposed.data() + (s * k + f0) * W, W);
+    return tile;
+  };
+  detail::for_column_groups(m, [&](Index j0, auto G) {
+    detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), m, j0, ST.data(),
+                                                     stored);
+  });
 }
 
 }  // namespace polygrad

@@ -34,28 +34,34 @@ void backward_adjoint(const PolyApproximation& a, const Matrix<T>& Qh, const Mat
   dNum << dOz, dz;
 
   MonomialBlock<T> block(a.features);
-  Matrix<T> Mq, Mk, dM, A, dp, products;  // (k, C) monomials and their gradient; (C, C) scores
+  StripMatrix<T> Mq, Mk;     // (k, W) monomials of a strip of queries or keys
+  Matrix<T> A, dp, products;  // (C, C) scores and p'(t); (W, d_h + 1) a strip's products
+  auto values = [&](Index begin, Index size) {  // [v_j 1]
+    return detail::with_ones<T>(V.middleRows(begin, size));
+  };
+  auto gradients = [&](Index begin, Index size) {  // [dO'_i dz_i]
+    return detail::padded_chunk_rows<T>(dNum.middleRows(begin, size));
+  };
+
   // Queries: dm(qh_i) from the key states (all keys, or those of earlier chunks).
-  detail::FeatureState<T> keys(k, dh + 1);  // sum m(kh_j) [v_j 1]^T
-  if (!causal) {
-    for (Index c = 0; c < chunks; ++c) {
-      const auto [begin, size] = detail::chunk_at(c, n, chunk);
-      block.build(Kh.middleRows(begin, size), Mk);
-      keys.add(Mk, detail::with_ones<T>(V.middleRows(begin, size)));
-    }
-    keys.refresh(w);
-  }
+  detail::FeatureState<T> keys(k, dh + 1, chunk);  // sum m(kh_j) [v_j 1]^T
+  if (!causal) detail::add_whole_sequence(keys, block, Mk, Kh, w, values);
   for (Index c = 0; c < chunks; ++c) {
-    const auto [begin, size] = detail::chunk_at(c, n, chunk);
-    const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
+    const detail::Chunk rows = detail::chunk_at(c, n, chunk);
+    const auto [begin, size] = rows;
     const Matrix<T>& S = causal ? keys.refresh(w) : keys.current();
-    block.build(Qc, Mq);
-    state_times_rows_transpose<T>(S, dNum.middleRows(begin, size), dM);  // (k, C)
-    block.backward(Qc, Mq, dM, dQh.middleRows(begin, size));
+    detail::for_each_strip<T>(rows, [&](Index b, Index s) {
+      const auto Qs = Qh.middleRows(b, s);
+      block.build(Qs, Mq);
+      add_state_gradient(block, Qs, Mq, S, gradients(b, s), dQh.middleRows(b, s));
+    });
     if (!causal) continue;
-    block.build(Kc, Mk);
-    keys.add(Mk, detail::with_ones<T>(V.middleRows(begin, size)));
+    detail::for_each_strip<T>(rows, [&](Index b, Index s) {
+      block.build(Kh.middleRows(b, s), Mk);
+      keys.add(Mk, values(b, s));
+    });
     // The diagonal block, densely: dA = dO' V^T + dz 1^T, dt = dA o p'(t).
+    const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
     const Matrix<T> t = Qc * Kc.transpose();
     detail::diagonal_scores(a.polynomial, t, A, &dp);
     Matrix<T> dA = (dOz.middleRows(begin, size) * V.middleRows(begin, size).transpose()).colwise() +
@@ -67,27 +73,23 @@ void backward_adjoint(const PolyApproximation& a, const Matrix<T>& Qh, const Mat
   }
 
   // Keys: dm(kh_j) and dv_j from the query states (all queries, or those of later chunks).
-  detail::FeatureState<T> queries(k, dh + 1);  // sum m(qh_i) [dO'_i dz_i]^T
-  if (!causal) {
-    for (Index c = 0; c < chunks; ++c) {
-      const auto [begin, size] = detail::chunk_at(c, n, chunk);
-      block.build(Qh.middleRows(begin, size), Mq);
-      queries.add(Mq, dNum.middleRows(begin, size));
-    }
-    queries.refresh(w);
-  }
+  detail::FeatureState<T> queries(k, dh + 1, chunk);  // sum m(qh_i) [dO'_i dz_i]^T
+  if (!causal) detail::add_whole_sequence(queries, block, Mq, Qh, w, gradients);
   for (Index c = chunks - 1; c >= 0; --c) {
-    const auto [begin, size] = detail::chunk_at(c, n, chunk);
-    const auto Kc = Kh.middleRows(begin, size);
-    const Matrix<T>& G = causal ? queries.refresh(w) : queries.current();  // (k, d_h + 1)
-    block.build(Kc, Mk);
-    monomials_transpose_times(Mk, G, products);  // (C, d_h + 1)
-    dV.middleRows(begin, size) += products.leftCols(dh);
-    state_times_rows_transpose<T>(G, detail::with_ones<T>(V.middleRows(begin, size)), dM);
-    block.backward(Kc, Mk, dM, dKh.middleRows(begin, size));
+    const detail::Chunk rows = detail::chunk_at(c, n, chunk);
+    const Matrix<T>& G = causal ? queries.refresh(w) : queries.current();  // (d_h + 1, k)
+    detail::for_each_strip<T>(rows, [&](Index b, Index s) {
+      const auto Ks = Kh.middleRows(b, s);
+      block.build(Ks, Mk);
+      monomials_transpose_times(Mk, G, products);
+      dV.middleRows(b, s) += products.topLeftCorner(s, dh);
+      add_state_gradient(block, Ks, Mk, G, values(b, s), dKh.middleRows(b, s));
+    });
     if (!causal) continue;
-    block.build(Qh.middleRows(begin, size), Mq);
-    queries.add(Mq, dNum.middleRows(begin, size));
+    detail::for_each_strip<T>(rows, [&](Index b, Index s) {
+      block.build(Qh.middleRows(b, s), Mq);
+      queries.add(Mq, gradients(b, s));
+    });
   }
 }
 

@@ -35,6 +35,17 @@ inline Chunk chunk_at(Index c, Index n, Index chunk) {
   return {begin, std::min(chunk, n - begin)};
 }
 
+/// Calls body(begin, size) for the strips of W = simd::width<T> rows that make up a chunk (the
+/// last may be shorter). Monomials are built and used one strip at a time, so that a block of
+/// them stays in cache (monomial_block.hpp); a chunk is the unit of the states and of the
+/// dense diagonal blocks.
+template <class T, class Body>
+void for_each_strip(Chunk chunk, Body&& body) {
+  constexpr Index W = simd::width<T>;
+  const Index end = chunk.begin + chunk.size;
+  for (Index begin = chunk.begin; begin < end; begin += W) body(begin, std::min(W, end - begin));
+}
+
 /// A = p(t) and, if wanted, dp = p'(t) on a causal diagonal block t = Qh_c Kh_c^T (C x C),
 /// with the entries above the diagonal set to zero.
 template <class T>
@@ -76,40 +87,76 @@ void require_positive_normalisers(const PolyApproximation& a, const Vector<T>& z
   }
 }
 
-/// A running sum, in double, of monomial-weighted rows: sum += M X for a chunk's monomials M
-/// (k x C, feature-major) and rows X (C x m); refresh() returns diag(w) sum in T, the state
-/// with the pair weights applied, ready for the next product (DESIGN.md section 7: the long
-/// sums stay in double whatever T is).
+/// A running sum, in double, of monomial-weighted rows: S += M X for the monomials M (k x C) and
+/// rows X (C x m) of each strip that enters. Stored transposed, (m x k), as feature_products.hpp
+/// takes states. Sums over at most `fold_rows` rows are formed in T, then added in double
+/// (DESIGN.md section 7: the long sums stay in double whatever T is). refresh() returns
+/// diag(w) S in T, the state with the pair weights applied, ready for the next products.
 template <class T>
 class FeatureState {
  public:
-  FeatureState(Index k, Index m) : sum_(Matrix<double>::Zero(k, m)), current_(k, m) {
-    current_.setZero();
+  FeatureState(Index k, Index m, Index fold_rows)
+      : sumT_(Matrix<double>::Zero(m, k)),
+        partialT_(Matrix<T>::Zero(m, padded_rows<T>(k))),
+        currentT_(Matrix<T>::Zero(m, k)),
+        fold_rows_(fold_rows) {}
+  /// rows: (padded C x m), zero past the block's rows (padded_chunk_rows, with_ones).
+  void add(const StripMatrix<T>& monomials, const Matrix<T>& rows) {
+    add_monomial_products(monomials, rows, partialT_);
+    pending_ += rows.rows();
+    if (pending_ >= fold_rows_) fold();
   }
-  template <class X>
-  void add(const Matrix<T>& monomials, const X& rows) {
-    sum_.noalias() += (monomials * rows).template cast<double>();
-  }
-  /// Sets the working copy to diag(w) sum in T and returns it.
+  /// Sets the working copy to (diag(w) S)^T in T and returns it: (m x k).
   const Matrix<T>& refresh(const Vector<double>& w) {
-    current_ = (w.asDiagonal() * sum_).template cast<T>();
-    return current_;
+    fold();
+    currentT_ = (sumT_.array().rowwise() * w.transpose().array()).template cast<T>();
+    return currentT_;
   }
   /// The working copy as of the last refresh().
-  const Matrix<T>& current() const { return current_; }
+  const Matrix<T>& current() const { return currentT_; }
 
  private:
-  Matrix<double> sum_;  // (k, m)
-  Matrix<T> current_;   // (k, m)
+  void fold() {
+    if (pending_ == 0) return;
+    sumT_ += partialT_.leftCols(sumT_.cols()).template cast<double>();
+    partialT_.setZero();
+    pending_ = 0;
+  }
+
+  Matrix<double> sumT_;  // (m, k)
+  Matrix<T> partialT_;   // (m, k padded to whole packets): rows added since the last fold
+  Matrix<T> currentT_;   // (m, k)
+  Index fold_rows_, pending_ = 0;
 };
 
-/// [X 1]: the rows with a column of ones appended, so one product carries sums and counts.
+/// The rows of a chunk, zero-padded to whole strips: (padded C x m).
+template <class T, class X>
+Matrix<T> padded_chunk_rows(const X& rows) {
+  Matrix<T> out = Matrix<T>::Zero(padded_rows<T>(rows.rows()), rows.cols());
+  out.topRows(rows.rows()) = rows;
+  return out;
+}
+
+/// [X 1] zero-padded to whole strips: one product then carries sums and counts.
 template <class T, class X>
 Matrix<T> with_ones(const X& rows) {
-  Matrix<T> out(rows.rows(), rows.cols() + 1);
-  out.leftCols(rows.cols()) = rows;
-  out.col(rows.cols()).setOnes();
+  Matrix<T> out = Matrix<T>::Zero(padded_rows<T>(rows.rows()), rows.cols() + 1);
+  out.topLeftCorner(rows.rows(), rows.cols()) = rows;
+  out.col(rows.cols()).head(rows.rows()).setOnes();
   return out;
+}
+
+/// The state of the whole sequence, for the non-causal routes, where every row sees every
+/// other: adds m(x_r) rows_r^T over all rows r of X (n x d), strip by strip, then refreshes.
+/// rows_of(begin, size) gives the padded rows of a strip.
+template <class T, class RowsOf>
+void add_whole_sequence(FeatureState<T>& state, MonomialBlock<T>& block, StripMatrix<T>& M,
+                        const Matrix<T>& X, const Vector<double>& w, RowsOf&& rows_of) {
+  for_each_strip<T>({0, X.rows()}, [&](Index begin, Index size) {
+    block.build(X.middleRows(begin, size), M);
+    state.add(M, rows_of(begin, size));
+  });
+  state.refresh(w);
 }
 
 }  // namespace detail
@@ -126,28 +173,33 @@ void forward(const PolyApproximation& a, const Matrix<T>& Qh, const Matrix<T>& K
   saved.z.resize(n);
   MonomialBlock<T> block(a.features);
   // state = sum_j m(kh_j) [v_j 1]^T over the keys seen so far: (k, d_h + 1).
-  detail::FeatureState<T> state(k, dh + 1);
-  Matrix<T> Mq, Mk, A;  // (k, C) monomials of the chunk's queries and keys; (C, C) scores
-  if (!causal) {
-    for (Index c = 0; c < chunks; ++c) {
-      const auto [begin, size] = detail::chunk_at(c, n, chunk);
-      block.build(Kh.middleRows(begin, size), Mk);
-      state.add(Mk, detail::with_ones<T>(V.middleRows(begin, size)));
-    }
-    state.refresh(w);
-  }
+  detail::FeatureState<T> state(k, dh + 1, chunk);
+  StripMatrix<T> Mq, Mk;  // (k, W) monomials of a strip of queries or keys
+  Matrix<T> A, products;  // (C, C) scores; (W, d_h + 1) a strip's products
+  Matrix<T> numerator;    // (C, d_h + 1): [sum_j A_ij v_j, z_i] of a chunk
+  auto values = [&](Index begin, Index size) {  // [v_j 1]
+    return detail::with_ones<T>(V.middleRows(begin, size));
+  };
+  if (!causal) detail::add_whole_sequence(state, block, Mk, Kh, w, values);
   for (Index c = 0; c < chunks; ++c) {
-    const auto [begin, size] = detail::chunk_at(c, n, chunk);
-    block.build(Qh.middleRows(begin, size), Mq);
+    const detail::Chunk rows = detail::chunk_at(c, n, chunk);
+    const auto [begin, size] = rows;
     const Matrix<T>& S = causal ? state.refresh(w) : state.current();
-    Matrix<T> numerator;  // (C, d_h + 1): [sum_j A_ij v_j, z_i]
-    monomials_transpose_times(Mq, S, numerator);
+    numerator.resize(size, dh + 1);
+    detail::for_each_strip<T>(rows, [&](Index b, Index s) {
+      block.build(Qh.middleRows(b, s), Mq);
+      monomials_transpose_times(Mq, S, products);
+      numerator.middleRows(b - begin, s) = products.topRows(s);
+    });
     if (causal) {
       const Matrix<T> t = Qh.middleRows(begin, size) * Kh.middleRows(begin, size).transpose();
       detail::diagonal_scores(a.polynomial, t, A);
-      numerator.noalias() += A * detail::with_ones<T>(V.middleRows(begin, size));
-      block.build(Kh.middleRows(begin, size), Mk);
-      state.add(Mk, detail::with_ones<T>(V.middleRows(begin, size)));
+      numerator.leftCols(dh).noalias() += A * V.middleRows(begin, size);
+      numerator.col(dh) += A.rowwise().sum();
+      detail::for_each_strip<T>(rows, [&](Index b, Index s) {
+        block.build(Kh.middleRows(b, s), Mk);
+        state.add(Mk, values(b, s));
+      });
     }
     const Vector<T> z = numerator.col(dh);
     detail::require_positive_normalisers(a, z, begin);

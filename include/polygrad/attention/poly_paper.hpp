@@ -54,83 +54,79 @@ void backward_paper(const PolyApproximation& a, const Matrix<T>& Qh, const Matri
   dV.setZero(n, d);
 
   MonomialBlock<T> block(a.features);
-  Matrix<T> Mq, Mk, A, rows, products;  // (k, C) monomials; (C, C) scores; per-chunk rows
-  // Key-side rows [V (x) Kh, Kh] of a chunk: (C, d^2 + d).
+  StripMatrix<T> Mq, Mk;        // (k, W) monomials of a strip of queries or keys
+  Matrix<T> A, rows, products;  // (C, C) scores; a strip's rows and products (W, m)
+  // Key-side rows [V (x) Kh, Kh] of a strip: (W, d^2 + d).
   auto key_rows = [&](Index begin, Index size) -> const Matrix<T>& {
-    rows.resize(size, dd + d);
+    rows.setZero(padded_rows<T>(size), dd + d);
     detail::kronecker_rows<T>(V.middleRows(begin, size), Kh.middleRows(begin, size),
-                              rows.leftCols(dd));
-    rows.rightCols(d) = Kh.middleRows(begin, size);
+                              rows.topLeftCorner(size, dd));
+    rows.topRightCorner(size, d) = Kh.middleRows(begin, size);
     return rows;
   };
-  // Query-side rows [dO' (x) Qh, dz o Qh, dO'] of a chunk: (C, d^2 + 2 d).
+  // Query-side rows [dO' (x) Qh, dz o Qh, dO'] of a strip: (W, d^2 + 2 d).
   auto query_rows = [&](Index begin, Index size) -> const Matrix<T>& {
-    rows.resize(size, dd + 2 * d);
+    rows.setZero(padded_rows<T>(size), dd + 2 * d);
     detail::kronecker_rows<T>(dOz.middleRows(begin, size), Qh.middleRows(begin, size),
-                              rows.leftCols(dd));
-    rows.middleCols(dd, d) =
+                              rows.topLeftCorner(size, dd));
+    rows.block(0, dd, size, d) =
         Qh.middleRows(begin, size).array().colwise() * dz.segment(begin, size).array();
-    rows.rightCols(d) = dOz.middleRows(begin, size);
+    rows.topRightCorner(size, d) = dOz.middleRows(begin, size);
     return rows;
   };
 
   // Queries: dqh from the key states [W Y] (all keys, or those of earlier chunks).
-  detail::FeatureState<T> keys(k, dd + d);
-  if (!causal) {
-    for (Index c = 0; c < chunks; ++c) {
-      const auto [begin, size] = detail::chunk_at(c, n, chunk);
-      block.build(Kh.middleRows(begin, size), Mk);
-      keys.add(Mk, key_rows(begin, size));
-    }
-    keys.refresh(w);
-  }
+  detail::FeatureState<T> keys(k, dd + d, chunk);
+  if (!causal) detail::add_whole_sequence(keys, block, Mk, Kh, w, key_rows);
   for (Index c = 0; c < chunks; ++c) {
-    const auto [begin, size] = detail::chunk_at(c, n, chunk);
-    const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
+    const detail::Chunk chunk_rows = detail::chunk_at(c, n, chunk);
+    const auto [begin, size] = chunk_rows;
     const Matrix<T>& WY = causal ? keys.refresh(w) : keys.current();
-    block.build(Qc, Mq);
-    monomials_transpose_times(Mq, WY, products);  // (C, d^2 + d)
-    auto dq = dQh.middleRows(begin, size);
-    detail::add_contracted<T>(products.leftCols(dd), dOz.middleRows(begin, size), dq);
-    dq += (products.rightCols(d).array().colwise() * dz.segment(begin, size).array()).matrix();
-    dq *= R;
+    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
+      block.build(Qh.middleRows(b, s), Mq);
+      monomials_transpose_times(Mq, WY, products);  // (W, d^2 + d)
+      auto dq = dQh.middleRows(b, s);
+      detail::add_contracted<T>(products.topLeftCorner(s, dd), dOz.middleRows(b, s), dq);
+      dq += (products.topRightCorner(s, d).array().colwise() * dz.segment(b, s).array()).matrix();
+      dq *= R;
+    });
     if (!causal) continue;
-    block.build(Kc, Mk);
-    keys.add(Mk, key_rows(begin, size));
+    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
+      block.build(Kh.middleRows(b, s), Mk);
+      keys.add(Mk, key_rows(b, s));
+    });
     // The diagonal block, densely: dt = R A~ o (dO' V^T + dz 1^T).
+    const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
     const Matrix<T> t = Qc * Kc.transpose();
     detail::diagonal_scores(a.polynomial, t, A);
     Matrix<T> dt = (dOz.middleRows(begin, size) * V.middleRows(begin, size).transpose()).colwise() +
                    dz.segment(begin, size);
     dt = R * dt.cwiseProduct(A);
     dV.middleRows(begin, size).noalias() += A.transpose() * dOz.middleRows(begin, size);
-    dq.noalias() += dt * Kc;
+    dQh.middleRows(begin, size).noalias() += dt * Kc;
     dKh.middleRows(begin, size).noalias() += dt.transpose() * Qc;
   }
 
   // Keys: dkh and dv from the query states [U Z G] (all queries, or those of later chunks).
-  detail::FeatureState<T> queries(k, dd + 2 * d);
-  if (!causal) {
-    for (Index c = 0; c < chunks; ++c) {
-      const auto [begin, size] = detail::chunk_at(c, n, chunk);
-      block.build(Qh.middleRows(begin, size), Mq);
-      queries.add(Mq, query_rows(begin, size));
-    }
-    queries.refresh(w);
-  }
+  detail::FeatureState<T> queries(k, dd + 2 * d, chunk);
+  if (!causal) detail::add_whole_sequence(queries, block, Mq, Qh, w, query_rows);
   for (Index c = chunks - 1; c >= 0; --c) {
-    const auto [begin, size] = detail::chunk_at(c, n, chunk);
+    const detail::Chunk chunk_rows = detail::chunk_at(c, n, chunk);
     const Matrix<T>& UZG = causal ? queries.refresh(w) : queries.current();
-    block.build(Kh.middleRows(begin, size), Mk);
-    monomials_transpose_times(Mk, UZG, products);  // (C, d^2 + 2 d)
-    Matrix<T> dk = Matrix<T>::Zero(size, d);
-    detail::add_contracted<T>(products.leftCols(dd), V.middleRows(begin, size), dk);
-    dk += products.middleCols(dd, d);
-    dKh.middleRows(begin, size) += R * dk;
-    dV.middleRows(begin, size) += products.rightCols(d);
+    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
+      block.build(Kh.middleRows(b, s), Mk);
+      monomials_transpose_times(Mk, UZG, products);  // (W, d^2 + 2 d)
+      Matrix<T> dk = Matrix<T>::Zero(s, d);
+      detail::add_contracted<T>(products.topLeftCorner(s, dd), V.middleRows(b, s), dk);
+      dk += products.block(0, dd, s, d);
+      dKh.middleRows(b, s) += R * dk;
+      dV.middleRows(b, s) += products.topRightCorner(s, d);
+    });
     if (!causal) continue;
-    block.build(Qh.middleRows(begin, size), Mq);
-    queries.add(Mq, query_rows(begin, size));
+    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
+      block.build(Qh.middleRows(b, s), Mq);
+      queries.add(Mq, query_rows(b, s));
+    });
   }
 }
 
