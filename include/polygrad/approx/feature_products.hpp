@@ -131,6 +131,7 @@ namespace detail {
 template <class T, int G>
 class StateTimesRows {
  public:
+  static constexpr int columns = G;
   StateTimesRows(const Matrix<T>& ST, const Matrix<T>& YT) : YT_(YT) {
     for (int j = 0; j < G; ++j) s_[j] = ST.data() + j * ST.cols();
   }
@@ -138,10 +139,9 @@ class StateTimesRows {
     for (int j = 0; j < G; ++j) y_[j] = simd::load(YT_.data() + j * YT_.cols() + s * simd::width<T>);
   }
   simd::Packet<T> operator()(Index f) const {
-    // Three interleaved partial sums: the result is on the backward sweep's critical path.
-    simd::Packet<T> acc[3] = {simd::zero<T>(), simd::zero<T>(), simd::zero<T>()};
-    for (int j = 0; j < G; ++j) acc[j % 3] = simd::fma(y_[j], simd::broadcast(s_[j][f]), acc[j % 3]);
-    return simd::add(acc[0], simd::add(acc[1], acc[2]));
+    auto acc = simd::mul(y_[0], simd::broadcast(s_[0][f]));
+    for (int j = 1; j < G; ++j) acc = simd::fma(y_[j], simd::broadcast(s_[j][f]), acc);
+    return acc;
   }
 
  private:
@@ -154,6 +154,7 @@ class StateTimesRows {
 template <class T>
 class StoredGradient {
  public:
+  static constexpr int columns = 0;  // not known at compile time
   explicit StoredGradient(const StripMatrix<T>& G) : G_(G) {}
   void begin_strip(Index s) { strip_ = G_.strip(s); }
   simd::Packet<T> operator()(Index f) const { return simd::load(strip_ + f * simd::width<T>); }

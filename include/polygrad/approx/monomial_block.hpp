@@ -79,7 +79,22 @@ class MonomialBlock {
  public:
   static constexpr Index W = simd::width<T>;
 
-  explicit MonomialBlock(const SymmetricFeatures& features) : features_(features) {}
+  explicit MonomialBlock(const SymmetricFeatures& features) : features_(features) {
+    // The order in which backward() visits the parents: degrees from g - 1 down to 0 (children
+    // before parents), and within a degree grouped by last coordinate, so that a parent's
+    // d - last children come in runs of equal length and their loop's branches are predicted
+    // (in feature order the length changes at almost every parent).
+    std::vector<Index> first_child(std::size_t(features.size()), 0);
+    for (Index f = features.size() - 1; f >= 1; --f)
+      first_child[std::size_t(features.parent(f))] = f;
+    for (int j = features.degree() - 1; j >= 0; --j) {
+      const auto begin = visits_.size();
+      for (Index p = features.degree_begin(j); p < features.degree_begin(j + 1); ++p)
+        visits_.push_back({p, features.last_coordinate(p), first_child[std::size_t(p)]});
+      std::stable_sort(visits_.begin() + std::ptrdiff_t(begin), visits_.end(),
+                       [](const ParentVisit& a, const ParentVisit& b) { return a.first < b.first; });
+    }
+  }
 
   /// M (k x C): M(f, r) = x_r^alpha_f for the rows x_r of X (C x d). Padding rows are those
   /// of x = 0 (monomial 0 is 1 there, the rest 0).
@@ -87,74 +102,110 @@ class MonomialBlock {
     const Index k = features_.size();
     load_transposed(X);
     M.resize(k, X.rows());
+    // One flat loop (a loop over each parent's children, whose length varies, would cost a
+    // branch misprediction per parent): monomial f is its parent's times its last coordinate.
+    // The tables are read through local pointers: packet stores may alias anything, so
+    // members would be reloaded after every store.
+    const std::int32_t* parent = features_.parents();
+    const std::int32_t* last = features_.last_coordinates();
     for (Index s = 0; s < M.strips(); ++s) {
       T* m = M.strip(s);
       const T* x = XT_.data() + s * W;  // x + c * stride: coordinate c of the strip's rows
       const Index stride = XT_.cols();
       simd::store(m, simd::broadcast(T(1)));
-      // One flat loop (no loop over each parent's children, whose varying length the branch
-      // predictor cannot follow): monomial f is its parent's times its last coordinate.
-      for (Index f = 1; f < k; ++f) {
-        const auto parent = simd::load(m + features_.parent(f) * W);
-        simd::store(m + f * W, simd::mul(parent, simd::load(x + features_.last_coordinate(f) * stride)));
-      }
+      for (Index f = 1; f < k; ++f)
+        simd::store(m + f * W, simd::mul(simd::load(m + parent[f] * W),
+                                         simd::load(x + last[f] * stride)));
     }
   }
 
   /// dX (C x d) += the gradient, with respect to X, of sum_{f,r} G(f, r) M(f, r), for the
   /// block M that build(X, M) produced. G is given by `gradient`: gradient.begin_strip(s), then
   /// gradient(f) is the packet G(f, rows of strip s); each is asked for exactly once.
+  /// Gradient::columns is the number of state columns behind G when known at compile time.
   ///
-  /// In build() each child was M[child] = M[p] * x_c, so the parents are walked backwards and a
-  /// child's total gradient is complete before its parent is visited. Only the parents' totals
-  /// are kept (a strip of C(d + g - 1, g - 1) packets); the leaves' come straight from G.
+  /// In build() each parent's children were M[p] * x_c for c = last(p)..d-1, so the parents are
+  /// visited from the highest degree down, and a child's total gradient is complete before its
+  /// parent is visited. Only the parents' totals are kept (a strip of C(d + g - 1, g - 1)
+  /// packets); the leaves' (degree g) come straight from G. `gradient` is taken by value: a
+  /// local copy can live in registers, where packet stores (which may alias anything) would
+  /// force a referenced object's members to be reloaded.
   template <class Gradient>
-  void backward(const Eigen::Ref<const Matrix<T>>& X, const StripMatrix<T>& M,
-                Gradient&& gradient, Eigen::Ref<Matrix<T>> dX) {
-    const Index C = X.rows(), d = features_.dim();
-    const int g = features_.degree();
+  void backward(const Eigen::Ref<const Matrix<T>>& X, const StripMatrix<T>& M, Gradient gradient,
+                Eigen::Ref<Matrix<T>> dX) {
+    // With d known at compile time a strip's dx stays in registers; in memory each parent's
+    // read-modify-write of dx waits on the previous parent's. The routes' gradients have d + 1
+    // columns, so that case gets its own sweep (d <= 16); anything else the general one.
+    if constexpr (Gradient::columns >= 2 && Gradient::columns <= 17) {
+      if (features_.dim() == Gradient::columns - 1) {
+        sweep<Gradient::columns - 1>(X, M, gradient, dX);
+        return;
+      }
+    }
+    sweep<0>(X, M, gradient, dX);
+  }
+
+ private:
+  struct ParentVisit {
+    Index parent, first, first_child;  // children: first_child + (c - first), c = first..d-1
+  };
+
+  // backward() for d = D, or d known only at run time (D = 0).
+  template <int D, class Gradient>
+  void sweep(const Eigen::Ref<const Matrix<T>>& X, const StripMatrix<T>& M, Gradient& gradient,
+             Eigen::Ref<Matrix<T>> dX) {
+    const Index C = X.rows(), d = D > 0 ? D : features_.dim();
     load_transposed(X);
     dXT_.setZero(d, XT_.cols());
-    if (g == 0) return;  // constant features: no gradient
-    const Index parents = features_.degree_begin(g);
-    const Index leaf_parents = features_.degree_begin(g - 1);  // parents >= this have leaves
+    if (features_.degree() == 0) return;  // constant features: no gradient
+    const Index parents = features_.degree_begin(features_.degree());
+    const Index leaf_parents = features_.degree_begin(features_.degree() - 1);
     totals_.resize(parents, W);
-    // dx accumulates in `copies` interleaved copies (by parent), so that consecutive parents do
-    // not wait on one another's read-modify-write of the same coordinate.
-    constexpr Index copies = 4;
-    dx_.resize(copies * d, W);
+    const ParentVisit* visits = visits_.data();
+    const Index visit_count = Index(visits_.size());
     for (Index s = 0; s < M.strips(); ++s) {
       gradient.begin_strip(s);
       const T* m = M.strip(s);
       const T* x = XT_.data() + s * W;
-      const Index xs = XT_.cols();  // stride between coordinates in x
+      T* dx = dXT_.data() + s * W;
+      const Index xs = XT_.cols();  // stride between coordinates in x and dx
       T* total = totals_.data();
-      dx_.setZero();
-      Index child = features_.size();
-      auto visit = [&](Index p, auto child_total) {
-        const Index first = features_.last_coordinate(p);
-        child -= d - first;
-        auto dp = gradient(p);
-        const auto mp = simd::load(m + p * W);
-        T* dx = dx_.data() + (p % copies) * d * W;
-        for (Index c = first; c < d; ++c) {
-          const auto dchild = child_total(child + c - first);
+      simd::Packet<T> dx_held[D > 0 ? D : 1];  // dx of the strip, when D > 0
+      for (auto& p : dx_held) p = simd::zero<T>();
+      auto visit = [&](const ParentVisit& v, auto child_total) {
+        auto dp = gradient(v.parent);
+        const auto mp = simd::load(m + v.parent * W);
+        auto child = [&](Index c, simd::Packet<T>& dxc) {
+          const auto dchild = child_total(v.first_child + c - v.first);
           dp = simd::fma(dchild, simd::load(x + c * xs), dp);
-          simd::store(dx + c * W, simd::fma(dchild, mp, simd::load(dx + c * W)));
+          dxc = simd::fma(dchild, mp, dxc);
+        };
+        if constexpr (D > 0) {
+#pragma GCC unroll 16
+          for (int c = 0; c < D; ++c)
+            if (c >= v.first) child(c, dx_held[c]);
+        } else {
+          for (Index c = v.first; c < d; ++c) {
+            auto dxc = simd::load(dx + c * xs);
+            child(c, dxc);
+            simd::store(dx + c * xs, dxc);
+          }
         }
-        simd::store(total + p * W, dp);
+        simd::store(total + v.parent * W, dp);
       };
-      for (Index p = parents - 1; p >= leaf_parents; --p)
-        visit(p, [&](Index f) { return gradient(f); });
-      for (Index p = leaf_parents - 1; p >= 0; --p)
-        visit(p, [&](Index f) { return simd::load(total + f * W); });
-      for (Index i = 0; i < copies; ++i)
-        dXT_.middleCols(s * W, W) += dx_.middleRows(i * d, d);
+      for (Index i = 0; i < visit_count; ++i) {
+        const ParentVisit v = visits[i];
+        if (v.parent >= leaf_parents)
+          visit(v, [&](Index f) { return gradient(f); });
+        else
+          visit(v, [&](Index f) { return simd::load(total + f * W); });
+      }
+      if constexpr (D > 0)
+        for (int c = 0; c < D; ++c) simd::store(dx + c * xs, dx_held[c]);
     }
     dX += dXT_.leftCols(C).transpose();
   }
 
- private:
   // XT_ = X^T with its columns padded with zeros to whole strips: (d, padded C).
   void load_transposed(const Eigen::Ref<const Matrix<T>>& X) {
     require_shape(X, X.rows(), features_.dim(), "monomial block rows");
@@ -163,9 +214,9 @@ class MonomialBlock {
   }
 
   const SymmetricFeatures& features_;
+  std::vector<ParentVisit> visits_;  // backward()'s order
   Matrix<T> XT_, dXT_;  // (d, padded C)
   Matrix<T> totals_;    // (parents, W): the total gradient of each parent monomial in a strip
-  Matrix<T> dx_;        // (copies * d, W): a strip's dX^T, in interleaved partial sums
 };
 
 }  // namespace polygrad

@@ -114,7 +114,6 @@ class FeatureState {
   }
   /// The working copy as of the last refresh().
   const Matrix<T>& current() const { return currentT_; }
-
  private:
   void fold() {
     if (pending_ == 0) return;
