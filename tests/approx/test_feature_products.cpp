@@ -58,6 +58,14 @@ Matrix<double> to_dense(const StripMatrix<T>& M, Index C) {
 }
 
 template <class T>
+Matrix<double> to_dense(const Monomials<T>& M, Index C) {
+  Matrix<double> out(M.size(), C);
+  for (Index f = 0; f < M.size(); ++f)
+    for (Index r = 0; r < C; ++r) out(f, r) = double(M(f, r));
+  return out;
+}
+
+template <class T>
 Matrix<T> zero_padded(const Matrix<T>& rows) {
   Matrix<T> out = Matrix<T>::Zero(padded_rows<T>(rows.rows()), rows.cols());
   out.topRows(rows.rows()) = rows;
@@ -91,9 +99,10 @@ TEMPLATE_TEST_CASE("a monomial block holds x_r^alpha_f for every feature and row
     const SymmetricFeatures F = features_for(s.dim, s.degree);
     const Matrix<TestType> X = unit_ball_rows<TestType>(s.rows, s.dim, rng);
     MonomialBlock<TestType> block(F);
-    StripMatrix<TestType> M;
+    Monomials<TestType> M;
     block.build(X, M);
-    REQUIRE(M.rows() == F.size());
+    REQUIRE(M.size() == F.size());
+    REQUIRE(M.stored() <= M.size());
     REQUIRE(M.strips() * simd::width<TestType> >= s.rows);
     const Matrix<double> want = dense_monomials(F, X.template cast<double>());
     CHECK(relative(to_dense(M, s.rows), want) < tolerance<TestType>());
@@ -110,7 +119,7 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       const Index k = F.size();
       const Matrix<TestType> X = unit_ball_rows<TestType>(s.rows, s.dim, rng);
       MonomialBlock<TestType> block(F);
-      StripMatrix<TestType> M;
+      Monomials<TestType> M;
       block.build(X, M);
       const Matrix<double> Md = dense_monomials(F, X.template cast<double>());  // (k, C)
       const Matrix<TestType> ST = random_matrix<TestType>(m, k, rng);            // state^T
@@ -151,7 +160,7 @@ TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)",
       const Matrix<TestType> ST = random_matrix<TestType>(m, F.size(), rng);
       const Matrix<TestType> Y = random_matrix<TestType>(s.rows, m, rng);
       MonomialBlock<TestType> block(F);
-      StripMatrix<TestType> M;
+      Monomials<TestType> M;
       block.build(X, M);
       Matrix<TestType> dX = Matrix<TestType>::Constant(s.rows, s.dim, TestType(0.5));
       add_state_gradient(block, X, M, ST, zero_padded(Y), dX);  // adds to what dX holds

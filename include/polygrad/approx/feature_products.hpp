@@ -1,6 +1,6 @@
 #pragma once
-// Products of a chunk's monomial block M (k x C, StripMatrix of monomial_block.hpp) with the
-// small dense matrices of the routes, as register-blocked loops over one strip of W rows.
+// Products of a block's monomials M (k x C, Monomials of monomial_block.hpp) with the small
+// dense matrices of the routes, as register-blocked loops over one strip of W rows.
 //
 // k is in the thousands, C a few dozen, and the other side has only m = d_h + 1 (or about d_h^2)
 // columns, so a general GEMM spends as long packing M as multiplying with it. These loops read
@@ -46,25 +46,28 @@ void for_column_groups(Index m, Body&& body) {
   }
 }
 
-/// out(r0 + r, j0 + j) = sum_f strip(f, r) ST(j0 + j, f) for the W rows of one strip, j < G.
+/// out(s W + r, j0 + j) = sum_f M(f, s W + r) ST(j0 + j, f) for the W rows of strip s, j < G.
 /// ST is (m x k) with row stride k; out is row-major with m columns.
 template <class T, int G>
-void strip_times_state(const T* strip, Index k, const T* ST, Index j0, Index m, Index r0, T* out) {
+void strip_times_state(const Monomials<T>& M, Index s, const T* ST, Index j0, Index m, T* out) {
   constexpr Index W = simd::width<T>;
+  const Index k = M.size();
   simd::Packet<T> acc[G];
-  const T* s[G];
+  const T* state[G];
   for (int j = 0; j < G; ++j) {
     acc[j] = simd::zero<T>();
-    s[j] = ST + (j0 + j) * k;
+    state[j] = ST + (j0 + j) * k;
   }
-  for (Index f = 0; f < k; ++f) {
-    const auto x = simd::load(strip + f * W);
-    for (int j = 0; j < G; ++j) acc[j] = simd::fma(x, simd::broadcast(s[j][f]), acc[j]);
-  }
+  auto add = [&](Index f, const simd::Packet<T>& x) {
+    for (int j = 0; j < G; ++j) acc[j] = simd::fma(x, simd::broadcast(state[j][f]), acc[j]);
+  };
+  const T* stored = M.strip(s);
+  for (Index f = 0; f < M.stored(); ++f) add(f, simd::load(stored + f * W));
+  for (Index f = M.stored(); f < k; ++f) add(f, M.leaf(s, f));
   alignas(64) T lanes[W];
   for (int j = 0; j < G; ++j) {
     simd::store(lanes, acc[j]);
-    for (Index r = 0; r < W; ++r) out[(r0 + r) * m + j0 + j] = lanes[r];
+    for (Index r = 0; r < W; ++r) out[(s * W + r) * m + j0 + j] = lanes[r];
   }
 }
 
@@ -89,18 +92,17 @@ void state_times_strip(const T* ST, Index k, Index j0, const T* YT, Index C, Ind
 
 }  // namespace detail
 
-/// out (padded C x m) = M^T S for a block M (k x C) and a state S given as ST (m x k).
+/// out (padded C x m) = M^T S for monomials M (k x C) and a state S given as ST (m x k).
 template <class T>
-void monomials_transpose_times(const StripMatrix<T>& M, const Matrix<T>& ST, Matrix<T>& out) {
+void monomials_transpose_times(const Monomials<T>& M, const Matrix<T>& ST, Matrix<T>& out) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   constexpr Index W = simd::width<T>;
-  const Index k = M.rows(), m = ST.rows();
-  require_shape(ST, m, k, "transposed state");
+  const Index m = ST.rows();
+  require_shape(ST, m, M.size(), "transposed state");
   out.resize(M.strips() * W, m);
   for (Index s = 0; s < M.strips(); ++s) {
     detail::for_column_groups(m, [&](Index j0, auto G) {
-      detail::strip_times_state<T, decltype(G)::value>(M.strip(s), k, ST.data(), j0, m, s * W,
-                                                       out.data());
+      detail::strip_times_state<T, decltype(G)::value>(M, s, ST.data(), j0, m, out.data());
     });
   }
 }
@@ -173,7 +175,7 @@ class StoredGradient {
 template <class T>
 void add_state_gradient(MonomialBlock<T>& block,
                         const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
-                        const StripMatrix<T>& M, const Matrix<T>& ST, const Matrix<T>& Y,
+                        const Monomials<T>& M, const Matrix<T>& ST, const Matrix<T>& Y,
                         Eigen::Ref<Matrix<detail::non_deduced_t<T>>> dX) {
   const Index m = ST.rows();
   require<ShapeError>(Y.rows() == M.strips() * simd::width<T> && Y.cols() == m,
@@ -215,18 +217,25 @@ void add_tile_products(Index k, Index strips, const T* X, Index m, Index j0, T* 
 
 }  // namespace detail
 
-/// ST (m x padded k) += (M X)^T for a block M (k x C) and rows X (padded C x m; the padding
-/// rows must be zero). ST's columns past k stay zero. Each W x W tile of M is transposed in
-/// registers, so that the sum over the block's rows runs with W features per packet.
+/// ST (m x padded k) += (M X)^T for monomials M (k x C) and rows X (padded C x m; the padding
+/// rows must be zero); k is padded to whole packets, and ST's columns past k stay zero. Each
+/// W x W tile of M is transposed in registers, so that the sum over the block's rows runs with
+/// W features per packet.
 template <class T>
-void add_monomial_products(const StripMatrix<T>& M, const Matrix<T>& X, Matrix<T>& ST) {
+void add_monomial_products(const Monomials<T>& M, const Matrix<T>& X, Matrix<T>& ST) {
   constexpr Index W = simd::width<T>;
-  const Index k = M.stride(), m = X.cols(), strips = M.strips();
+  const Index k = padded_rows<T>(M.size()), m = X.cols(), strips = M.strips();
   require_shape(X, strips * W, m, "rows entering a state");
   require_shape(ST, m, k, "transposed state");
   auto transpose = [&](Index f0, Index s) {
     simd::Tile<T> tile;
-    tile.load(M.strip(s) + f0 * W, W);
+    if (f0 + W <= M.stored()) {
+      tile.load(M.strip(s) + f0 * W, W);
+    } else if (f0 >= M.stored() && f0 + W <= M.size()) {
+      for (Index i = 0; i < W; ++i) tile.rows.packet[i] = M.leaf(s, f0 + i);
+    } else {
+      for (Index i = 0; i < W; ++i) tile.rows.packet[i] = M.packet(s, f0 + i);
+    }
     tile.transpose();
     return tile;
   };

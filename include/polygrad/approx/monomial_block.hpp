@@ -73,6 +73,49 @@ class StripMatrix {
   Matrix<T> data_;  // (strips * stride, W)
 };
 
+/// The monomials M (k x C) of a block of rows, as MonomialBlock::build() leaves them: those of
+/// degree < g (the parents, about half of them at the routes' sizes) stored in a StripMatrix,
+/// those of degree g (the leaves) formed when used, as parent times coordinate. A block then
+/// fits in the L2 cache with room to spare, and building it writes half as much.
+template <class T>
+class Monomials {
+ public:
+  static constexpr Index W = simd::width<T>;
+
+  /// k, all monomials.
+  Index size() const { return k_; }
+  /// The stored ones: features [0, stored()).
+  Index stored() const { return M_.rows(); }
+  Index strips() const { return M_.strips(); }
+  /// Strip s of the stored monomials: (stored, W), row f one packet.
+  const T* strip(Index s) const { return M_.strip(s); }
+  /// Monomial f >= stored() of the rows of strip s.
+  simd::Packet<T> leaf(Index s, Index f) const {
+    return simd::mul(simd::load(M_.strip(s) + parent_[f] * W),
+                     simd::load(XT_.data() + last_[f] * XT_.cols() + s * W));
+  }
+  /// Monomial f of the rows of strip s; zero for f >= k.
+  simd::Packet<T> packet(Index s, Index f) const {
+    if (f < stored()) return simd::load(M_.strip(s) + f * W);
+    return f < k_ ? leaf(s, f) : simd::zero<T>();
+  }
+  /// Element (f, r).
+  T operator()(Index f, Index r) const {
+    alignas(64) T lanes[W];
+    simd::store(lanes, packet(r / W, f));
+    return lanes[r % W];
+  }
+
+ private:
+  template <class>
+  friend class MonomialBlock;
+  StripMatrix<T> M_;  // (stored, C)
+  Matrix<T> XT_;      // (d, padded C): the rows, transposed, zero past C
+  const std::int32_t* parent_ = nullptr;
+  const std::int32_t* last_ = nullptr;
+  Index k_ = 0;
+};
+
 /// Builds and differentiates the monomials of row blocks for one SymmetricFeatures.
 template <class T>
 class MonomialBlock {
@@ -98,22 +141,23 @@ class MonomialBlock {
 
   /// M (k x C): M(f, r) = x_r^alpha_f for the rows x_r of X (C x d). Padding rows are those
   /// of x = 0 (monomial 0 is 1 there, the rest 0).
-  void build(const Eigen::Ref<const Matrix<T>>& X, StripMatrix<T>& M) {
-    const Index k = features_.size();
-    load_transposed(X);
-    M.resize(k, X.rows());
+  void build(const Eigen::Ref<const Matrix<T>>& X, Monomials<T>& M) {
+    const Index stored = stored_count();
+    transpose_padded(X, M.XT_);
+    M.M_.resize(stored, X.rows());
+    M.k_ = features_.size();
     // One flat loop (a loop over each parent's children, whose length varies, would cost a
     // branch misprediction per parent): monomial f is its parent's times its last coordinate.
     // The tables are read through local pointers: packet stores may alias anything, so
     // members would be reloaded after every store.
-    const std::int32_t* parent = features_.parents();
-    const std::int32_t* last = features_.last_coordinates();
+    const std::int32_t* parent = M.parent_ = features_.parents();
+    const std::int32_t* last = M.last_ = features_.last_coordinates();
     for (Index s = 0; s < M.strips(); ++s) {
-      T* m = M.strip(s);
-      const T* x = XT_.data() + s * W;  // x + c * stride: coordinate c of the strip's rows
-      const Index stride = XT_.cols();
+      T* m = M.M_.strip(s);
+      const T* x = M.XT_.data() + s * W;  // x + c * stride: coordinate c of the strip's rows
+      const Index stride = M.XT_.cols();
       simd::store(m, simd::broadcast(T(1)));
-      for (Index f = 1; f < k; ++f)
+      for (Index f = 1; f < stored; ++f)
         simd::store(m + f * W, simd::mul(simd::load(m + parent[f] * W),
                                          simd::load(x + last[f] * stride)));
     }
@@ -131,7 +175,7 @@ class MonomialBlock {
   /// local copy can live in registers, where packet stores (which may alias anything) would
   /// force a referenced object's members to be reloaded.
   template <class Gradient>
-  void backward(const Eigen::Ref<const Matrix<T>>& X, const StripMatrix<T>& M, Gradient gradient,
+  void backward(const Eigen::Ref<const Matrix<T>>& X, const Monomials<T>& M, Gradient gradient,
                 Eigen::Ref<Matrix<T>> dX) {
     // With d known at compile time a strip's dx stays in registers; in memory each parent's
     // read-modify-write of dx waits on the previous parent's. The routes' gradients have d + 1
@@ -152,10 +196,10 @@ class MonomialBlock {
 
   // backward() for d = D, or d known only at run time (D = 0).
   template <int D, class Gradient>
-  void sweep(const Eigen::Ref<const Matrix<T>>& X, const StripMatrix<T>& M, Gradient& gradient,
+  void sweep(const Eigen::Ref<const Matrix<T>>& X, const Monomials<T>& M, Gradient& gradient,
              Eigen::Ref<Matrix<T>> dX) {
     const Index C = X.rows(), d = D > 0 ? D : features_.dim();
-    load_transposed(X);
+    transpose_padded(X, XT_);
     dXT_.setZero(d, XT_.cols());
     if (features_.degree() == 0) return;  // constant features: no gradient
     const Index parents = features_.degree_begin(features_.degree());
@@ -206,11 +250,16 @@ class MonomialBlock {
     dX += dXT_.leftCols(C).transpose();
   }
 
-  // XT_ = X^T with its columns padded with zeros to whole strips: (d, padded C).
-  void load_transposed(const Eigen::Ref<const Matrix<T>>& X) {
+  // Features of degree < g; all of them (just the constant) when g = 0.
+  Index stored_count() const {
+    return features_.degree() == 0 ? features_.size() : features_.degree_begin(features_.degree());
+  }
+
+  // XT = X^T with its columns padded with zeros to whole strips: (d, padded C).
+  void transpose_padded(const Eigen::Ref<const Matrix<T>>& X, Matrix<T>& XT) const {
     require_shape(X, X.rows(), features_.dim(), "monomial block rows");
-    XT_.setZero(features_.dim(), padded_rows<T>(X.rows()));
-    XT_.leftCols(X.rows()) = X.transpose();
+    XT.setZero(features_.dim(), padded_rows<T>(X.rows()));
+    XT.leftCols(X.rows()) = X.transpose();
   }
 
   const SymmetricFeatures& features_;

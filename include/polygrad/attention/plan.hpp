@@ -83,13 +83,13 @@ inline double poly_diagonal(Index n, Index dh, int g, Index chunk, bool causal) 
   return double(n) * double(chunk) / 2 * (7.0 * double(dh) + 2.0 * g);
 }
 
-/// Polynomial forward + adjoint backward, counted from poly_adjoint.hpp: 5 feature-row builds
-/// and 2 feature Jacobian products (about 2 k each), 6 products of n x k by k x (d_h + 1) and
-/// one by k x d_h.
+/// Polynomial forward + adjoint backward, counted from poly_forward.hpp and poly_adjoint.hpp:
+/// 6 monomial builds (one multiply per monomial, leaves formed where they are used), 2
+/// Jacobian sweeps (about 2 k each), and 7 products of n x k monomials with k x (d_h + 1)
+/// states: 2 reading states, 3 adding to them, 2 forming the monomials' gradients.
 inline double poly_adjoint(Index n, Index dh, int g, Index k, Index chunk, bool causal) {
   const double nk = double(n) * double(k);
-  return nk * (5 + 4) + nk * (6 * (double(dh) + 1) + double(dh)) +
-         poly_diagonal(n, dh, g, chunk, causal);
+  return nk * (6 + 4) + nk * 7 * (double(dh) + 1) + poly_diagonal(n, dh, g, chunk, causal);
 }
 
 /// Polynomial forward + paper backward, counted from poly_paper.hpp: 6 feature-row builds,

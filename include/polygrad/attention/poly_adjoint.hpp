@@ -34,7 +34,7 @@ void backward_adjoint(const PolyApproximation& a, const Matrix<T>& Qh, const Mat
   dNum << dOz, dz;
 
   MonomialBlock<T> block(a.features);
-  StripMatrix<T> Mq, Mk;     // (k, W) monomials of a strip of queries or keys
+  Monomials<T> Mq, Mk;       // (k, W) monomials of a strip of queries or keys
   Matrix<T> A, dp, products;  // (C, C) scores and p'(t); (W, d_h + 1) a strip's products
   auto values = [&](Index begin, Index size) {  // [v_j 1]
     return detail::with_ones<T>(V.middleRows(begin, size));

@@ -101,7 +101,7 @@ class FeatureState {
         currentT_(Matrix<T>::Zero(m, k)),
         fold_rows_(fold_rows) {}
   /// rows: (padded C x m), zero past the block's rows (padded_chunk_rows, with_ones).
-  void add(const StripMatrix<T>& monomials, const Matrix<T>& rows) {
+  void add(const Monomials<T>& monomials, const Matrix<T>& rows) {
     add_monomial_products(monomials, rows, partialT_);
     pending_ += rows.rows();
     if (pending_ >= fold_rows_) fold();
@@ -149,7 +149,7 @@ Matrix<T> with_ones(const X& rows) {
 /// other: adds m(x_r) rows_r^T over all rows r of X (n x d), strip by strip, then refreshes.
 /// rows_of(begin, size) gives the padded rows of a strip.
 template <class T, class RowsOf>
-void add_whole_sequence(FeatureState<T>& state, MonomialBlock<T>& block, StripMatrix<T>& M,
+void add_whole_sequence(FeatureState<T>& state, MonomialBlock<T>& block, Monomials<T>& M,
                         const Matrix<T>& X, const Vector<double>& w, RowsOf&& rows_of) {
   for_each_strip<T>({0, X.rows()}, [&](Index begin, Index size) {
     block.build(X.middleRows(begin, size), M);
@@ -173,7 +173,7 @@ void forward(const PolyApproximation& a, const Matrix<T>& Qh, const Matrix<T>& K
   MonomialBlock<T> block(a.features);
   // state = sum_j m(kh_j) [v_j 1]^T over the keys seen so far: (k, d_h + 1).
   detail::FeatureState<T> state(k, dh + 1, chunk);
-  StripMatrix<T> Mq, Mk;  // (k, W) monomials of a strip of queries or keys
+  Monomials<T> Mq, Mk;  // (k, W) monomials of a strip of queries or keys
   Matrix<T> A, products;  // (C, C) scores; (W, d_h + 1) a strip's products
   Matrix<T> numerator;    // (C, d_h + 1): [sum_j A_ij v_j, z_i] of a chunk
   auto values = [&](Index begin, Index size) {  // [v_j 1]

@@ -54,7 +54,7 @@ void backward_paper(const PolyApproximation& a, const Matrix<T>& Qh, const Matri
   dV.setZero(n, d);
 
   MonomialBlock<T> block(a.features);
-  StripMatrix<T> Mq, Mk;        // (k, W) monomials of a strip of queries or keys
+  Monomials<T> Mq, Mk;          // (k, W) monomials of a strip of queries or keys
   Matrix<T> A, rows, products;  // (C, C) scores; a strip's rows and products (W, m)
   // Key-side rows [V (x) Kh, Kh] of a strip: (W, d^2 + d).
   auto key_rows = [&](Index begin, Index size) -> const Matrix<T>& {
