@@ -49,18 +49,11 @@ Matrix<double> dense_monomials(const SymmetricFeatures& F, const Matrix<double>&
   return M;
 }
 
-template <class T>
-Matrix<double> to_dense(const StripMatrix<T>& M, Index C) {
-  Matrix<double> out(M.rows(), C);
-  for (Index f = 0; f < M.rows(); ++f)
-    for (Index r = 0; r < C; ++r) out(f, r) = double(M(f, r));
-  return out;
-}
-
-template <class T>
-Matrix<double> to_dense(const Monomials<T>& M, Index C) {
-  Matrix<double> out(M.size(), C);
-  for (Index f = 0; f < M.size(); ++f)
+// The k x C matrix behind a StripMatrix or Monomials, through their element access.
+template <class Blocked>
+Matrix<double> to_dense(const Blocked& M, Index k, Index C) {
+  Matrix<double> out(k, C);
+  for (Index f = 0; f < k; ++f)
     for (Index r = 0; r < C; ++r) out(f, r) = double(M(f, r));
   return out;
 }
@@ -105,7 +98,7 @@ TEMPLATE_TEST_CASE("a monomial block holds x_r^alpha_f for every feature and row
     REQUIRE(M.stored() <= M.size());
     REQUIRE(M.strips() * simd::width<TestType> >= s.rows);
     const Matrix<double> want = dense_monomials(F, X.template cast<double>());
-    CHECK(relative(to_dense(M, s.rows), want) < tolerance<TestType>());
+    CHECK(relative(to_dense(M, M.size(), s.rows), want) < tolerance<TestType>());
   }
 }
 
@@ -135,7 +128,7 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       StripMatrix<TestType> dM;
       state_times_rows_transpose(ST, zero_padded(Y), dM);
       const Matrix<double> dM_want = ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
-      CHECK(relative(to_dense(dM, s.rows), dM_want) < tolerance<TestType>());
+      CHECK(relative(to_dense(dM, dM.rows(), s.rows), dM_want) < tolerance<TestType>());
 
       // S^T += (M Y)^T, on top of what the state held; the padding columns stay zero.
       Matrix<TestType> acc = random_matrix<TestType>(m, padded_rows<TestType>(k), rng);
