@@ -1,5 +1,6 @@
-// BM_GemmRate (the machine's single-precision GEMM rate, measured with Eigen in this binary) and
-// main() of polygrad_bench.
+// BM_GemmRate (the machine's single-precision GEMM rate, measured with Eigen in this binary),
+// BM_FmaPeak (its peak rate of fused multiply-adds, the ceiling no kernel passes) and main() of
+// polygrad_bench.
 //
 // main() measures the 1024^3 GEMM rate once (one product per thread at the same time), before any benchmark, so that every attention
 // benchmark can report its rate as a fraction of it; then it registers all families and runs
@@ -23,6 +24,7 @@
 #endif
 
 #include "bench_support.hpp"
+#include "polygrad/detail/simd.hpp"
 
 namespace polygrad::bench {
 namespace {
@@ -88,10 +90,36 @@ void gemm_benchmark(benchmark::State& state) {
                               double(state.iterations()) / seconds / 1e9;
 }
 
+/// Every thread runs `chains` independent chains of packet FMAs (enough to hide the FMA latency)
+/// with no memory traffic: the machine's peak float rate as the SIMD kernels see it.
+void fma_peak_benchmark(benchmark::State& state) {
+  using Packet = simd::Packet<float>;
+  constexpr int chains = 12;
+  const long iterations = 20'000'000;
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto start = std::chrono::steady_clock::now();
+#if defined(_OPENMP)
+#pragma omp parallel
+#endif
+    {
+      Packet acc[chains];
+      for (int c = 0; c < chains; ++c) acc[c] = simd::broadcast(1.0f + 1e-7f * float(c));
+      const Packet scale = simd::broadcast(0.9999999f), shift = simd::broadcast(1e-7f);
+      for (long i = 0; i < iterations; ++i)
+        for (int c = 0; c < chains; ++c) acc[c] = simd::fma(acc[c], scale, shift);
+      for (int c = 0; c < chains; ++c) benchmark::DoNotOptimize(acc[c]);
+    }
+    seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  state.counters["GFLOP/s"] = 2.0 * double(simd::width<float>) * chains * double(iterations) *
+                              thread_count() * double(state.iterations()) / seconds / 1e9;
+}
+
 const std::map<std::string, std::string>& filter_shortcuts() {
   static const std::map<std::string, std::string> shortcuts{
       {"default",
-       "^BM_GemmRate/|^BM_Attention[A-Za-z]+/n:(1024|2048|4096)/|"
+       "^BM_GemmRate/|^BM_FmaPeak|^BM_Attention[A-Za-z]+/n:(1024|2048|4096)/|"
        "^BM_ModelGradient/[a-z_]+/n:(256|1024)/"},
       {"scaling",
        "^BM_AttentionPoly(Adjoint|Paper)/n:(16384|32768|65536|131072|262144)/dh:8/heads:8/causal:1/|"
@@ -125,6 +153,7 @@ void register_gemm_benchmarks() {
   b->ArgNames({"m", "k", "n", "per_thread"})->UseRealTime()->MinTime(0.5);
   for (int64_t per_thread = 1; per_thread >= 0; --per_thread)
     for (const auto& shape : shapes) b->Args({shape[0], shape[1], shape[2], per_thread});
+  benchmark::RegisterBenchmark("BM_FmaPeak", fma_peak_benchmark)->UseRealTime()->Iterations(3);
 }
 
 }  // namespace polygrad::bench
