@@ -25,17 +25,6 @@
 namespace polygrad::bench {
 namespace {
 
-TransformerConfig demo_config() {
-  TransformerConfig config;
-  config.layers = 4;
-  config.d_model = 64;
-  config.heads = 8;
-  config.d_ff = 256;
-  config.causal = true;
-  config.qk_norm = 2.0;
-  return config;
-}
-
 std::shared_ptr<const AttentionMethod<float>> make_method(const std::string& name) {
   if (name == "exact") return std::make_shared<ExactAttention<float>>();
   if (name == "naive") return std::make_shared<NaiveAttention<float>>();
@@ -70,7 +59,8 @@ Vector<float> all_gradients(Transformer<float>& model) {
 /// Relative error of the gradients of `method` against those of `reference`, at n tokens.
 double gradient_error(const std::string& method, const std::string& reference, Index n) {
   const Matrix<float> x = random_normal<float>(n, 64, 11), target = random_normal<float>(n, 64, 12);
-  Transformer<float> a(demo_config(), make_method(method)), b(demo_config(), make_method(reference));
+  Transformer<float> a(TransformerConfig::demo(), make_method(method));
+  Transformer<float> b(TransformerConfig::demo(), make_method(reference));
   gradient_step(a, x, target);
   gradient_step(b, x, target);
   return relative_error(all_gradients(a), all_gradients(b));
@@ -99,7 +89,7 @@ void model_benchmark(benchmark::State& state, std::string method) {
     state.counters["check_err"] = checked[key];
 
     const Matrix<float> x = random_normal<float>(n, 64, 21), target = random_normal<float>(n, 64, 22);
-    Transformer<float> model(demo_config(), make_method(method));
+    Transformer<float> model(TransformerConfig::demo(), make_method(method));
     double loss = 0, seconds = 0;
     for (auto _ : state) {
       const auto start = std::chrono::steady_clock::now();

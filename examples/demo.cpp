@@ -33,28 +33,18 @@
 #include "support/csv.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
-#include "support/recording_attention.hpp"
 #include "support/svg_plot.hpp"
 
 namespace {
 
 using namespace polygrad;
 using examples::Progress;
-using examples::RecordingAttention;
 using examples::Stopwatch;
 
 constexpr const char* program_name = "polygrad_demo";
 
 struct DemoOptions {
-  TransformerConfig config = [] {
-    TransformerConfig c;
-    c.layers = 4;
-    c.d_model = 64;
-    c.heads = 8;  // d_h = 8
-    c.d_ff = 256;
-    c.causal = true;
-    return c;
-  }();
+  TransformerConfig config = TransformerConfig::demo();  // its qk_norm is replaced by --qk-norm
   double qk_norm = 2.0;    // tau: scores tau cos(q, k), so R = tau is certified
   Index tokens = 16384;    // n of the table
   Index vocab = 64;        // input tokens are drawn from this many random vectors (0: Gaussian)
@@ -192,8 +182,7 @@ struct PassResult {
 template <class T>
 PassResult<T> timed_pass(Transformer<T>& model, const std::shared_ptr<const AttentionMethod<T>>& method,
                          const Matrix<T>& input, const Matrix<T>& target, bool keep_gradients) {
-  auto recorder = std::make_shared<RecordingAttention<T>>(method);
-  model.set_attention(recorder);
+  model.set_attention(method);
   model.zero_grad();
   PassResult<T> result;
   Stopwatch clock;
@@ -202,8 +191,8 @@ PassResult<T> timed_pass(Transformer<T>& model, const std::shared_ptr<const Atte
   const Matrix<T> grad_input = model.backward(loss.grad);
   result.seconds = clock.seconds();
   result.loss = loss.value;
-  for (const auto& call : recorder->calls())
-    result.plans.insert(result.plans.end(), call.begin(), call.end());
+  for (const auto& layer : model.attention_plans())
+    result.plans.insert(result.plans.end(), layer.begin(), layer.end());
   if (keep_gradients) {
     for (const auto& p : model.parameters()) {
       result.grads.names.push_back(p.name);

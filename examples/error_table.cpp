@@ -59,14 +59,7 @@ int main(int argc, char** argv) {
   app.add_option("--init-std", init_std, "std of the Linear weights")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    TransformerConfig config;
-    config.layers = 4;
-    config.d_model = 64;
-    config.heads = 8;
-    config.d_ff = 256;
-    config.causal = true;
-    config.qk_norm = 2.0;
-    Transformer<double> model(config);
+    Transformer<double> model(TransformerConfig::demo());
     model.init(seed, init_std);
     MultiHeadAttention<double> layer(64, 8, true, std::nullopt, 2.0);
     std::mt19937_64 rng(seed + 1);

@@ -14,17 +14,6 @@ using namespace polygrad;
 
 namespace {
 
-TransformerConfig demo_config() {
-  TransformerConfig config;
-  config.layers = 4;
-  config.d_model = 64;
-  config.heads = 8;
-  config.d_ff = 256;
-  config.causal = true;
-  config.qk_norm = 2.0;
-  return config;
-}
-
 /// Gradients of 1/2 ||model(x) - target||^2 by name, "input" included.
 std::map<std::string, Vector<double>> gradients(Transformer<double>& model, const Matrix<double>& x,
                                                 const Matrix<double>& target) {
@@ -53,7 +42,7 @@ std::pair<double, std::string> worst_error(const std::map<std::string, Vector<do
 TEST_CASE("model gradients through the polynomial method converge to the exact ones",
           "[attention][poly][model]") {
   const Index n = 64;
-  Transformer<double> model(demo_config());
+  Transformer<double> model(TransformerConfig::demo());
   // Weights larger than the default 0.02 so that attention patterns are far from uniform.
   model.init(17, 0.2);
   std::srand(5);

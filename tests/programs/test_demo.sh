@@ -3,28 +3,7 @@
 # small gradient errors, the sweep writes its CSV and SVG, and bad flags or an unwritable output
 # directory fail with a message.
 #   test_demo.sh <path to polygrad_demo> <scratch directory>
-set -u
-program=$1
-work=$2
-rm -rf "$work"
-mkdir -p "$work"
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-run() {
-  local expected=$1
-  shift
-  "$program" "$@" >out.txt 2>err.txt
-  local status=$?
-  [ "$status" -eq "$expected" ] || fail "'$*' exited with $status, expected $expected; stderr: $(cat err.txt)"
-}
-expect_stderr() {
-  grep -qF -- "$1" err.txt || fail "stderr lacks '$1': $(cat err.txt)"
-}
+source "$(dirname "$0")/lib.sh" "$@"
 
 tiny=(--tokens 160 --layers 2 --d-model 16 --heads 4 --d-ff 24 --sweep-min 5 --sweep-max 7
       --sweep-max-exact 6)
@@ -71,8 +50,4 @@ printf 'x' >a_file
 run 1 "${tiny[@]}" --skip-table --out-dir a_file/sub -q
 expect_stderr "polygrad_demo: "
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed" >&2
-  exit 1
-fi
-echo "all demo checks passed"
+finish "demo"

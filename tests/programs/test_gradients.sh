@@ -4,35 +4,7 @@
 # init -> make-data -> gradients (float and double) -> attention mode -> polynomial attention
 # (poly routes against exact with `compare`, --qk-norm in both modes), then the error paths:
 # a malformed or missing file must exit 1 with "polygrad_gradients: <message>", a usage error 2.
-set -u
-
-program=$1
-work=$2
-rm -rf "$work"
-mkdir -p "$work"
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-
-# run <expected status> <args...>: runs the program, keeping stdout and stderr in out.txt, err.txt.
-run() {
-  local expected=$1
-  shift
-  "$program" "$@" >out.txt 2>err.txt
-  local status=$?
-  if [ "$status" -ne "$expected" ]; then
-    fail "'$*' exited with $status, expected $expected; stderr: $(cat err.txt)"
-  fi
-}
-
-# expect_stderr <text>: the last run's stderr must contain text.
-expect_stderr() {
-  grep -qF -- "$1" err.txt || fail "stderr lacks '$1': $(cat err.txt)"
-}
+source "$(dirname "$0")/lib.sh" "$@"
 
 # header_of <file>: the printable text of a file's first 64 KiB (its JSON header, with the tensor names).
 header_of() {
@@ -171,8 +143,4 @@ expect_stderr "polygrad_gradients: "
 run 0 --help
 grep -q "Usage:" out.txt || fail "--help printed no usage"
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed" >&2
-  exit 1
-fi
-echo "all program checks passed"
+finish "gradients"

@@ -2,18 +2,7 @@
 # Runs polygrad_quickstart (the README's snippet, examples/quickstart.cpp) and checks what it
 # prints: the loss before and after one AdamW step (lower after), and a polynomial plan.
 #   test_quickstart.sh <path to polygrad_quickstart> <scratch directory>
-set -u
-program=$1
-work=$2
-rm -rf "$work"
-mkdir -p "$work"
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
+source "$(dirname "$0")/lib.sh" "$@"
 
 "$program" >out.txt 2>err.txt
 status=$?
@@ -26,8 +15,4 @@ awk -v a="$before" -v b="$after" 'BEGIN { exit !(b < a && b > 0) }' ||
 grep -q 'layer 0, head 0: poly adjoint chebyshev g=7 .*R=2 (qk-norm)' out.txt ||
   fail "no certified polynomial plan printed: $(cat out.txt)"
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed" >&2
-  exit 1
-fi
-echo "all quickstart checks passed"
+finish "quickstart"

@@ -3,28 +3,7 @@
 # within 2% of the exact one), the curves and checkpoints are written, --resume continues, and
 # missing or unsuitable files fail with a message.
 #   test_train.sh <path to polygrad_train> <scratch directory>
-set -u
-program=$1
-work=$2
-rm -rf "$work"
-mkdir -p "$work"
-cd "$work" || exit 1
-
-failures=0
-fail() {
-  echo "FAIL: $*" >&2
-  failures=$((failures + 1))
-}
-run() {
-  local expected=$1
-  shift
-  "$program" "$@" >out.txt 2>err.txt
-  local status=$?
-  [ "$status" -eq "$expected" ] || fail "'$*' exited with $status, expected $expected; stderr: $(cat err.txt)"
-}
-expect_stderr() {
-  grep -qF -- "$1" err.txt || fail "stderr lacks '$1': $(cat err.txt)"
-}
+source "$(dirname "$0")/lib.sh" "$@"
 
 tiny=(--layers 1 --d-model 16 --heads 4 --d-ff 32 --seq-len 48 --batch 2 --eval-every 2
       --eval-seqs 2 --warmup 2 --lr 1e-2 -q)
@@ -76,8 +55,4 @@ run 2 --degree 5 --epsilon 1e-3
 run 2 --no-such-flag
 expect_stderr "Usage:"
 
-if [ "$failures" -ne 0 ]; then
-  echo "$failures check(s) failed" >&2
-  exit 1
-fi
-echo "all train checks passed"
+finish "train"

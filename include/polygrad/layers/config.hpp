@@ -19,6 +19,19 @@ struct TransformerConfig {
   /// QK normalisation: if set to tau, scores are tau (q/|q|).(k/|k|) per head, so |S| <= tau.
   std::optional<double> qk_norm;
 
+  /// The model of polygrad's demo, benchmarks and accuracy table: 4 causal layers, d_model 64,
+  /// 8 heads (d_h 8), MLP 256, QK normalisation tau = 2 (so R = 2 is certified).
+  static TransformerConfig demo() {
+    TransformerConfig c;
+    c.layers = 4;
+    c.d_model = 64;
+    c.heads = 8;
+    c.d_ff = 256;
+    c.causal = true;
+    c.qk_norm = 2.0;
+    return c;
+  }
+
   Index head_dim() const { return d_model / heads; }
   double attention_scale() const {
     if (qk_norm) return *qk_norm;

@@ -30,12 +30,16 @@ struct AdamWOptions {
 
 /// AdamW over named parameter views (e.g. Transformer::parameters()); the views must outlive it.
 template <class T>
-class AdamW {
+class AdamW : public OptimizerBase<T, AdamWOptions> {
+  using Base = OptimizerBase<T, AdamWOptions>;
+  using Base::options_;
+  using Base::params_;
+  using Base::steps_;
+
  public:
   /// An optimiser for `params` with validated `options`; both moments start at zero.
   explicit AdamW(ParameterList<T> params, AdamWOptions options = {})
-      : params_(std::move(params)), options_(options) {
-    options_.validate();
+      : Base(std::move(params), options) {
     for (const auto& p : params_) {
       exp_avg_.push_back(Vector<T>::Zero(p.size()));
       exp_avg_sq_.push_back(Vector<T>::Zero(p.size()));
@@ -69,9 +73,6 @@ class AdamW {
     }
   }
 
-  /// Sets every parameter gradient to zero.
-  void zero_grad() { polygrad::zero_grad(params_); }
-
   /// "exp_avg.<parameter>" then "exp_avg_sq.<parameter>" for every parameter, in order.
   NamedState<T> state() {
     NamedState<T> out;
@@ -82,31 +83,8 @@ class AdamW {
     return out;
   }
 
-  /// t, the number of step() calls so far (or as restored); drives the bias correction.
-  std::int64_t step_count() const { return steps_; }
-  /// Restores t from a checkpoint.
-  void set_step_count(std::int64_t steps) {
-    require<Error>(steps >= 0, "step count must be >= 0, got ", steps);
-    steps_ = steps;
-  }
-
-  /// The hyperparameters.
-  const AdamWOptions& options() const { return options_; }
-  /// Changes the learning rate (schedules).
-  void set_lr(double lr) {
-    AdamWOptions next = options_;
-    next.lr = lr;
-    next.validate();
-    options_ = next;
-  }
-  /// The parameters being optimised.
-  const ParameterList<T>& parameters() const { return params_; }
-
  private:
-  ParameterList<T> params_;
-  AdamWOptions options_;
   std::vector<Vector<T>> exp_avg_, exp_avg_sq_;  // m and v, one per parameter, flattened
-  std::int64_t steps_ = 0;
 };
 
 }  // namespace polygrad

@@ -51,4 +51,43 @@ inline void require_hyperparameter(const char* name, double value, double lo, do
 
 }  // namespace detail
 
+/// What SGD and AdamW share: the parameters, validated options, the step count and their
+/// accessors. Options must have lr and validate().
+template <class T, class Options>
+class OptimizerBase {
+ public:
+  /// Sets every parameter gradient to zero.
+  void zero_grad() { polygrad::zero_grad(params_); }
+
+  /// t, the number of step() calls so far (or as restored).
+  std::int64_t step_count() const { return steps_; }
+  /// Restores t from a checkpoint.
+  void set_step_count(std::int64_t steps) {
+    require<Error>(steps >= 0, "step count must be >= 0, got ", steps);
+    steps_ = steps;
+  }
+
+  /// The hyperparameters.
+  const Options& options() const { return options_; }
+  /// Changes the learning rate (schedules); Error, and no change, if it is out of range.
+  void set_lr(double lr) {
+    Options next = options_;
+    next.lr = lr;
+    next.validate();
+    options_ = next;
+  }
+  /// The parameters being optimised.
+  const ParameterList<T>& parameters() const { return params_; }
+
+ protected:
+  OptimizerBase(ParameterList<T> params, Options options)
+      : params_(std::move(params)), options_(options) {
+    options_.validate();
+  }
+
+  ParameterList<T> params_;
+  Options options_;
+  std::int64_t steps_ = 0;
+};
+
 }  // namespace polygrad

@@ -31,12 +31,15 @@ struct SGDOptions {
 
 /// SGD over named parameter views (e.g. Transformer::parameters()); the views must outlive it.
 template <class T>
-class SGD {
+class SGD : public OptimizerBase<T, SGDOptions> {
+  using Base = OptimizerBase<T, SGDOptions>;
+  using Base::options_;
+  using Base::params_;
+  using Base::steps_;
+
  public:
   /// An optimiser for `params` with validated `options`; momentum buffers start at zero.
-  explicit SGD(ParameterList<T> params, SGDOptions options = {})
-      : params_(std::move(params)), options_(options) {
-    options_.validate();
+  explicit SGD(ParameterList<T> params, SGDOptions options = {}) : Base(std::move(params), options) {
     if (options_.momentum > 0)
       for (const auto& p : params_) momentum_.push_back(Vector<T>::Zero(p.size()));
   }
@@ -61,9 +64,6 @@ class SGD {
     ++steps_;
   }
 
-  /// Sets every parameter gradient to zero.
-  void zero_grad() { polygrad::zero_grad(params_); }
-
   /// "momentum_buffer.<parameter>" for every parameter (empty without momentum).
   NamedState<T> state() {
     NamedState<T> out;
@@ -72,31 +72,8 @@ class SGD {
     return out;
   }
 
-  /// Number of step() calls so far (or as restored).
-  std::int64_t step_count() const { return steps_; }
-  /// Restores the step count from a checkpoint.
-  void set_step_count(std::int64_t steps) {
-    require<Error>(steps >= 0, "step count must be >= 0, got ", steps);
-    steps_ = steps;
-  }
-
-  /// The hyperparameters.
-  const SGDOptions& options() const { return options_; }
-  /// Changes the learning rate (schedules).
-  void set_lr(double lr) {
-    SGDOptions next = options_;
-    next.lr = lr;
-    next.validate();
-    options_ = next;
-  }
-  /// The parameters being optimised.
-  const ParameterList<T>& parameters() const { return params_; }
-
  private:
-  ParameterList<T> params_;
-  SGDOptions options_;
   std::vector<Vector<T>> momentum_;  // one per parameter, flattened; empty without momentum
-  std::int64_t steps_ = 0;
 };
 
 }  // namespace polygrad
