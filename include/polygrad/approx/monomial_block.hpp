@@ -179,8 +179,9 @@ class MonomialBlock {
                 Eigen::Ref<Matrix<T>> dX) {
     // With d known at compile time a strip's dx stays in registers; in memory each parent's
     // read-modify-write of dx waits on the previous parent's. The routes' gradients have d + 1
-    // columns, so that case gets its own sweep (d <= 16); anything else the general one.
-    if constexpr (Gradient::columns >= 2 && Gradient::columns <= 17) {
+    // columns (at most 12 when formed in the sweep: d <= 11), so that case gets its own sweep;
+    // anything else the general one.
+    if constexpr (Gradient::columns >= 2) {
       if (features_.dim() == Gradient::columns - 1) {
         sweep<Gradient::columns - 1>(X, M, gradient, dX);
         return;
