@@ -79,9 +79,15 @@ TEMPLATE_TEST_CASE("phi(q) . psi(k) = p(q . k) for every degree and dimension",
             p = p * t + b[m];
             scale = scale * t_abs + std::fabs(b[m]);
           }
-          const double got = Phi.row(i).template cast<double>().dot(Psi.row(j).template cast<double>());
-          // Each feature product carries ~2g roundings and the dot product log-ish more; the sum
-          // of their magnitudes is scale. 4 (g + 8) u scale is a comfortable worst case.
+          // The dot product is summed in long double, so that only the features' own roundings
+          // count (an Eigen dot product of k terms adds its own, which depend on the packet
+          // width: with SSE's two lanes and k ~ 10^5 they exceed the bound below).
+          long double sum = 0;
+          for (Index f = 0; f < features.size(); ++f)
+            sum += static_cast<long double>(Phi(i, f)) * static_cast<long double>(Psi(j, f));
+          const double got = static_cast<double>(sum);
+          // Each feature product carries ~2g roundings; the sum of their magnitudes is scale.
+          // 4 (g + 8) u scale is a comfortable worst case.
           INFO("d = " << d << " g = " << g);
           CHECK(std::fabs(got - p) <= 4 * (g + 8) * u * scale);
         }
