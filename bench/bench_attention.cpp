@@ -85,7 +85,7 @@ struct Result {
 Result run_once(const AttentionMethod<float>& method, const Inputs& in, const AttentionShape& shape) {
   Result r;
   auto context = method.forward(in.Q, in.K, in.V, shape, r.O);
-  context->backward(in.dO, r.dQ, r.dK, r.dV);
+  context->backward(in.Q, in.K, in.V, r.O, in.dO, r.dQ, r.dK, r.dV);
   r.plans = context->plans();
   return r;
 }
@@ -123,9 +123,9 @@ double check_error(const Result& r, const Inputs& in, const AttentionShape& shap
   if (in.n <= 2048) {
     NaiveAttention<double> naive;
     Matrix<double> O, dQ, dK, dV;
-    auto context = naive.forward(in.Q.cast<double>(), in.K.cast<double>(), in.V.cast<double>(),
-                                 shape, O);
-    context->backward(in.dO.cast<double>(), dQ, dK, dV);
+    const Matrix<double> Q = in.Q.cast<double>(), K = in.K.cast<double>(), V = in.V.cast<double>();
+    auto context = naive.forward(Q, K, V, shape, O);
+    context->backward(Q, K, V, O, in.dO.cast<double>(), dQ, dK, dV);
     return std::max({relative_error(r.O, O), relative_error(r.dQ, dQ), relative_error(r.dK, dK),
                      relative_error(r.dV, dV)});
   }
@@ -186,7 +186,7 @@ void attention_benchmark(benchmark::State& state, Kind kind) {
   for (auto _ : state) {
     const auto start = std::chrono::steady_clock::now();
     auto context = method->forward(in.Q, in.K, in.V, shape, O);
-    context->backward(in.dO, dQ, dK, dV);
+    context->backward(in.Q, in.K, in.V, O, in.dO, dQ, dK, dV);
     benchmark::DoNotOptimize(dV.data());
     benchmark::ClobberMemory();
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -31,6 +31,7 @@
 #include "polygrad/loss/mse.hpp"
 #include "support/attention_cli.hpp"
 #include "support/csv.hpp"
+#include "support/demo_model.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
 #include "support/svg_plot.hpp"
@@ -47,10 +48,7 @@ struct DemoOptions {
   TransformerConfig config = TransformerConfig::demo();  // its qk_norm is replaced by --qk-norm
   double qk_norm = 2.0;    // tau: scores tau cos(q, k), so R = tau is certified
   Index tokens = 16384;    // n of the table
-  Index vocab = 64;        // input tokens are drawn from this many random vectors (0: Gaussian)
-  double init_std = 0;     // 0: 1/sqrt(fan_in) per Linear
-  double qk_align = 0.9;   // Wk = a Wq + sqrt(1 - a^2) (fresh Gaussian)
-  std::uint64_t seed = 1;
+  examples::DemoSetup setup;  // --vocab, --init-std, --qk-align, --seed
   std::string dtype = "float";
   examples::AttentionCli poly;  // --family, --degree | --epsilon, --bound, --audit
   // The sweep.
@@ -66,61 +64,6 @@ struct DemoOptions {
 // ---------------------------------------------------------------------------------------------
 // The model and its data.
 
-/// Re-initialises `model` for the demo. Why not Transformer::init's Normal(0, 0.02^2): with such
-/// small weights each attention and MLP branch adds little to the residual stream, so the loss
-/// and every gradient are dominated by the identity path. Here (1) each Linear weight gets std
-/// 1/sqrt(fan_in) (or --init-std), which keeps every branch about as large as the stream;
-/// (2) under QK normalisation the scale of Wq and Wk does not change the scores at all, only their
-/// directions do: tying Wk to Wq (--qk-align) and drawing input rows from a small vocabulary
-/// (--vocab) give a query a high cosine with the keys of its own token, which pushes scores out
-/// towards +tau (at n = 2048 the 99th percentile is 1.8 against 1.5 with the 0.02 init), so the
-/// polynomial is used over its whole certified interval. With tau = 2 a row's weights differ by
-/// at most e^4, so over thousands of keys attention stays broad whatever the init; a larger
-/// --qk-norm gives sharper patterns (and a higher degree). The diagnostics line measures it.
-template <class T>
-void init_model(Transformer<T>& model, const DemoOptions& o) {
-  model.init(o.seed, 1.0);
-  std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ULL);
-  ParameterList<T> params = model.parameters();
-  for (const auto& p : params) {
-    if (p.shape.size() != 2) continue;  // biases and LayerNorm parameters stay as init() left them
-    const double stddev = o.init_std > 0 ? o.init_std : 1.0 / std::sqrt(double(p.shape[1]));
-    p.values() *= T(stddev);
-  }
-  const double a = o.qk_align, b = std::sqrt(std::max(0.0, 1 - a * a));
-  for (Index layer = 0; layer < model.config().layers; ++layer) {
-    const std::string prefix = "blocks." + std::to_string(layer) + ".attn.";
-    const ParameterView<T>* q = nullptr;
-    const ParameterView<T>* k = nullptr;
-    for (const auto& p : params) {
-      if (p.name == prefix + "q.weight") q = &p;
-      if (p.name == prefix + "k.weight") k = &p;
-    }
-    require<Error>(q && k, "the model has no ", prefix, "q.weight or k.weight");
-    k->values() = T(a) * q->values() + T(b) * k->values();
-  }
-}
-
-/// The input (n x D): token ids uniform in [0, vocab), each row the id's fixed random vector
-/// (Normal(0, 1) entries); with vocab 0 every row is fresh Gaussian noise. The target is Gaussian.
-template <class T>
-void make_data(Index n, const DemoOptions& o, Matrix<T>& input, Matrix<T>& target) {
-  const Index D = o.config.d_model;
-  std::mt19937_64 rng(o.seed + 1000003 * std::uint64_t(n));
-  input.resize(n, D);
-  if (o.vocab > 0) {
-    std::mt19937_64 table_rng(o.seed + 7);  // the same vocabulary at every n
-    Matrix<T> table(o.vocab, D);
-    detail::fill_normal(table, table_rng, 1.0);
-    std::uniform_int_distribution<Index> pick(0, o.vocab - 1);
-    for (Index i = 0; i < n; ++i) input.row(i) = table.row(pick(rng));
-  } else {
-    detail::fill_normal(input, rng, 1.0);
-  }
-  target.resize(n, D);
-  detail::fill_normal(target, rng, 1.0);
-}
-
 /// What layer 0's attention looks like on this input, from 16 sampled late rows per head:
 /// the 1st, 50th and 99th percentile of the scores, and exp(entropy) of each row's weights as a
 /// fraction of the visible keys (1: uniform; small: concentrated).
@@ -128,9 +71,10 @@ template <class T>
 std::string attention_diagnostics(Transformer<T>& model, const Matrix<T>& input, double tau) {
   MultiHeadAttention<T>& attn = model.block(0).attn();
   const Matrix<T> a = model.block(0).ln1().forward(input);
-  Matrix<T> q_norms, k_norms;
-  const Matrix<T> Q = detail::normalise_heads(attn.q().forward(a), attn.heads(), q_norms);
-  const Matrix<T> K = detail::normalise_heads(attn.k().forward(a), attn.heads(), k_norms);
+  Matrix<T> Q = attn.q().forward(a), K = attn.k().forward(a);
+  Matrix<T> q_norms(Q.rows(), attn.heads()), k_norms(K.rows(), attn.heads());
+  detail::normalise_head_rows<T>(Q, q_norms);
+  detail::normalise_head_rows<T>(K, k_norms);
   const Index n = input.rows(), H = attn.heads(), dh = Q.cols() / H;
   std::vector<double> scores;
   double spread = 0;
@@ -256,9 +200,9 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   TransformerConfig config = o.config;
   config.qk_norm = o.qk_norm;
   Transformer<T> model(config);
-  init_model(model, o);
+  examples::init_demo_model(model, o.setup);
   Matrix<T> input, target;
-  make_data(o.tokens, o, input, target);
+  examples::make_demo_data(o.tokens, config.d_model, o.setup, input, target);
   const std::string diagnostics = attention_diagnostics(model, input, o.qk_norm);
 
   // One untimed pass per method on a short prefix first: thread start-up and first-touch page
@@ -334,7 +278,7 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   config.qk_norm = o.qk_norm;
   config.layers = o.sweep_layers;
   Transformer<T> model(config);
-  init_model(model, o);
+  examples::init_demo_model(model, o.setup);
 
   std::vector<Index> sizes;
   for (int e = o.sweep_min; e <= o.sweep_max; ++e) sizes.push_back(Index(1) << e);
@@ -347,7 +291,7 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   for (std::size_t s = 0; s < sizes.size(); ++s) {
     const Index n = sizes[s];
     Matrix<T> input, target;
-    make_data(n, o, input, target);
+    examples::make_demo_data(n, config.d_model, o.setup, input, target);
     for (std::size_t m = 0; m < M; ++m) {
       const int max_exponent = methods[m].exact ? o.sweep_max_exact : o.sweep_max;
       if (stopped[m] || n > (Index(1) << max_exponent)) continue;
@@ -426,15 +370,7 @@ int main(int argc, char** argv) {
   app.add_option("--qk-norm", o.qk_norm, "QK normalisation temperature tau (the certified bound R)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--vocab", o.vocab, "input rows are drawn from this many random vectors (0: every row Gaussian)")
-      ->check(CLI::NonNegativeNumber)
-      ->capture_default_str();
-  app.add_option("--init-std", o.init_std, "std of every Linear weight (default 0: 1/sqrt(fan_in))")
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--qk-align", o.qk_align, "tie Wk to Wq: Wk = a Wq + sqrt(1 - a^2) noise")
-      ->check(CLI::Range(0.0, 1.0))
-      ->capture_default_str();
-  app.add_option("--seed", o.seed, "random seed of weights and data")->capture_default_str();
+  o.setup.add(app);
   app.add_option("--dtype", o.dtype, "scalar type of every run")
       ->check(CLI::IsMember({"float", "double"}))
       ->capture_default_str();

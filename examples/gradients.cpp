@@ -207,19 +207,22 @@ void run_attention(const AttentionOptions& o) {
   if (o.qk_norm > 0) {
     // As MultiHeadAttention does: unit q and k per head, scores tau cos(q, k), so |S| <= tau;
     // the gradients with respect to the raw q and k go back through the normalisation.
-    Matrix<T> q_norms, k_norms;  // (n, H)
-    const Matrix<T> Qn = detail::normalise_heads(Q, H, q_norms);
-    const Matrix<T> Kn = detail::normalise_heads(K, H, k_norms);
+    Matrix<T> q_norms(n, H), k_norms(n, H);
+    Matrix<T> Qn = Q, Kn = K;
+    detail::normalise_head_rows<T>(Qn, q_norms);
+    detail::normalise_head_rows<T>(Kn, k_norms);
     attention.scale = o.qk_norm;
     attention.score_bound = o.qk_norm;
     context = method->forward(Qn, Kn, V, attention, O);
     Matrix<T> dQn, dKn;
-    context->backward(dO, dQn, dKn, dV);
-    dQ = detail::normalise_heads_backward(dQn, Qn, q_norms);
-    dK = detail::normalise_heads_backward(dKn, Kn, k_norms);
+    context->backward(Qn, Kn, V, O, dO, dQn, dKn, dV);
+    detail::normalise_head_rows_backward<T>(dQn, Qn, q_norms);
+    detail::normalise_head_rows_backward<T>(dKn, Kn, k_norms);
+    dQ = std::move(dQn);
+    dK = std::move(dKn);
   } else {
     context = method->forward(Q, K, V, attention, O);
-    context->backward(dO, dQ, dK, dV);
+    context->backward(Q, K, V, O, dO, dQ, dK, dV);
   }
 
   SafetensorsFile out;

@@ -126,7 +126,8 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
 
       // dM = S Y^T
       StripMatrix<TestType> dM;
-      state_times_rows_transpose(ST, zero_padded(Y), dM);
+      Matrix<TestType> YT;
+      state_times_rows_transpose<TestType>(ST, zero_padded(Y), dM, YT);
       const Matrix<double> dM_want = ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
       CHECK(relative(to_dense(dM, dM.rows(), s.rows), dM_want) < tolerance<TestType>());
 
@@ -134,7 +135,8 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       Matrix<TestType> acc = random_matrix<TestType>(m, padded_rows<TestType>(k), rng);
       acc.rightCols(acc.cols() - k).setZero();
       const Matrix<double> before = acc.template cast<double>();
-      add_monomial_products(M, zero_padded(Y), acc);
+      ProductScratch<TestType> scratch;
+      add_monomial_products(M, zero_padded(Y), acc, scratch);
       const Matrix<double> add_want = before.leftCols(k) + (Md * Y.template cast<double>()).transpose();
       CHECK(relative(acc.leftCols(k).template cast<double>(), add_want) < tolerance<TestType>());
       CHECK(acc.rightCols(acc.cols() - k).isZero(0));
@@ -156,7 +158,8 @@ TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)",
       Monomials<TestType> M;
       block.build(X, M);
       Matrix<TestType> dX = Matrix<TestType>::Constant(s.rows, s.dim, TestType(0.5));
-      add_state_gradient(block, X, M, ST, zero_padded(Y), dX);  // adds to what dX holds
+      ProductScratch<TestType> scratch;
+      add_state_gradient(block, X, M, ST, zero_padded(Y), dX, scratch);  // adds to what dX holds
 
       // loss(X) = sum_{f,r} (S Y^T)(f, r) M(f, r), in double.
       const Matrix<double> G = ST.template cast<double>().transpose() * Y.template cast<double>().transpose();

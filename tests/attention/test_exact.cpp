@@ -215,8 +215,8 @@ TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
       const ExactAttention<T> method;
       auto context = method.forward(Q, K, V, shape, O);
       auto reference = NaiveAttention<T>().forward(Q, K, V, shape, O_ref);
-      context->backward(dO, dQ, dK, dV);
-      reference->backward(dO, dQ_ref, dK_ref, dV_ref);
+      context->backward(Q, K, V, O, dO, dQ, dK, dV);
+      reference->backward(Q, K, V, O_ref, dO, dQ_ref, dK_ref, dV_ref);
       CHECK(relative_difference(O, O_ref) < tol);
       CHECK(relative_difference(dQ, dQ_ref) < tol);
       CHECK(relative_difference(dK, dK_ref) < tol);
@@ -234,31 +234,46 @@ TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
   }
 }
 
-TEST_CASE("ExactAttention splits one head between threads correctly", "[attention][exact]") {
+TEST_CASE("ExactAttention splits one head between threads, and says so in its plan",
+          "[attention][exact]") {
   const SerialReference serial_reference;
-  // One head, large enough (n^2 d_h = 2^24) that under OpenMP its tile rows run in parallel
-  // parts, each with its own dQ sum.
-  const Index n = 2048, dh = 4;
+  // One head with two threads and no work threshold: its tile rows run as two interleaved parts
+  // on two threads, each part with its own dQ sum. The plan reports the threads that ran the
+  // head, so a split that silently ran serially fails here. Threading::serial() is the control.
+  const Index n = 300, dh = 4;
   std::srand(11);
   const Matrix<double> Q = Matrix<double>::Random(n, dh), K = Matrix<double>::Random(n, dh),
                        V = Matrix<double>::Random(n, dh), dO = Matrix<double>::Random(n, dh);
   AttentionShape shape;
   shape.causal = true;
   shape.scale = 0.7;
-  Matrix<double> O, O_ref, dQ, dK, dV, dQ_ref, dK_ref, dV_ref;
-  auto context = ExactAttention<double>(exact::Tiles{64, 32}).forward(Q, K, V, shape, O);
+  Matrix<double> O_ref, dQ_ref, dK_ref, dV_ref;
   auto reference = NaiveAttention<double>().forward(Q, K, V, shape, O_ref);
-  context->backward(dO, dQ, dK, dV);
-  reference->backward(dO, dQ_ref, dK_ref, dV_ref);
-  CHECK(relative_difference(O, O_ref) < 1e-12);
-  CHECK(relative_difference(dQ, dQ_ref) < 1e-12);
-  CHECK(relative_difference(dK, dK_ref) < 1e-12);
-  CHECK(relative_difference(dV, dV_ref) < 1e-12);
+  reference->backward(Q, K, V, O_ref, dO, dQ_ref, dK_ref, dV_ref);
+  for (const int threads : {1, 2}) {
+    shape.threading = Threading{threads, 0.0};
+    Matrix<double> O, dQ, dK, dV;
+    auto context = ExactAttention<double>(exact::Tiles{64, 32}).forward(Q, K, V, shape, O);
+#if defined(_OPENMP)
+    CHECK(context->plans()[0].threads == threads);
+#else
+    CHECK(context->plans()[0].threads == 1);
+#endif
+    context->backward(Q, K, V, O, dO, dQ, dK, dV);
+#if defined(_OPENMP)
+    CHECK(context->plans()[0].threads == threads);
+#endif
+    CAPTURE(threads);
+    CHECK(relative_difference(O, O_ref) < 1e-12);
+    CHECK(relative_difference(dQ, dQ_ref) < 1e-12);
+    CHECK(relative_difference(dK, dK_ref) < 1e-12);
+    CHECK(relative_difference(dV, dV_ref) < 1e-12);
+  }
 }
 
 #if defined(_OPENMP)
-TEST_CASE("serial exact attention restores the OpenMP thread count", "[attention][exact]") {
-  // Small problems run serially with the thread count set to 1 meanwhile (see exact_for).
+TEST_CASE("exact attention leaves the OpenMP thread count as it was", "[attention][exact]") {
+  // Its parallel regions limit nested threads for their own tasks only.
   const int threads = omp_get_max_threads();
   const Matrix<double> Q = Matrix<double>::Random(9, 4);
   Matrix<double> O, dQ, dK, dV;
@@ -266,7 +281,7 @@ TEST_CASE("serial exact attention restores the OpenMP thread count", "[attention
   shape.heads = 2;
   auto context = ExactAttention<double>().forward(Q, Q, Q, shape, O);
   CHECK(omp_get_max_threads() == threads);
-  context->backward(Q, dQ, dK, dV);
+  context->backward(Q, Q, Q, O, Q, dQ, dK, dV);
   CHECK(omp_get_max_threads() == threads);
 }
 #endif
@@ -317,10 +332,13 @@ TEST_CASE("exact attention rejects bad shapes and non-finite input", "[attention
     bad(2, 2) = nan;
     CHECK_THROWS_AS(method.forward(Q, K, bad, shape, O), NumericError);
     auto context = method.forward(Q, K, V, shape, O);
-    CHECK_THROWS_AS(context->backward(Matrix<double>::Random(n, d + 2), dQ, dK, dV), ShapeError);
+    CHECK_THROWS_AS(context->backward(Q, K, V, O, Matrix<double>::Random(n, d + 2), dQ, dK, dV),
+                    ShapeError);
+    CHECK_THROWS_AS(context->backward(Q, K, Matrix<double>::Random(n + 1, d), O, dO, dQ, dK, dV),
+                    ShapeError);
     Matrix<double> bad_dO = dO;
     bad_dO(1, 3) = nan;
-    CHECK_THROWS_AS(context->backward(bad_dO, dQ, dK, dV), NumericError);
+    CHECK_THROWS_AS(context->backward(Q, K, V, O, bad_dO, dQ, dK, dV), NumericError);
     CHECK_THROWS_AS(ExactAttention<double>(exact::Tiles{4, 0}), PlanError);
   }
 }

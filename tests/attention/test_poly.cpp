@@ -45,7 +45,7 @@ struct Gradients {
 Gradients run(const AttentionMethod<double>& method, const Problem& p) {
   Gradients g;
   auto context = method.forward(p.Q, p.K, p.V, p.shape, g.O);
-  context->backward(p.dO, g.dQ, g.dK, g.dV);
+  context->backward(p.Q, p.K, p.V, g.O, p.dO, g.dQ, g.dK, g.dV);
   return g;
 }
 
@@ -246,9 +246,9 @@ TEMPLATE_TEST_CASE("float polynomial attention agrees with double", "[attention]
     options.route = route;
     const Gradients d = run(PolyAttention<double>(options), p);
     Matrix<float> O, dQ, dK, dV;
-    auto context = PolyAttention<float>(options).forward(p.Q.cast<float>(), p.K.cast<float>(),
-                                                         p.V.cast<float>(), p.shape, O);
-    context->backward(p.dO.cast<float>(), dQ, dK, dV);
+    const Matrix<float> Q = p.Q.cast<float>(), K = p.K.cast<float>(), V = p.V.cast<float>();
+    auto context = PolyAttention<float>(options).forward(Q, K, V, p.shape, O);
+    context->backward(Q, K, V, O, p.dO.cast<float>(), dQ, dK, dV);
     CAPTURE(to_string(route));
     CHECK(frobenius_error(O.cast<double>(), d.O) < 1e-4);
     CHECK(frobenius_error(dQ.cast<double>(), d.dQ) < 1e-4);

@@ -1,5 +1,7 @@
 // Each polynomial route against the dense evaluation of the same approximation
-// (poly_naive.hpp): this isolates the low-rank machinery from the approximation error.
+// (poly_naive.hpp): this isolates the low-rank machinery from the approximation error. Double
+// to rounding; float to float's rounding; head sizes 12 and 16 take the kernels' paths for
+// states of more than 12 columns.
 
 #include <catch2/catch.hpp>
 
@@ -24,54 +26,120 @@ struct Case {
   PolynomialFamily family;
 };
 
-}  // namespace
+struct Problem {
+  Matrix<double> Q, K, V, dO;
+  AttentionShape shape;
+};
 
-TEST_CASE("polynomial routes agree with the dense evaluation of the same approximation",
-          "[attention][poly]") {
-  const auto cases = std::vector<Case>{
-      {1, 4, 8, true, 3, PolynomialFamily::chebyshev},
-      {37, 3, 8, true, 4, PolynomialFamily::chebyshev},
-      {37, 3, 8, false, 4, PolynomialFamily::taylor},
-      {65, 4, 16, true, 5, PolynomialFamily::taylor},
-      {130, 2, 64, true, 6, PolynomialFamily::chebyshev},
-      {130, 2, 64, false, 6, PolynomialFamily::chebyshev},
-      {71, 8, 32, true, 4, PolynomialFamily::taylor},
-      {50, 1, 7, true, 7, PolynomialFamily::chebyshev},
-  };
+/// Random rows; keys offset so that centring has work to do. With `unit` the q and k rows are
+/// unit vectors and the scale is a fixed bound of 2 (as QK normalisation gives), which float
+/// needs: p(t) in float has a relative floor of about 6e-8 e^(2R) (DESIGN.md section 7).
+Problem make_problem(const Case& c, bool unit) {
+  std::srand(unsigned(c.n * 131 + c.dh));
+  Problem p;
+  p.Q = Matrix<double>::Random(c.n, c.dh);
+  p.K = Matrix<double>::Random(c.n, c.dh).array() + 0.7;
+  p.V = Matrix<double>::Random(c.n, c.dh);
+  p.dO = Matrix<double>::Random(c.n, c.dh);
+  p.shape = AttentionShape{1, c.causal, 0.8, 0.0};
+  if (unit) {
+    p.Q.rowwise().normalize();
+    p.K.rowwise().normalize();
+    p.shape.scale = p.shape.score_bound = 2.0;
+  }
+  return p;
+}
+
+struct Result {
+  Matrix<double> O, dQ, dK, dV;
+};
+
+/// The fast route in T for an approximation made once (in double), results in double.
+template <class T>
+Result run_route(const PolyApproximation& a, const Problem& p, PolyRoute route, Index chunk) {
+  const Matrix<T> Q = p.Q.cast<T>(), K = p.K.cast<T>(), V = p.V.cast<T>(), dO = p.dO.cast<T>();
+  const Index n = Q.rows(), d = Q.cols();
+  Matrix<T> O(n, d), dQ(n, d), dK(n, d), dV(n, d);
+  Vector<T> z(n);
+  poly::forward<T>(a, Q, K, V, p.shape.causal, chunk, O, z);
+  if (route == PolyRoute::adjoint) {
+    poly::backward_adjoint<T>(a, Q, K, V, O, z, dO, p.shape.causal, chunk, dQ, dK, dV);
+  } else {
+    poly::backward_paper<T>(a, Q, K, V, O, z, dO, p.shape.causal, chunk, dQ, dK, dV);
+  }
+  return {O.template cast<double>(), dQ.template cast<double>(), dK.template cast<double>(),
+          dV.template cast<double>()};
+}
+
+/// The dense reference of the same approximation, in double.
+Result run_reference(const PolyApproximation& a, const Problem& p, PolyRoute route) {
+  Result r;
+  const bool causal = p.shape.causal;
+  r.O = poly_naive::forward(p.Q, p.K, p.V, a, causal);
+  if (route == PolyRoute::adjoint) {
+    poly_naive::backward_adjoint(p.Q, p.K, p.V, p.dO, a, causal, r.dQ, r.dK, r.dV);
+  } else {
+    poly_naive::backward_paper(p.Q, p.K, p.V, p.dO, a, causal, p.shape.scale, r.dQ, r.dK, r.dV);
+  }
+  return r;
+}
+
+template <class T>
+void check_routes(const std::vector<Case>& cases, bool unit, double tolerance) {
   for (const Case& c : cases) {
     for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
       CAPTURE(c.n, c.dh, c.chunk, c.causal, c.degree, to_string(route));
-      std::srand(unsigned(c.n * 131 + c.dh));
-      const Matrix<double> Q = Matrix<double>::Random(c.n, c.dh);
-      const Matrix<double> K = Matrix<double>::Random(c.n, c.dh).array() + 0.7;  // an offset to centre
-      const Matrix<double> V = Matrix<double>::Random(c.n, c.dh);
-      const Matrix<double> dO = Matrix<double>::Random(c.n, c.dh);
-      const double scale = 0.8;
-      AttentionShape shape{1, c.causal, scale, 0.0};
+      const Problem p = make_problem(c, unit);
       PolyOptions options;
       options.route = route;
       options.degree = c.degree;
       options.family = c.family;
       options.chunk = c.chunk;
-      const PolyApproximation a = make_poly_approximation(Q, K, shape, options);
-
-      const Matrix<double> Qh = detail::scaled_queries(Q, a), Kh = detail::scaled_keys(K, a);
-      Matrix<double> O;
-      poly::ForwardSaved<double> saved;
-      poly::forward(a, Qh, Kh, V, c.causal, c.chunk, O, saved);
-      CHECK(relative_difference(O, poly_naive::forward(Q, K, V, a, c.causal)) < 1e-10);
-
-      Matrix<double> dQh, dKh, dV, dQ_ref, dK_ref, dV_ref;
-      if (route == PolyRoute::adjoint) {
-        poly::backward_adjoint(a, Qh, Kh, V, O, saved, dO, c.causal, c.chunk, dQh, dKh, dV);
-        poly_naive::backward_adjoint(Q, K, V, dO, a, c.causal, dQ_ref, dK_ref, dV_ref);
-      } else {
-        poly::backward_paper(a, Qh, Kh, V, O, saved, dO, c.causal, c.chunk, dQh, dKh, dV);
-        poly_naive::backward_paper(Q, K, V, dO, a, c.causal, scale, dQ_ref, dK_ref, dV_ref);
-      }
-      CHECK(relative_difference(dQh * a.q_scale, dQ_ref) < 1e-10);
-      CHECK(relative_difference(dKh * a.k_scale, dK_ref) < 1e-10);
-      CHECK(relative_difference(dV, dV_ref) < 1e-10);
+      const PolyApproximation a = make_poly_approximation(p.Q, p.K, p.shape, options);
+      const Result fast = run_route<T>(a, p, route, c.chunk);
+      const Result reference = run_reference(a, p, route);
+      CHECK(relative_difference(fast.O, reference.O) < tolerance);
+      CHECK(relative_difference(fast.dQ, reference.dQ) < tolerance);
+      CHECK(relative_difference(fast.dK, reference.dK) < tolerance);
+      CHECK(relative_difference(fast.dV, reference.dV) < tolerance);
     }
   }
+}
+
+}  // namespace
+
+TEST_CASE("polynomial routes agree with the dense evaluation of the same approximation",
+          "[attention][poly]") {
+  check_routes<double>({{1, 4, 8, true, 3, PolynomialFamily::chebyshev},
+                        {37, 3, 8, true, 4, PolynomialFamily::chebyshev},
+                        {37, 3, 8, false, 4, PolynomialFamily::taylor},
+                        {65, 4, 16, true, 5, PolynomialFamily::taylor},
+                        {130, 2, 64, true, 6, PolynomialFamily::chebyshev},
+                        {130, 2, 64, false, 6, PolynomialFamily::chebyshev},
+                        {71, 8, 32, true, 4, PolynomialFamily::taylor},
+                        {50, 1, 7, true, 7, PolynomialFamily::chebyshev}},
+                       false, 1e-10);
+}
+
+TEST_CASE("polynomial routes at head sizes 12 and 16 (states wider than 12 columns)",
+          "[attention][poly]") {
+  // Taylor of even degree stays positive on any interval, so the normalisers are positive
+  // whatever R Cauchy-Schwarz gives at these sizes.
+  check_routes<double>({{70, 12, 32, true, 2, PolynomialFamily::taylor},
+                        {70, 12, 32, false, 4, PolynomialFamily::taylor},
+                        {45, 16, 16, true, 4, PolynomialFamily::taylor},
+                        {45, 16, 16, false, 2, PolynomialFamily::taylor}},
+                       false, 1e-10);
+}
+
+TEST_CASE("float polynomial routes agree with the dense reference to float rounding",
+          "[attention][poly]") {
+  check_routes<float>({{1, 4, 8, true, 3, PolynomialFamily::chebyshev},
+                       {37, 3, 8, true, 4, PolynomialFamily::chebyshev},
+                       {65, 4, 16, false, 5, PolynomialFamily::taylor},
+                       {100, 8, 32, true, 7, PolynomialFamily::chebyshev},
+                       {100, 8, 64, false, 7, PolynomialFamily::chebyshev},
+                       {70, 12, 32, true, 4, PolynomialFamily::chebyshev},
+                       {45, 16, 16, false, 4, PolynomialFamily::chebyshev}},
+                      true, 1e-4);
 }

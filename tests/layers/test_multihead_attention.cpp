@@ -29,8 +29,9 @@ class RecordingAttention final : public AttentionMethod<T> {
    public:
     Context(std::unique_ptr<AttentionContext<T>> inner, int call)
         : inner_(std::move(inner)), call_(call) {}
-    void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
-      inner_->backward(dO, dQ, dK, dV);
+    void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
+                  const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
+      inner_->backward(Q, K, V, O, dO, dQ, dK, dV);
     }
     std::string describe() const override { return "recording call " + std::to_string(call_); }
 
@@ -140,17 +141,17 @@ TEST_CASE("MultiHeadAttention passes scale and score bound to its method", "[lay
 }
 
 TEST_CASE("QK normalisation divides by max(norm, 1e-12) per head", "[layers][mha]") {
-  Matrix<double> X(2, 4), norms;
-  X << 3, 4, 0, 0,  //
+  Matrix<double> Y(2, 4), norms(2, 2);
+  Y << 3, 4, 0, 0,  //
       0, 0, 1, 0;
-  const Matrix<double> Y = detail::normalise_heads(X, 2, norms);
+  detail::normalise_head_rows<double>(Y, norms);  // in place
   CHECK(Y(0, 0) == Approx(0.6));
   CHECK(Y(0, 1) == Approx(0.8));
   CHECK(Y.block(0, 2, 1, 2).norm() == 0.0);  // a zero segment stays zero, no NaN
   CHECK(norms(0, 0) == Approx(5.0));
   CHECK(Y(1, 2) == 1.0);
-  const Matrix<double> dX =
-      detail::normalise_heads_backward<double>(Matrix<double>::Ones(2, 4), Y, norms);
+  Matrix<double> dX = Matrix<double>::Ones(2, 4);
+  detail::normalise_head_rows_backward<double>(dX, Y, norms);  // in place
   CHECK(dX.allFinite());
   CHECK(dX(0, 2) == Approx(1e12));  // the clamped branch divides by the floor
 }

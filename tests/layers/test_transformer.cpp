@@ -1,6 +1,9 @@
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include "polygrad/attention/naive.hpp"
+#include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "support/finite_difference.hpp"
 
@@ -224,4 +227,95 @@ TEST_CASE("Transformer rejects bad configurations, shapes and NaN", "[layers][tr
   Matrix<double> dy = Matrix<double>::Zero(3, 4);
   dy(2, 2) = INFINITY;
   CHECK_THROWS_AS(model.backward(dy), NumericError);
+}
+
+namespace {
+
+/// Output, input gradient and every parameter gradient of one pass, by name.
+std::map<std::string, Matrix<double>> pass_results(Transformer<double>& model,
+                                                   const Matrix<double>& x,
+                                                   const Matrix<double>& dy) {
+  std::map<std::string, Matrix<double>> out;
+  model.zero_grad();
+  out["output"] = model.forward(x);
+  out["input"] = model.backward(dy);
+  for (const auto& p : model.parameters()) out[p.name] = p.grads();
+  return out;
+}
+
+/// Every tensor of a within `tolerance` of b's, relative to the larger norm or, when
+/// `floor_fraction` > 0, at least that fraction of the largest tensor norm: some gradients are
+/// zero in exact arithmetic (the key bias: softmax ignores a shift of a score row), and sums in
+/// another order leave different rounding noise in them.
+void require_same(const std::map<std::string, Matrix<double>>& a,
+                  const std::map<std::string, Matrix<double>>& b, double tolerance,
+                  double floor_fraction = 0) {
+  REQUIRE(a.size() == b.size());
+  double largest = 0;
+  for (const auto& [name, value] : b) largest = std::max(largest, value.norm());
+  for (const auto& [name, value] : a) {
+    INFO("tensor " << name);
+    const Matrix<double>& reference = b.at(name);
+    const double scale = std::max({value.norm(), reference.norm(), floor_fraction * largest, 1e-300});
+    CHECK((value - reference).norm() / scale <= tolerance);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gradients with recomputation equal those without", "[layers][transformer]") {
+  // The demo's shape of model (4 layers, 8 heads of d_h 8, QK normalisation), 300 tokens in row
+  // blocks of 64 split between 2 threads, so that several blocks and parts are recomputed.
+  std::mt19937_64 rng(64);
+  PolyOptions adjoint, paper;
+  adjoint.degree = paper.degree = 5;
+  adjoint.chunk = paper.chunk = 32;
+  paper.route = PolyRoute::paper;
+  const std::vector<std::pair<std::string, std::shared_ptr<const AttentionMethod<double>>>> methods = {
+      {"exact", nullptr},
+      {"poly adjoint", std::make_shared<PolyAttention<double>>(adjoint)},
+      {"poly paper", std::make_shared<PolyAttention<double>>(paper)}};
+  Threading threading{2, 0.0};
+  threading.row_block = 64;
+  for (const auto& [label, method] : methods) {
+    INFO("attention " << label);
+    Transformer<double> model(TransformerConfig::demo(), method);
+    model.init(9, 0.2);
+    model.set_threading(threading);
+    const Matrix<double> x = test::random_matrix(300, 64, rng);
+    const Matrix<double> dy = test::random_matrix(300, 64, rng);
+    const auto kept = pass_results(model, x, dy);
+    model.set_recompute(true);
+    const auto recomputed = pass_results(model, x, dy);
+    require_same(recomputed, kept, 1e-12);
+    model.set_recompute(false);  // and back: the buffers are set up again
+    require_same(pass_results(model, x, dy), kept, 1e-12);
+  }
+}
+
+TEST_CASE("recomputed Transformer gradients match central differences", "[layers][transformer]") {
+  std::mt19937_64 rng(65);
+  TransformerConfig config = small_config(2, 6, 3, 5, true);
+  config.qk_norm = 1.5;
+  Transformer<double> model(config, naive_method<double>());
+  model.set_recompute(true);
+  Threading threading;
+  threading.row_block = 2;  // 5 rows: blocks of 2, 2 and 1
+  model.set_threading(threading);
+  auto params = model.parameters();
+  test::randomize(params, rng);
+  test::require_small(test::check_layer_gradients(model, test::random_matrix(5, 6, rng), params, rng));
+}
+
+TEST_CASE("a Transformer pass gives the same result on 1 and 2 threads", "[layers][transformer]") {
+  std::mt19937_64 rng(66);
+  Transformer<double> model(small_config(2, 16, 2, 24, true));
+  model.init(3, 0.3);
+  const Matrix<double> x = test::random_matrix(257, 16, rng), dy = test::random_matrix(257, 16, rng);
+  Threading serial = Threading::serial(), parallel{2, 0.0};
+  serial.row_block = parallel.row_block = 32;
+  model.set_threading(serial);
+  const auto one = pass_results(model, x, dy);
+  model.set_threading(parallel);
+  require_same(pass_results(model, x, dy), one, 1e-12, 1e-3);
 }

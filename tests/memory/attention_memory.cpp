@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     auto context = method->forward(Q, K, V, shape, O);
     const auto t1 = Clock::now();
-    context->backward(dO, dQ, dK, dV);
+    context->backward(Q, K, V, O, dO, dQ, dK, dV);
     const auto t2 = Clock::now();
     context.reset();
 
@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
     const double backward_s = std::chrono::duration<double>(t2 - t1).count();
     const double peak = peak_rss_mib();
     std::cout << "method " << name << "  n " << n << "  heads " << heads << "  d_h " << dh
-              << "  causal " << causal << "  threads " << polygrad::detail::exact_thread_count()
+              << "  causal " << causal << "  threads " << polygrad::detail::thread_count({})
               << "\n"
               << "forward " << forward_s << " s  backward " << backward_s << " s  total "
               << forward_s + backward_s << " s\n"

@@ -20,29 +20,41 @@ struct EntryBound {
   Vector<double> key_centre;   ///< kbar (d); zero when not centred
 };
 
-/// The Cauchy-Schwarz entry bound of c Q K^T for Q (n_q x d) and K (n_k x d). With
-/// centre_keys, kbar is the mean key row; softmax rows do not change (DESIGN.md section 3).
-/// NumericError on NaN or infinity; ShapeError if Q and K have different widths.
-template <class T>
-EntryBound cauchy_schwarz_bound(const Matrix<T>& Q, const Matrix<T>& K, double scale,
+/// The Cauchy-Schwarz entry bound of c Q K^T for Q (n_q x d) and K (n_k x d), matrices or views.
+/// With centre_keys, kbar is the mean key row; softmax rows do not change (DESIGN.md section 3).
+/// NumericError on NaN or infinity (found in the same pass that takes the norms); ShapeError
+/// if Q and K have different widths.
+template <class DerivedQ, class DerivedK>
+EntryBound cauchy_schwarz_bound(const Eigen::MatrixBase<DerivedQ>& Q,
+                                const Eigen::MatrixBase<DerivedK>& K, double scale,
                                 bool centre_keys) {
   require<ShapeError>(Q.cols() == K.cols(), "entry bound: Q has ", Q.cols(), " columns and K ",
                       K.cols(), "; queries and keys of one head must have the same width");
-  require_finite(Q, "Q");
-  require_finite(K, "K");
   require<NumericError>(std::isfinite(scale), "entry bound: the score scale is ", scale,
                         "; it must be finite");
   const Index d = Q.cols();
+  // A row's squared norm, in double for float inputs too, is finite exactly when the row is.
+  auto squared_norm = [](const auto& row, const char* what, Index i) {
+    const double n2 = row.template cast<double>().squaredNorm();
+    require<NumericError>(std::isfinite(n2), what, " contains NaN or infinity (row ", i,
+                          "); check the input data and the learning rate (a diverged model ",
+                          "produces this)");
+    return n2;
+  };
   EntryBound bound;
   bound.key_centre = Vector<double>::Zero(d);
+  double q2 = 0.0, k2 = 0.0;  // largest squared norms
+  for (Index i = 0; i < Q.rows(); ++i) q2 = std::max(q2, squared_norm(Q.row(i), "Q", i));
   if (centre_keys && K.rows() > 0) {
-    bound.key_centre = K.template cast<double>().colwise().sum().transpose() /
-                       static_cast<double>(K.rows());
-  }
-  double q2 = 0.0, k2 = 0.0;  // largest squared norms, in double for float inputs too
-  for (Index i = 0; i < Q.rows(); ++i) q2 = std::max(q2, Q.row(i).template cast<double>().squaredNorm());
-  for (Index j = 0; j < K.rows(); ++j) {
-    k2 = std::max(k2, (K.row(j).template cast<double>().transpose() - bound.key_centre).squaredNorm());
+    for (Index j = 0; j < K.rows(); ++j) {
+      squared_norm(K.row(j), "K", j);
+      bound.key_centre += K.row(j).transpose().template cast<double>();
+    }
+    bound.key_centre /= static_cast<double>(K.rows());
+    for (Index j = 0; j < K.rows(); ++j)
+      k2 = std::max(k2, (K.row(j).transpose().template cast<double>() - bound.key_centre).squaredNorm());
+  } else {
+    for (Index j = 0; j < K.rows(); ++j) k2 = std::max(k2, squared_norm(K.row(j), "K", j));
   }
   // Each norm carries about (d + 2) roundings; pad them so that |q_i| <= q_max and
   // |k_j - kbar| <= k_max hold for the exact values, and R stays a true upper bound.

@@ -21,6 +21,15 @@
 
 namespace polygrad {
 
+/// Scratch buffers of the products below, kept by the caller (one per thread), so that the
+/// calls made for every strip of every chunk do not allocate.
+template <class T>
+struct ProductScratch {
+  Matrix<T> YT;          ///< (m, padded C): rows transposed
+  StripMatrix<T> dM;     ///< (k, C): S Y^T, when it is stored (m > 12)
+  Matrix<T> transposed;  ///< (strips k, W): a block's tiles transposed (m > 12)
+};
+
 namespace detail {
 
 /// Calls body(j0, std::integral_constant<int, G>) for groups of at most 12 columns covering m.
@@ -92,7 +101,8 @@ void state_times_strip(const T* ST, Index k, Index j0, const T* YT, Index C, Ind
 
 }  // namespace detail
 
-/// out (padded C x m) = M^T S for monomials M (k x C) and a state S given as ST (m x k).
+/// out (padded C x m) = M^T S for monomials M (k x C) and a state S given as ST (m x k); out's
+/// storage is reused when it has the size already.
 template <class T>
 void monomials_transpose_times(const Monomials<T>& M, const Matrix<T>& ST, Matrix<T>& out) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
@@ -107,15 +117,17 @@ void monomials_transpose_times(const Monomials<T>& M, const Matrix<T>& ST, Matri
   }
 }
 
-/// dM (k x C) = S Y^T for a state S given as ST (m x k) and rows Y (padded C x m).
+/// dM (k x C) = S Y^T for a state S given as ST (m x k) and rows Y (padded C x m); YT is
+/// scratch.
 template <class T>
-void state_times_rows_transpose(const Matrix<T>& ST, const Matrix<T>& Y, StripMatrix<T>& dM) {
+void state_times_rows_transpose(const Matrix<T>& ST, const ConstMatrixRef<T>& Y,
+                                StripMatrix<T>& dM, Matrix<T>& YT) {
   constexpr Index W = simd::width<T>;
   const Index k = ST.cols(), m = ST.rows(), C = Y.rows();
   require<ShapeError>(C % W == 0 && Y.cols() == m, "state_times_rows_transpose: rows are ",
                       Y.rows(), " x ", Y.cols(), ", expected a multiple of ", W, " x ", m);
   dM.resize(k, C);
-  const Matrix<T> YT = Y.transpose();  // (m, C)
+  YT = Y.transpose();  // (m, C)
   for (Index s = 0; s < dM.strips(); ++s) {
     bool first = true;
     detail::for_column_groups(m, [&](Index j0, auto G) {
@@ -173,23 +185,22 @@ class StoredGradient {
 /// the gradient reaching X through its monomials when they meet a state. For m <= 12 the
 /// product S Y^T is formed feature by feature inside the backward sweep and never stored.
 template <class T>
-void add_state_gradient(MonomialBlock<T>& block,
-                        const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
-                        const Monomials<T>& M, const Matrix<T>& ST, const Matrix<T>& Y,
-                        Eigen::Ref<Matrix<detail::non_deduced_t<T>>> dX) {
+void add_state_gradient(MonomialBlock<T>& block, const ConstMatrixRef<detail::non_deduced_t<T>>& X,
+                        const Monomials<T>& M, const Matrix<T>& ST,
+                        const ConstMatrixRef<detail::non_deduced_t<T>>& Y,
+                        MatrixRef<detail::non_deduced_t<T>> dX, ProductScratch<T>& scratch) {
   const Index m = ST.rows();
   require<ShapeError>(Y.rows() == M.strips() * simd::width<T> && Y.cols() == m,
                       "add_state_gradient: rows are ", Y.rows(), " x ", Y.cols(), ", expected ",
                       M.strips() * simd::width<T>, " x ", m);
   if (m > 12) {
-    StripMatrix<T> dM;
-    state_times_rows_transpose(ST, Y, dM);
-    block.backward(X, M, detail::StoredGradient<T>(dM), dX);
+    state_times_rows_transpose(ST, Y, scratch.dM, scratch.YT);
+    block.backward(X, M, detail::StoredGradient<T>(scratch.dM), dX);
     return;
   }
-  const Matrix<T> YT = Y.transpose();  // (m, padded C)
+  scratch.YT = Y.transpose();  // (m, padded C)
   detail::for_column_groups(m, [&](Index, auto G) {
-    block.backward(X, M, detail::StateTimesRows<T, decltype(G)::value>(ST, YT), dX);
+    block.backward(X, M, detail::StateTimesRows<T, decltype(G)::value>(ST, scratch.YT), dX);
   });
 }
 
@@ -197,8 +208,9 @@ namespace detail {
 
 /// ST(j0 + j, f0 : f0 + W) += sum_r tile(r) X(r, j0 + j) over the rows r of a block, j < G, for
 /// each feature tile f0, given the tiles transposed (W features per packet) by `transposed_tile`.
+/// Row r of X starts at X + r * stride.
 template <class T, int G, class TransposedTile>
-void add_tile_products(Index k, Index strips, const T* X, Index m, Index j0, T* ST,
+void add_tile_products(Index k, Index strips, const T* X, Index stride, Index j0, T* ST,
                        TransposedTile&& transposed_tile) {
   constexpr Index W = simd::width<T>;
   for (Index f0 = 0; f0 < k; f0 += W) {
@@ -206,10 +218,10 @@ void add_tile_products(Index k, Index strips, const T* X, Index m, Index j0, T* 
     for (int j = 0; j < G; ++j) acc[j] = simd::load(ST + (j0 + j) * k + f0);
     for (Index s = 0; s < strips; ++s) {
       const simd::Tile<T> tile = transposed_tile(f0, s);
-      const T* rows = X + s * W * m + j0;
+      const T* rows = X + s * W * stride + j0;
       for (Index r = 0; r < W; ++r)
         for (int j = 0; j < G; ++j)
-          acc[j] = simd::fma(tile.rows.packet[r], simd::broadcast(rows[r * m + j]), acc[j]);
+          acc[j] = simd::fma(tile.rows.packet[r], simd::broadcast(rows[r * stride + j]), acc[j]);
     }
     for (int j = 0; j < G; ++j) simd::store(ST + (j0 + j) * k + f0, acc[j]);
   }
@@ -220,9 +232,10 @@ void add_tile_products(Index k, Index strips, const T* X, Index m, Index j0, T* 
 /// ST (m x padded k) += (M X)^T for monomials M (k x C) and rows X (padded C x m; the padding
 /// rows must be zero); k is padded to whole packets, and ST's columns past k stay zero. Each
 /// W x W tile of M is transposed in registers, so that the sum over the block's rows runs with
-/// W features per packet.
+/// W features per packet. `scratch` holds the transposed tiles when m > 12.
 template <class T>
-void add_monomial_products(const Monomials<T>& M, const Matrix<T>& X, Matrix<T>& ST) {
+void add_monomial_products(const Monomials<T>& M, const ConstMatrixRef<detail::non_deduced_t<T>>& X,
+                           Matrix<T>& ST, ProductScratch<T>& scratch) {
   constexpr Index W = simd::width<T>;
   const Index k = padded_rows<T>(M.size()), m = X.cols(), strips = M.strips();
   require_shape(X, strips * W, m, "rows entering a state");
@@ -241,14 +254,16 @@ void add_monomial_products(const Monomials<T>& M, const Matrix<T>& X, Matrix<T>&
   };
   if (m <= 12) {  // one column group: transpose each tile as it is used
     detail::for_column_groups(m, [&](Index j0, auto G) {
-      detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), m, j0, ST.data(),
+      detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), X.outerStride(), j0,
+                                                       ST.data(),
                                                        transpose);
     });
     return;
   }
   // Several groups: transpose the whole block once. (strips * k, W): tile (f0, s) at row
   // (s * k + f0), its row r holding features f0..f0+W-1 of block row s W + r.
-  Matrix<T> transposed(strips * k, W);
+  Matrix<T>& transposed = scratch.transposed;
+  transposed.resize(strips * k, W);
   for (Index s = 0; s < strips; ++s) {
     for (Index f0 = 0; f0 < k; f0 += W) {
       const simd::Tile<T> tile = transpose(f0, s);
@@ -262,7 +277,8 @@ void add_monomial_products(const Monomials<T>& M, const Matrix<T>& X, Matrix<T>&
     return tile;
   };
   detail::for_column_groups(m, [&](Index j0, auto G) {
-    detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), m, j0, ST.data(),
+    detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), X.outerStride(), j0,
+                                                       ST.data(),
                                                      stored);
   });
 }

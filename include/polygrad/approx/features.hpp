@@ -26,17 +26,6 @@
 
 namespace polygrad {
 
-namespace detail {
-/// Blocks template argument deduction, so that T is taken from the other arguments and an
-/// Eigen::Ref parameter still accepts a plain Matrix<T>.
-template <class T>
-struct non_deduced {
-  using type = T;
-};
-template <class T>
-using non_deduced_t = typename non_deduced<T>::type;
-}  // namespace detail
-
 /// phi and psi for p(t) = sum_j b_j t^j in dimension d: phi_alpha(x) = sign(b_j) w_alpha x^alpha,
 /// psi_alpha(y) = w_alpha y^alpha with w_alpha = sqrt(|b_j| j! / alpha!), |alpha| = j.
 /// Configuration only: every method is const and thread-safe.

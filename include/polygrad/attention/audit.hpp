@@ -32,8 +32,9 @@ inline std::vector<Index> audit_sample(Index n, Index count, std::uint64_t seed)
 
 /// Exact softmax(c q_i K^T) V for the given rows of one head, in double: (rows, d_h).
 template <class T>
-Matrix<double> exact_attention_rows(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
-                                    double scale, bool causal, const std::vector<Index>& rows) {
+Matrix<double> exact_attention_rows(const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>& K,
+                                    const ConstMatrixRef<T>& V, double scale, bool causal,
+                                    const std::vector<Index>& rows) {
   const Index n = K.rows();
   Matrix<double> out(Index(rows.size()), V.cols());
   Vector<double> s(n);
@@ -50,11 +51,12 @@ Matrix<double> exact_attention_rows(const Matrix<T>& Q, const Matrix<T>& K, cons
 }
 
 /// ||O~_S - O_S||_F / ||O_S||_F over the sampled rows S, with O_S computed exactly.
+/// Q, K, V, approximate: one head, n x d_h (give T explicitly when passing views).
 template <class T>
-double audit_relative_error(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
-                            double scale, bool causal, const Matrix<T>& approximate,
-                            const std::vector<Index>& rows) {
-  const Matrix<double> exact = exact_attention_rows(Q, K, V, scale, causal, rows);
+double audit_relative_error(const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>& K,
+                            const ConstMatrixRef<T>& V, double scale, bool causal,
+                            const ConstMatrixRef<T>& approximate, const std::vector<Index>& rows) {
+  const Matrix<double> exact = exact_attention_rows<T>(Q, K, V, scale, causal, rows);
   double diff = 0, norm = 0;
   for (std::size_t r = 0; r < rows.size(); ++r) {
     diff += (approximate.row(rows[r]).template cast<double>() - exact.row(Index(r))).squaredNorm();

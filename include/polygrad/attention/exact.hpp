@@ -13,12 +13,7 @@
 #include <string>
 #include <vector>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "polygrad/attention/method.hpp"
-#include "polygrad/detail/heads.hpp"
 
 namespace polygrad {
 
@@ -35,52 +30,6 @@ struct Tiles {
 
 namespace detail {
 
-/// Number of threads a parallel_for started here would get: 1 inside an active parallel region
-/// (OpenMP does not nest by default) or without OpenMP.
-inline Index exact_thread_count() {
-#if defined(_OPENMP)
-  if (omp_in_parallel()) return 1;
-  return std::max(1, omp_get_max_threads());
-#else
-  return 1;
-#endif
-}
-
-/// Whether H heads of n x d_h are worth threads: below about 2^24 multiply-adds per product pass
-/// (n = 1024 at d_h = 16) starting threads and waiting at barriers costs more than it saves, far
-/// more on a loaded machine, where a descheduled thread stalls every barrier.
-inline bool exact_worth_parallel(Index heads, Index n, Index dh) {
-  const double work = double(heads) * double(n) * double(n) * double(dh);
-  return exact_thread_count() > 1 && work >= 16777216.0;
-}
-
-/// How many interleaved parts to split each head's `blocks` tile rows into, so that H heads keep
-/// every thread busy even when H is smaller than the thread count.
-inline Index exact_split(bool parallel, Index heads, Index blocks) {
-  if (!parallel) return 1;
-  const Index threads = exact_thread_count();
-  return std::max<Index>(1, std::min(blocks, (threads + heads - 1) / heads));
-}
-
-/// Calls body(i) for i in [0, count): through parallel_for when `parallel`, else in a plain loop
-/// with OpenMP's thread count set to 1 for this thread meanwhile, because outside a parallel
-/// region Eigen would parallelise each (small) tile product on its own, at a cost far above it.
-template <class Body>
-void exact_for(bool parallel, Index count, Body&& body) {
-  if (parallel && count > 1) {
-    parallel_for(count, body);
-    return;
-  }
-#if defined(_OPENMP)
-  struct Restore {
-    int threads = omp_get_max_threads();
-    ~Restore() { omp_set_num_threads(threads); }
-  } restore;
-  omp_set_num_threads(1);
-#endif
-  for (Index i = 0; i < count; ++i) body(i);
-}
-
 /// Sets the entries of a transposed tile (rows: keys j0.., columns: queries i0..) that the causal
 /// mask hides to `value`: query i0 + r sees key j0 + c only if j0 + c <= i0 + r.
 template <class T>
@@ -90,35 +39,34 @@ void exact_mask_tile(Eigen::Map<Matrix<T>>& tile, Index i0, Index j0, T value) {
   }
 }
 
-/// Checks the per-head kernel inputs: Q, K, V of one shape n x d_h (n, d_h >= 1), finite values,
-/// a finite positive scale and positive tile sizes.
-template <class T>
-void exact_check_inputs(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, T scale,
-                        const exact::Tiles& tiles) {
+/// Checks the inputs of the single-head kernels: Q, K, V of one shape n x d_h (n, d_h >= 1),
+/// finite values unless the caller checked them, a finite positive scale and positive tiles.
+template <class Derived>
+void exact_check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<Derived>& K,
+                        const Eigen::MatrixBase<Derived>& V, double scale,
+                        const exact::Tiles& tiles, bool inputs_checked) {
   require<ShapeError>(Q.rows() >= 1 && Q.cols() >= 1, "exact attention needs Q with at least one ",
                       "row and one column, got ", Q.rows(), " x ", Q.cols());
   require_shape(K, Q.rows(), Q.cols(), "K");
   require_shape(V, Q.rows(), Q.cols(), "V");
-  require_finite(Q, "Q");
-  require_finite(K, "K");
-  require_finite(V, "V");
+  if (!inputs_checked) {
+    require_finite(Q, "Q");
+    require_finite(K, "K");
+    require_finite(V, "V");
+  }
   require<Error>(std::isfinite(scale) && scale > 0,
                  "attention scale must be finite and positive, got ", scale);
   require<PlanError>(tiles.query >= 1 && tiles.key >= 1, "exact attention tiles must be at least ",
                      "1 x 1, got ", tiles.query, " x ", tiles.key);
 }
 
-// Tiles are held transposed, keys x queries (S^T = K_j Q_i^T): a query's scores are then a column,
-// so the row max, the row sum and the broadcasts of m_i, lse_i, delta_i are vertical, fully
-// vectorised operations on contiguous rows, with no horizontal reduction per query.
-
 /// Forward pass over the query blocks first, first + stride, ... (DESIGN.md section 2): assigns
-/// their rows of O (n x d_h) and lse (n), which must already have that size. Calls with the same
+/// their rows of O (n x d_h) and lse (n). Calls with the same
 /// stride and different `first` touch disjoint rows and may run in parallel.
 template <class T>
-void exact_forward_blocks(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, T scale,
-                          bool causal, const exact::Tiles& tiles, Index first, Index stride,
-                          Matrix<T>& O, Vector<T>& lse) {
+void exact_forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                          T scale, bool causal, const exact::Tiles& tiles, Index first,
+                          Index stride, MatrixRef<T> O, VectorRef<T> lse) {
   const Index n = Q.rows(), d = Q.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, n);
   const Index blocks = (n + Bq - 1) / Bq;
@@ -176,10 +124,10 @@ void exact_forward_blocks(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T
 /// Calls with the same stride and different `first` write disjoint rows of dK and dV, and need
 /// separate dQ_sum buffers to run in parallel.
 template <class T>
-void exact_backward_blocks(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
-                           const Matrix<T>& dO, const Vector<T>& lse, const Vector<T>& delta,
+void exact_backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                           ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
                            T scale, bool causal, const exact::Tiles& tiles, Index first,
-                           Index stride, Matrix<T>& dQ_sum, Matrix<T>& dK, Matrix<T>& dV) {
+                           Index stride, MatrixRef<T> dQ_sum, MatrixRef<T> dK, MatrixRef<T> dV) {
   const Index n = Q.rows(), d = Q.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, n);
   const Index blocks = (n + Bk - 1) / Bk;
@@ -224,65 +172,141 @@ void exact_backward_blocks(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<
   }
 }
 
+/// How H heads of `blocks` tile rows each are shared out: `threads` threads, and each head's
+/// blocks dealt into `parts` interleaved parts, so that H heads keep every thread busy even
+/// when H is smaller than the thread count.
+struct ExactSplit {
+  int threads = 1;
+  Index parts = 1;
+};
+
+inline ExactSplit exact_split(const Threading& threading, Index heads, Index blocks, Index n,
+                              Index dh, bool causal) {
+  const double work = double(heads) * cost::exact(n, dh, causal);
+  ExactSplit split;
+  split.threads = threads_for(threading, heads * blocks, work);
+  if (split.threads > 1) split.parts = std::min(blocks, (split.threads + heads - 1) / heads);
+  return split;
+}
+
+/// The number of different values among ran_on[h parts .. (h + 1) parts).
+inline Index distinct_threads(const std::vector<int>& ran_on, Index h, Index parts) {
+  std::vector<int> mine(ran_on.begin() + std::ptrdiff_t(h * parts),
+                        ran_on.begin() + std::ptrdiff_t((h + 1) * parts));
+  std::sort(mine.begin(), mine.end());
+  return Index(std::unique(mine.begin(), mine.end()) - mine.begin());
+}
+
+/// Forward pass of H heads (columns [h d_h, (h + 1) d_h) of Q, K, V, O): assigns O and lse[h]
+/// (n each), and threads[h], the threads that ran head h.
+template <class T>
+void exact_forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, Index heads,
+                         T scale, bool causal, const exact::Tiles& tiles,
+                         const Threading& threading, Matrix<T>& O, std::vector<Vector<T>>& lse,
+                         std::vector<Index>& threads) {
+  const Index n = Q.rows(), dh = Q.cols() / heads;
+  const Index blocks = (n + std::min(tiles.query, n) - 1) / std::min(tiles.query, n);
+  const ExactSplit split = exact_split(threading, heads, blocks, n, dh, causal);
+  O.resize(n, Q.cols());
+  lse.resize(std::size_t(heads));
+  for (auto& l : lse) l.resize(n);
+  std::vector<int> ran_on(std::size_t(heads * split.parts));
+  parallel_for(heads * split.parts, split.threads, [&](Index w) {
+    const Index h = w / split.parts;
+    exact_forward_blocks<T>(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh),
+                            V.middleCols(h * dh, dh), scale, causal, tiles, w % split.parts,
+                            split.parts, O.middleCols(h * dh, dh), lse[std::size_t(h)]);
+    ran_on[std::size_t(w)] = current_thread();
+  });
+  threads.resize(std::size_t(heads));
+  for (Index h = 0; h < heads; ++h) threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
+}
+
+/// Backward pass of H heads given what exact_forward_heads returned: assigns dQ, dK, dV
+/// (n x H d_h) and threads[h].
+template <class T>
+void exact_backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                          const Matrix<T>& O, const std::vector<Vector<T>>& lse,
+                          const Matrix<T>& dO, Index heads, T scale, bool causal,
+                          const exact::Tiles& tiles, const Threading& threading, Matrix<T>& dQ,
+                          Matrix<T>& dK, Matrix<T>& dV, std::vector<Index>& threads) {
+  const Index n = Q.rows(), width = Q.cols(), dh = width / heads;
+  const Index blocks = (n + std::min(tiles.key, n) - 1) / std::min(tiles.key, n);
+  const ExactSplit split = exact_split(threading, heads, blocks, n, dh, causal);
+  // dQ, dK, dV are n x width (prepare_backward). delta_i = dO_i . O_i per head; parts past the first sum their dQ in buffers of their own.
+  std::vector<Vector<T>> delta(static_cast<std::size_t>(heads));
+  std::vector<Matrix<T>> dQ_extra(std::size_t(heads * (split.parts - 1)));
+  parallel_for(heads, split.threads, [&](Index h) {
+    delta[std::size_t(h)] =
+        O.middleCols(h * dh, dh).cwiseProduct(dO.middleCols(h * dh, dh)).rowwise().sum();
+    dQ.middleCols(h * dh, dh).setZero();
+    for (Index c = 1; c < split.parts; ++c) dQ_extra[std::size_t(h * (split.parts - 1) + c - 1)].setZero(n, dh);
+  });
+  std::vector<int> ran_on(std::size_t(heads * split.parts));
+  parallel_for(heads * split.parts, split.threads, [&](Index w) {
+    const Index h = w / split.parts, part = w % split.parts;
+    auto dQ_sum = part == 0 ? MatrixRef<T>(dQ.middleCols(h * dh, dh))
+                            : MatrixRef<T>(dQ_extra[std::size_t(h * (split.parts - 1) + part - 1)]);
+    exact_backward_blocks<T>(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh),
+                             V.middleCols(h * dh, dh), dO.middleCols(h * dh, dh),
+                             lse[std::size_t(h)], delta[std::size_t(h)], scale, causal, tiles, part,
+                             split.parts, dQ_sum, dK.middleCols(h * dh, dh),
+                             dV.middleCols(h * dh, dh));
+    ran_on[std::size_t(w)] = current_thread();
+  });
+  parallel_for(heads, split.threads, [&](Index h) {
+    auto dq = dQ.middleCols(h * dh, dh);
+    for (Index c = 1; c < split.parts; ++c) dq += dQ_extra[std::size_t(h * (split.parts - 1) + c - 1)];
+    dq *= scale;
+  });
+  threads.resize(std::size_t(heads));
+  for (Index h = 0; h < heads; ++h) threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
+}
+
 }  // namespace detail
 
 namespace exact {
 
 /// Forward pass of one head: O = softmax(c Q K^T) V (causal: j <= i) and the per-row log-sum-exp
 /// lse_i = log sum_j exp(c q_i . k_j) over the visible j, which is all that backward() needs
-/// besides Q, K, V, O. Q, K, V: n x d_h. Tiled with online softmax (DESIGN.md section 2); query
-/// blocks run in parallel under OpenMP (serially inside an enclosing parallel region).
+/// besides Q, K, V, O. Q, K, V: n x d_h. Tiled with online softmax (DESIGN.md section 2); the
+/// query blocks are split between threads as `threading` allows.
 /// Throws ShapeError / NumericError / Error / PlanError on bad shapes, non-finite input, a bad
 /// scale or empty tiles.
 template <class T>
 void forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, T scale, bool causal,
-             Matrix<T>& O, Vector<T>& lse, const Tiles& tiles = Tiles{}) {
-  detail::exact_check_inputs(Q, K, V, scale, tiles);
-  const Index n = Q.rows();
-  O.resize(n, Q.cols());
-  lse.resize(n);
-  const bool parallel = detail::exact_worth_parallel(1, n, Q.cols());
-  const Index split = detail::exact_split(parallel, 1, (n + tiles.query - 1) / tiles.query);
-  detail::exact_for(parallel, split, [&](Index part) {
-    detail::exact_forward_blocks(Q, K, V, scale, causal, tiles, part, split, O, lse);
-  });
+             Matrix<T>& O, Vector<T>& lse, const Tiles& tiles = Tiles{},
+             const Threading& threading = Threading{}) {
+  detail::exact_check_inputs(Q, K, V, scale, tiles, false);
+  std::vector<Vector<T>> lse_heads;
+  std::vector<Index> threads;
+  detail::exact_forward_heads(Q, K, V, 1, scale, causal, tiles, threading, O, lse_heads, threads);
+  lse = std::move(lse_heads.front());
 }
 
 /// Backward pass of one head: assigns dQ, dK, dV (n x d_h) given dO and what forward() returned
-/// (O, lse), recomputing the probabilities tile by tile (DESIGN.md section 2). Key blocks run in
-/// parallel under OpenMP, each part summing its dQ in its own n x d_h buffer.
+/// (O, lse), recomputing the probabilities tile by tile (DESIGN.md section 2). Key blocks are
+/// split between threads as `threading` allows, each part summing its dQ in its own buffer.
 /// Throws ShapeError / NumericError on bad shapes or a non-finite dO (and as forward() does).
 template <class T>
 void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
               const Vector<T>& lse, const Matrix<T>& dO, T scale, bool causal, Matrix<T>& dQ,
-              Matrix<T>& dK, Matrix<T>& dV, const Tiles& tiles = Tiles{}) {
-  detail::exact_check_inputs(Q, K, V, scale, tiles);
-  require_shape(O, Q.rows(), Q.cols(), "O");
+              Matrix<T>& dK, Matrix<T>& dV, const Tiles& tiles = Tiles{},
+              const Threading& threading = Threading{}) {
+  detail::exact_check_inputs(Q, K, V, scale, tiles, false);
   require<ShapeError>(lse.size() == Q.rows(), "lse must have ", Q.rows(),
                       " entries (one per query row, as forward() returns it), got ", lse.size());
-  require_shape(dO, Q.rows(), Q.cols(), "dO");
-  require_finite(dO, "dO");
-  const Vector<T> delta = O.cwiseProduct(dO).rowwise().sum();  // (n) delta_i = dO_i . O_i
-  const Index n = Q.rows(), d = Q.cols();
-  dQ.setZero(n, d);
-  dK.resize(n, d);
-  dV.resize(n, d);
-  const bool parallel = detail::exact_worth_parallel(1, n, d);
-  const Index split = detail::exact_split(parallel, 1, (n + tiles.key - 1) / tiles.key);
-  std::vector<Matrix<T>> dQ_extra(split - 1, Matrix<T>::Zero(n, d));  // dQ sums of parts 1..
-  detail::exact_for(parallel, split, [&](Index part) {
-    detail::exact_backward_blocks(Q, K, V, dO, lse, delta, scale, causal, tiles, part, split,
-                                  part == 0 ? dQ : dQ_extra[part - 1], dK, dV);
-  });
-  for (const Matrix<T>& extra : dQ_extra) dQ += extra;
-  dQ *= scale;
+  detail::prepare_backward(Q, K, V, O, dO, Q.rows(), Q.cols(), false, dQ, dK, dV);
+  std::vector<Index> threads;
+  detail::exact_backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal,
+                               tiles, threading, dQ, dK, dV, threads);
 }
 
 }  // namespace exact
 
-/// Exact multi-head attention with the tiled kernels of polygrad::exact. Heads run in parallel
-/// (detail::parallel_for); when there are fewer heads than threads, each head's tile rows are
-/// split between threads too. Saves per head Q, K, V, O and lse for backward: O(n d) memory.
+/// Exact multi-head attention with the tiled kernels of polygrad::exact. Heads run in parallel;
+/// when there are fewer heads than threads, each head's tile rows are split between threads
+/// too. The context keeps lse per head (n numbers each): O(n d) memory in all.
 template <class T>
 class ExactAttention final : public AttentionMethod<T> {
  public:
@@ -298,36 +322,14 @@ class ExactAttention final : public AttentionMethod<T> {
   /// The tile sizes in use.
   const exact::Tiles& tiles() const { return tiles_; }
 
-  /// Assigns O (n x H d_h) and returns a context holding Q, K, V, O and lse per head.
+  /// Assigns O (n x H d_h) and returns a context holding lse per head.
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
                                                const Matrix<T>& V, const AttentionShape& shape,
                                                Matrix<T>& O) const override {
-    const Index dh = detail::check_attention_inputs(Q, K, V, shape);
-    const Index n = Q.rows(), H = shape.heads;
-    auto context = std::make_unique<Context>(shape, tiles_);
-    context->Q.resize(H);
-    context->K.resize(H);
-    context->V.resize(H);
-    context->O.resize(H);
-    context->lse.resize(H);
-    const bool parallel = detail::exact_worth_parallel(H, n, dh);
-    detail::exact_for(parallel, H, [&](Index h) {
-      context->Q[h] = detail::head_of(Q, h, dh);
-      context->K[h] = detail::head_of(K, h, dh);
-      context->V[h] = detail::head_of(V, h, dh);
-      context->O[h].resize(n, dh);
-      context->lse[h].resize(n);
-    });
-    const Index blocks = (n + tiles_.query - 1) / tiles_.query;
-    const Index split = detail::exact_split(parallel, H, blocks);
-    detail::exact_for(parallel, H * split, [&](Index w) {
-      const Index h = w / split;
-      detail::exact_forward_blocks(context->Q[h], context->K[h], context->V[h], T(shape.scale),
-                                   shape.causal, tiles_, w % split, split, context->O[h],
-                                   context->lse[h]);
-    });
-    O.resize(n, Q.cols());
-    detail::exact_for(parallel, H, [&](Index h) { detail::set_head(O, h, context->O[h]); });
+    detail::check_attention_inputs(Q, K, V, shape);
+    auto context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
+    detail::exact_forward_heads(Q, K, V, shape.heads, T(shape.scale), shape.causal, tiles_,
+                                shape.threading, O, context->lse, context->threads);
     return context;
   }
 
@@ -336,62 +338,36 @@ class ExactAttention final : public AttentionMethod<T> {
 
   class Context final : public AttentionContext<T> {
    public:
-    Context(const AttentionShape& shape, const exact::Tiles& tiles) : shape(shape), tiles(tiles) {}
+    Context(const AttentionShape& shape, const exact::Tiles& tiles, Index n, Index width)
+        : shape(shape), tiles(tiles), n(n), width(width) {}
 
     /// Given dO (n x H d_h), assigns dQ, dK, dV by recomputation per head.
-    void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
-      const Index H = shape.heads, n = Q[0].rows(), dh = Q[0].cols();
-      require_shape(dO, n, H * dh, "dO");
-      require_finite(dO, "dO");
-      const Index blocks = (n + tiles.key - 1) / tiles.key;
-      const bool parallel = detail::exact_worth_parallel(H, n, dh);
-      const Index split = detail::exact_split(parallel, H, blocks);
-      const T scale = T(shape.scale);
-      std::vector<Matrix<T>> dO_h(H), dQ_h(H), dK_h(H), dV_h(H);
-      std::vector<Matrix<T>> dQ_extra(H * (split - 1));  // per-thread dQ sums when a head is split
-      std::vector<Vector<T>> delta(H);
-      detail::exact_for(parallel, H, [&](Index h) {
-        dO_h[h] = detail::head_of(dO, h, dh);
-        delta[h] = O[h].cwiseProduct(dO_h[h]).rowwise().sum();  // (n) delta_i = dO_i . O_i
-        dQ_h[h].setZero(n, dh);
-        dK_h[h].resize(n, dh);
-        dV_h[h].resize(n, dh);
-        for (Index c = 1; c < split; ++c) dQ_extra[h * (split - 1) + c - 1].setZero(n, dh);
-      });
-      detail::exact_for(parallel, H * split, [&](Index w) {
-        const Index h = w / split, part = w % split;
-        Matrix<T>& dQ_sum = part == 0 ? dQ_h[h] : dQ_extra[h * (split - 1) + part - 1];
-        detail::exact_backward_blocks(Q[h], K[h], V[h], dO_h[h], lse[h], delta[h], scale,
-                                      shape.causal, tiles, part, split, dQ_sum, dK_h[h], dV_h[h]);
-      });
-      dQ.resize(n, H * dh);
-      dK.resize(n, H * dh);
-      dV.resize(n, H * dh);
-      detail::exact_for(parallel, H, [&](Index h) {
-        for (Index c = 1; c < split; ++c) dQ_h[h] += dQ_extra[h * (split - 1) + c - 1];
-        dQ_h[h] *= scale;
-        detail::set_head(dQ, h, dQ_h[h]);
-        detail::set_head(dK, h, dK_h[h]);
-        detail::set_head(dV, h, dV_h[h]);
-      });
+    void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
+                  const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
+      detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
+      detail::exact_backward_heads(Q, K, V, O, lse, dO, shape.heads, T(shape.scale), shape.causal,
+                                   tiles, shape.threading, dQ, dK, dV, threads);
     }
 
     /// One plan per head: the exact path and its predicted cost (attention/plan.hpp).
     std::vector<HeadPlan> plans() const override {
       std::vector<HeadPlan> out(std::size_t(shape.heads));
-      for (HeadPlan& plan : out) {
-        plan.n = Q[0].rows();
-        plan.head_dim = Q[0].cols();
+      for (std::size_t h = 0; h < out.size(); ++h) {
+        HeadPlan& plan = out[h];
+        plan.n = n;
+        plan.head_dim = width / shape.heads;
         plan.causal = shape.causal;
         plan.exact_cost = cost::exact(plan.n, plan.head_dim, shape.causal);
+        plan.threads = threads[h];
       }
       return out;
     }
 
     AttentionShape shape;
     exact::Tiles tiles;
-    std::vector<Matrix<T>> Q, K, V, O;  // per head, each n x d_h
-    std::vector<Vector<T>> lse;         // per head, n
+    Index n, width;
+    std::vector<Vector<T>> lse;  // per head, n
+    std::vector<Index> threads;  // per head, of the last pass
   };
 };
 

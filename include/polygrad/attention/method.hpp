@@ -12,6 +12,7 @@
 
 #include "polygrad/attention/plan.hpp"
 #include "polygrad/core/error.hpp"
+#include "polygrad/core/threading.hpp"
 #include "polygrad/core/types.hpp"
 
 namespace polygrad {
@@ -26,15 +27,30 @@ struct AttentionShape {
   /// entry bound use it instead of estimating one from the data, which keeps a causal model
   /// exactly causal (DESIGN.md section 3).
   double score_bound = 0.0;
+  /// The threads this call may use (core/threading.hpp).
+  Threading threading;
+  /// True when the caller has already checked that Q, K, V (and, in backward, dO) are finite,
+  /// as a model does once where data enters it; a method called on its own checks them.
+  bool inputs_checked = false;
+
+  AttentionShape() = default;
+  /// The shape of a call; threading and inputs_checked keep their defaults.
+  AttentionShape(Index heads, bool causal, double scale, double score_bound = 0.0)
+      : heads(heads), causal(causal), scale(scale), score_bound(score_bound) {}
 };
 
-/// What forward() saved for backward(). One per forward call.
+/// What forward() saved for backward(): per head the normalisers or log-sum-exps and the plan,
+/// O(n H) numbers. Q, K, V and O are not copied: the caller keeps them and passes them again.
 template <class T>
 class AttentionContext {
  public:
   virtual ~AttentionContext() = default;
-  /// Given dO (n x H d_h), assigns dQ, dK, dV (each n x H d_h).
-  virtual void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) = 0;
+  /// Given the Q, K, V that forward() received, the O it assigned and dO (each n x H d_h),
+  /// assigns dQ, dK, dV (n x H d_h; Eigen's resize keeps the storage of a matrix that already
+  /// has n x H d_h entries, so buffers that the caller keeps are reused).
+  virtual void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                        const Matrix<T>& O, const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK,
+                        Matrix<T>& dV) = 0;
   /// How each head was computed (method, degree, rank, bound, predicted cost, audit).
   virtual std::vector<HeadPlan> plans() const { return {}; }
   /// One line per head, from plans(): "head 0: poly adjoint chebyshev g=7 ...".
@@ -54,7 +70,7 @@ class AttentionMethod {
  public:
   virtual ~AttentionMethod() = default;
   virtual std::string name() const = 0;
-  /// Assigns O and returns the state that backward() needs.
+  /// Assigns O (its storage reused when it has the size already) and returns the state that backward() needs.
   virtual std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
                                                        const Matrix<T>& V,
                                                        const AttentionShape& shape,
@@ -74,12 +90,31 @@ Index check_attention_inputs(const Matrix<T>& Q, const Matrix<T>& K, const Matri
   require<ShapeError>(Q.rows() >= 1, "attention needs at least one token");
   require_shape(K, Q.rows(), Q.cols(), "K");
   require_shape(V, Q.rows(), Q.cols(), "V");
-  require_finite(Q, "Q");
-  require_finite(K, "K");
-  require_finite(V, "V");
+  if (!shape.inputs_checked) {
+    require_finite(Q, "Q");
+    require_finite(K, "K");
+    require_finite(V, "V");
+  }
   require<Error>(std::isfinite(shape.scale) && shape.scale > 0,
                  "attention scale must be finite and positive, got ", shape.scale);
   return Q.cols() / shape.heads;
+}
+
+/// Checks what a context's backward() receives -- Q, K, V, O and dO all n x `width` as in the
+/// forward pass, and dO finite unless the caller checked it -- and sizes dQ, dK, dV.
+template <class T>
+void prepare_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                      const Matrix<T>& O, const Matrix<T>& dO, Index n, Index width,
+                      bool inputs_checked, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) {
+  require_shape(Q, n, width, "Q passed to attention backward (it must be forward's Q)");
+  require_shape(K, n, width, "K passed to attention backward (it must be forward's K)");
+  require_shape(V, n, width, "V passed to attention backward (it must be forward's V)");
+  require_shape(O, n, width, "O passed to attention backward (it must be what forward assigned)");
+  require_shape(dO, n, width, "dO");
+  if (!inputs_checked) require_finite(dO, "dO");
+  dQ.resize(n, width);
+  dK.resize(n, width);
+  dV.resize(n, width);
 }
 
 }  // namespace detail

@@ -6,11 +6,16 @@
 #include <cmath>
 
 #include "polygrad/attention/method.hpp"
-#include "polygrad/detail/heads.hpp"
 
 namespace polygrad {
 
 namespace naive {
+
+/// A copy of head h of m: the n x d_h block of columns [h d_h, (h + 1) d_h), contiguous.
+template <class T>
+Matrix<T> head_of(const Matrix<T>& m, Index h, Index dh) {
+  return m.middleCols(h * dh, dh);
+}
 
 /// Row-wise softmax of c Q K^T with the causal mask applied; n x n.
 template <class T>
@@ -64,40 +69,36 @@ class NaiveAttention final : public AttentionMethod<T> {
     const Index dh = detail::check_attention_inputs(Q, K, V, shape);
     O.resize(Q.rows(), Q.cols());
     for (Index h = 0; h < shape.heads; ++h) {
-      detail::set_head(O, h,
-                       naive::attention_forward<T>(detail::head_of(Q, h, dh), detail::head_of(K, h, dh),
-                                                   detail::head_of(V, h, dh), T(shape.scale),
-                                                   shape.causal));
+      O.middleCols(h * dh, dh) =
+          naive::attention_forward<T>(naive::head_of(Q, h, dh), naive::head_of(K, h, dh),
+                                      naive::head_of(V, h, dh), T(shape.scale), shape.causal);
     }
-    return std::make_unique<Context>(Q, K, V, shape);
+    return std::make_unique<Context>(shape, Q.rows(), Q.cols());
   }
 
  private:
   class Context final : public AttentionContext<T> {
    public:
-    Context(Matrix<T> Q, Matrix<T> K, Matrix<T> V, AttentionShape shape)
-        : Q_(std::move(Q)), K_(std::move(K)), V_(std::move(V)), shape_(shape) {}
+    Context(AttentionShape shape, Index n, Index width) : shape_(shape), n_(n), width_(width) {}
 
-    void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
-      require_shape(dO, Q_.rows(), Q_.cols(), "dO");
-      const Index dh = Q_.cols() / shape_.heads;
-      dQ.resize(Q_.rows(), Q_.cols());
-      dK.resize(Q_.rows(), Q_.cols());
-      dV.resize(Q_.rows(), Q_.cols());
+    void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
+                  const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
+      detail::prepare_backward(Q, K, V, O, dO, n_, width_, shape_.inputs_checked, dQ, dK, dV);
+      const Index dh = width_ / shape_.heads;
       for (Index h = 0; h < shape_.heads; ++h) {
         Matrix<T> dq, dk, dv;
-        naive::attention_backward<T>(detail::head_of(Q_, h, dh), detail::head_of(K_, h, dh),
-                                     detail::head_of(V_, h, dh), detail::head_of(dO, h, dh),
+        naive::attention_backward<T>(naive::head_of(Q, h, dh), naive::head_of(K, h, dh),
+                                     naive::head_of(V, h, dh), naive::head_of(dO, h, dh),
                                      T(shape_.scale), shape_.causal, dq, dk, dv);
-        detail::set_head(dQ, h, dq);
-        detail::set_head(dK, h, dk);
-        detail::set_head(dV, h, dv);
+        dQ.middleCols(h * dh, dh) = dq;
+        dK.middleCols(h * dh, dh) = dk;
+        dV.middleCols(h * dh, dh) = dv;
       }
     }
 
    private:
-    Matrix<T> Q_, K_, V_;
     AttentionShape shape_;
+    Index n_, width_;
   };
 };
 

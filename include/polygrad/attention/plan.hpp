@@ -43,6 +43,7 @@ struct HeadPlan {
   double output_error = 0;      ///< certified |O~_i - O_i| <= this (DESIGN.md section 3)
   double exact_cost = 0;        ///< predicted multiply-adds, exact tiled path
   double poly_cost = 0;         ///< predicted multiply-adds, polynomial route
+  Index threads = 1;            ///< threads that ran this head's work in its last pass
   Index audit_rows = 0;         ///< rows sampled by the audit (0: no audit)
   double audit_error = std::numeric_limits<double>::quiet_NaN();  ///< measured relative error
 

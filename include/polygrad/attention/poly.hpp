@@ -10,7 +10,6 @@
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/poly_adjoint.hpp"
 #include "polygrad/attention/poly_paper.hpp"
-#include "polygrad/detail/heads.hpp"
 
 namespace polygrad {
 
@@ -29,31 +28,37 @@ class PolyAttention final : public AttentionMethod<T> {
                                                const Matrix<T>& V, const AttentionShape& shape,
                                                Matrix<T>& O) const override {
     const Index dh = detail::check_attention_inputs(Q, K, V, shape);
-    auto context = std::make_unique<Context>(shape, options_.chunk);
-    context->heads.resize(std::size_t(shape.heads));
-    O.resize(Q.rows(), Q.cols());
-    detail::parallel_for(shape.heads, [&](Index h) {
-      Head& head = context->heads[std::size_t(h)];
-      const Matrix<T> q = detail::head_of(Q, h, dh), k = detail::head_of(K, h, dh);
-      head.V = detail::head_of(V, h, dh);
-      HeadPlan plan = plan_head(q, k, shape, head.approximation);
-      if (plan.method == "exact") {
-        head.Q = q;
-        head.K = k;
-        exact::forward<T>(head.Q, head.K, head.V, T(shape.scale), shape.causal, head.O, head.lse);
-      } else {
-        const PolyApproximation& a = *head.approximation;
-        head.Q = detail::scaled_queries(q, a);
-        head.K = detail::scaled_keys(k, a);
-        poly::forward<T>(a, head.Q, head.K, head.V, shape.causal, options_.chunk, head.O, head.saved);
-        if (options_.audit_rows > 0) {
-          const auto rows = audit_sample(q.rows(), options_.audit_rows, options_.audit_seed + h);
-          plan.audit_rows = Index(rows.size());
-          plan.audit_error = audit_relative_error(q, k, head.V, shape.scale, shape.causal, head.O, rows);
-        }
+    const Index n = Q.rows(), H = shape.heads;
+    auto context = std::make_unique<Context>(shape, options_.chunk, n, Q.cols());
+    std::vector<Head>& heads = context->heads;
+    heads.resize(std::size_t(H));
+    O.resize(n, Q.cols());
+    // Plans first (O(n d_h) per head), so that the work of each head is known.
+    const int plan_threads = detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
+    detail::parallel_for(H, plan_threads, [&](Index h) {
+      Head& head = heads[std::size_t(h)];
+      head.plan = plan_head(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh), shape,
+                            head.approximation);
+    });
+    double work = 0;
+    for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
+    detail::parallel_for(H, detail::threads_for(shape.threading, H, work), [&](Index h) {
+      Head& head = heads[std::size_t(h)];
+      const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
+      auto o = O.middleCols(h * dh, dh);
+      head.normalisers.resize(n);  // lse (exact head) or z~ (polynomial head)
+      if (!head.approximation) {
+        detail::exact_forward_blocks<T>(q, k, v, T(shape.scale), shape.causal, exact::Tiles{}, 0,
+                                        1, o, head.normalisers);
+        return;
       }
-      head.plan = plan;
-      detail::set_head(O, h, head.O);
+      poly::forward<T>(*head.approximation, q, k, v, shape.causal, options_.chunk, o,
+                       head.normalisers);
+      if (options_.audit_rows > 0) {
+        const auto rows = audit_sample(n, options_.audit_rows, options_.audit_seed + std::uint64_t(h));
+        head.plan.audit_rows = Index(rows.size());
+        head.plan.audit_error = audit_relative_error<T>(q, k, v, shape.scale, shape.causal, o, rows);
+      }
     });
     return context;
   }
@@ -62,13 +67,12 @@ class PolyAttention final : public AttentionMethod<T> {
   struct Head {
     std::optional<PolyApproximation> approximation;  // empty for an exact head
     HeadPlan plan;
-    Matrix<T> Q, K, V, O;  // (n, d_h); Q and K scaled as the approximation says, if any
-    Vector<T> lse;         // exact heads
-    poly::ForwardSaved<T> saved;
+    Vector<T> normalisers;  // (n) lse of an exact head, z~ of a polynomial one
   };
 
   /// The plan of one head; sets `approximation` when the head runs the polynomial method.
-  HeadPlan plan_head(const Matrix<T>& q, const Matrix<T>& k, const AttentionShape& shape,
+  HeadPlan plan_head(const ConstMatrixRef<T>& q, const ConstMatrixRef<T>& k,
+                     const AttentionShape& shape,
                      std::optional<PolyApproximation>& approximation) const {
     if (!automatic_) {
       approximation = make_poly_approximation(q, k, shape, options_);
@@ -98,7 +102,8 @@ class PolyAttention final : public AttentionMethod<T> {
 
   class Context final : public AttentionContext<T> {
    public:
-    Context(AttentionShape shape, Index chunk) : shape_(shape), chunk_(chunk) {}
+    Context(AttentionShape shape, Index chunk, Index n, Index width)
+        : shape_(shape), chunk_(chunk), n_(n), width_(width) {}
 
     std::vector<HeadPlan> plans() const override {
       std::vector<HeadPlan> out;
@@ -106,36 +111,31 @@ class PolyAttention final : public AttentionMethod<T> {
       return out;
     }
 
-    void backward(const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
-      const Index n = heads.front().V.rows(), dh = heads.front().V.cols();
-      require_shape(dO, n, dh * shape_.heads, "dO");
-      require_finite(dO, "dO");
-      dQ.resize(n, dh * shape_.heads);
-      dK.resize(n, dh * shape_.heads);
-      dV.resize(n, dh * shape_.heads);
-      detail::parallel_for(shape_.heads, [&](Index h) {
+    void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
+                  const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
+      detail::prepare_backward(Q, K, V, O, dO, n_, width_, shape_.inputs_checked, dQ, dK, dV);
+      const Index dh = width_ / shape_.heads;
+      double work = 0;
+      for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
+      detail::parallel_for(shape_.heads, detail::threads_for(shape_.threading, shape_.heads, work),
+                           [&](Index h) {
         const Head& head = heads[std::size_t(h)];
-        const Matrix<T> dO_h = detail::head_of(dO, h, dh);
-        Matrix<T> dq, dk, dv;
+        const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
+        const auto o = O.middleCols(h * dh, dh), dO_h = dO.middleCols(h * dh, dh);
+        auto dq = dQ.middleCols(h * dh, dh), dk = dK.middleCols(h * dh, dh), dv = dV.middleCols(h * dh, dh);
         if (!head.approximation) {
-          exact::backward<T>(head.Q, head.K, head.V, head.O, head.lse, dO_h, T(shape_.scale),
-                             shape_.causal, dq, dk, dv);
-        } else {
-          const PolyApproximation& a = *head.approximation;
-          if (a.plan.route == PolyRoute::adjoint) {
-            poly::backward_adjoint<T>(a, head.Q, head.K, head.V, head.O, head.saved, dO_h,
-                                      shape_.causal, chunk_, dq, dk, dv);
-          } else {
-            poly::backward_paper<T>(a, head.Q, head.K, head.V, head.O, head.saved, dO_h,
+          const Vector<T> delta = o.cwiseProduct(dO_h).rowwise().sum();  // (n) dO_i . O_i
+          dq.setZero();
+          detail::exact_backward_blocks<T>(q, k, v, dO_h, head.normalisers, delta, T(shape_.scale),
+                                           shape_.causal, exact::Tiles{}, 0, 1, dq, dk, dv);
+          dq *= T(shape_.scale);
+        } else if (head.approximation->plan.route == PolyRoute::adjoint) {
+          poly::backward_adjoint<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
                                     shape_.causal, chunk_, dq, dk, dv);
-          }
-          // Back from the scaled coordinates: qh = q q_scale, kh = (k - centre) k_scale.
-          dq *= T(a.q_scale);
-          dk *= T(a.k_scale);
+        } else {
+          poly::backward_paper<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
+                                  shape_.causal, chunk_, dq, dk, dv);
         }
-        detail::set_head(dQ, h, dq);
-        detail::set_head(dK, h, dk);
-        detail::set_head(dV, h, dv);
       });
     }
 
@@ -143,7 +143,7 @@ class PolyAttention final : public AttentionMethod<T> {
 
    private:
     AttentionShape shape_;
-    Index chunk_;
+    Index chunk_, n_, width_;
   };
 
   PolyOptions options_;

@@ -69,11 +69,14 @@ inline double poly_memory(PolyRoute route, Index k, Index dh, Index chunk, std::
 
 }  // namespace detail
 
-/// Builds the approximation of one head from its queries and keys (n x d_h), or throws
-/// PlanError saying what to change. Fills plan.{bound, degree, rank, exp_error, costs, ...}.
-template <class T>
-PolyApproximation make_poly_approximation(const Matrix<T>& Q, const Matrix<T>& K,
+/// Builds the approximation of one head from its queries and keys (n x d_h, matrices or views
+/// of float or double), or throws PlanError saying what to change. Fills
+/// plan.{bound, degree, rank, exp_error, costs, ...}.
+template <class DerivedQ, class DerivedK>
+PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
+                                          const Eigen::MatrixBase<DerivedK>& K,
                                           const AttentionShape& shape, const PolyOptions& options) {
+  using T = typename DerivedQ::Scalar;
   require<PlanError>(options.chunk >= 1, "the chunk size must be at least 1, got ", options.chunk);
   require<PlanError>(options.degree >= 0, "the degree must be >= 0, got ", options.degree);
   require<PlanError>(options.bound >= 0 && std::isfinite(options.bound),

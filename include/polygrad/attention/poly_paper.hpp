@@ -10,7 +10,8 @@
 //     dkh_j = R [ sum_b v_jb (psi_j^T U)_b + psi_j^T Z ],         U = Phi^T (dO' (x) Qh), Z = Phi^T (dz o Qh)
 //     dv_j  = psi_j^T G,                                          G = Phi^T dO'
 // with (x) the row-wise Kronecker product (n x d_h^2): this is (f~ o q) K as a rank-k d_h product.
-// Compared with route adjoint, R p(t) stands where p'(t) ~ R exp(R t) would.
+// Compared with route adjoint, R p(t) stands where p'(t) ~ R exp(R t) would. Two scans, as in
+// route adjoint, over states of d_h^2 + d_h and d_h^2 + 2 d_h columns.
 
 #include "polygrad/attention/poly_forward.hpp"
 
@@ -36,98 +37,103 @@ void add_contracted(const A& Z, const B& X, Eigen::Ref<Matrix<T>> out) {
 
 }  // namespace detail
 
-/// dQh, dKh, dV (each n x d_h) of one head given dO, for the inputs and results of forward().
+/// dQ, dK, dV (each n x d_h, with respect to the raw Q, K, V) of one head given dO, for the
+/// inputs of forward() and the O, z it returned.
 template <class T>
-void backward_paper(const PolyApproximation& a, const Matrix<T>& Qh, const Matrix<T>& Kh,
-                    const Matrix<T>& V, const Matrix<T>& O, const ForwardSaved<T>& saved,
-                    const Matrix<T>& dO, bool causal, Index chunk, Matrix<T>& dQh,
-                    Matrix<T>& dKh, Matrix<T>& dV) {
-  const Index n = Qh.rows(), d = V.cols(), k = a.features.size(), dd = d * d;
-  const Index chunks = detail::chunk_count(n, chunk);
-  const Vector<double>& w = a.pair_weight;
+void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
+                    const ConstMatrixRef<T>& K, const ConstMatrixRef<T>& V,
+                    const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
+                    const ConstMatrixRef<T>& dO, bool causal, Index chunk, MatrixRef<T> dQ,
+                    MatrixRef<T> dK, MatrixRef<T> dV) {
+  constexpr Index W = simd::width<T>;
+  const Index n = Q.rows(), d = V.cols(), k = a.features.size(), dd = d * d;
   const T R = T(a.polynomial.bound);
-  Matrix<T> dOz;
-  Vector<T> dz;
-  detail::normaliser_gradients(O, saved.z, dO, dOz, dz);
-  dQh.setZero(n, d);
-  dKh.setZero(n, d);
-  dV.setZero(n, d);
-
-  MonomialBlock<T> block(a.features);
-  Monomials<T> Mq, Mk;          // (k, W) monomials of a strip of queries or keys
-  Matrix<T> A, rows, products;  // (C, C) scores; a strip's rows and products (W, m)
-  // Key-side rows [V (x) Kh, Kh] of a strip: (W, d^2 + d).
-  auto key_rows = [&](Index begin, Index size) -> const Matrix<T>& {
-    rows.setZero(padded_rows<T>(size), dd + d);
-    detail::kronecker_rows<T>(V.middleRows(begin, size), Kh.middleRows(begin, size),
-                              rows.topLeftCorner(size, dd));
-    rows.topRightCorner(size, d) = Kh.middleRows(begin, size);
-    return rows;
+  dQ.setZero();
+  dK.setZero();
+  dV.setZero();
+  detail::Workspace<T> ws(a);
+  // Key-side rows [V (x) Kh, Kh] of a strip of the chunk loaded in ws: (W, d^2 + d).
+  auto key_rows = [&](Chunk c, Index b, Index s) {
+    ws.rows.setZero(W, dd + d);
+    detail::kronecker_rows<T>(V.middleRows(c.begin + b, s), ws.kh.middleRows(b, s),
+                              ws.rows.topLeftCorner(s, dd));
+    ws.rows.topRightCorner(s, d) = ws.kh.middleRows(b, s);
   };
   // Query-side rows [dO' (x) Qh, dz o Qh, dO'] of a strip: (W, d^2 + 2 d).
-  auto query_rows = [&](Index begin, Index size) -> const Matrix<T>& {
-    rows.setZero(padded_rows<T>(size), dd + 2 * d);
-    detail::kronecker_rows<T>(dOz.middleRows(begin, size), Qh.middleRows(begin, size),
-                              rows.topLeftCorner(size, dd));
-    rows.block(0, dd, size, d) =
-        Qh.middleRows(begin, size).array().colwise() * dz.segment(begin, size).array();
-    rows.topRightCorner(size, d) = dOz.middleRows(begin, size);
-    return rows;
+  auto query_rows = [&](Index b, Index s) {
+    const auto dOz = ws.gradients.block(b, 0, s, d);
+    const auto dz = ws.gradients.col(d).segment(b, s);
+    ws.rows.setZero(W, dd + 2 * d);
+    detail::kronecker_rows<T>(dOz, ws.qh.middleRows(b, s), ws.rows.topLeftCorner(s, dd));
+    ws.rows.block(0, dd, s, d) = ws.qh.middleRows(b, s).array().colwise() * dz.array();
+    ws.rows.topRightCorner(s, d) = dOz;
   };
 
-  // Queries: dqh from the key states [W Y] (all keys, or those of earlier chunks).
-  detail::FeatureState<T> keys(k, dd + d, chunk);
-  if (!causal) detail::add_whole_sequence(keys, block, Mk, Kh, w, key_rows);
-  for (Index c = 0; c < chunks; ++c) {
-    const detail::Chunk chunk_rows = detail::chunk_at(c, n, chunk);
-    const auto [begin, size] = chunk_rows;
-    const Matrix<T>& WY = causal ? keys.refresh(w) : keys.current();
-    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
-      block.build(Qh.middleRows(b, s), Mq);
-      monomials_transpose_times(Mq, WY, products);  // (W, d^2 + d)
-      auto dq = dQh.middleRows(b, s);
-      detail::add_contracted<T>(products.topLeftCorner(s, dd), dOz.middleRows(b, s), dq);
-      dq += (products.topRightCorner(s, d).array().colwise() * dz.segment(b, s).array()).matrix();
-      dq *= R;
+  // Queries: dqh from the key states [W Y] (all keys, or those of earlier chunks), and the
+  // diagonal blocks.
+  FeatureState<T> keys(k, dd + d, chunk);
+  auto read_keys = [&](Chunk c, const Matrix<T>& WY) {
+    detail::load_queries(a, Q, c, ws);
+    detail::load_gradients(O, z, dO, c, ws);
+    for_each_strip<T>(c, [&](Index b, Index s) {
+      ws.block.build(ws.qh.middleRows(b, s), ws.Mq);
+      monomials_transpose_times(ws.Mq, WY, ws.products);  // (W, d^2 + d)
+      const auto dOz = ws.gradients.block(b, 0, s, d);
+      const auto dz = ws.gradients.col(d).segment(b, s);
+      ws.dx = (ws.products.topRightCorner(s, d).array().colwise() * dz.array()).matrix();
+      detail::add_contracted<T>(ws.products.topLeftCorner(s, dd), dOz, ws.dx);
+      dQ.middleRows(c.begin + b, s) += R * ws.dx;
     });
-    if (!causal) continue;
-    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
-      block.build(Kh.middleRows(b, s), Mk);
-      keys.add(Mk, key_rows(b, s));
-    });
+    if (!causal) return;
     // The diagonal block, densely: dt = R A~ o (dO' V^T + dz 1^T).
-    const auto Qc = Qh.middleRows(begin, size), Kc = Kh.middleRows(begin, size);
-    const Matrix<T> t = Qc * Kc.transpose();
-    detail::diagonal_scores(a.polynomial, t, A);
-    Matrix<T> dt = (dOz.middleRows(begin, size) * V.middleRows(begin, size).transpose()).colwise() +
-                   dz.segment(begin, size);
-    dt = R * dt.cwiseProduct(A);
-    dV.middleRows(begin, size).noalias() += A.transpose() * dOz.middleRows(begin, size);
-    dQh.middleRows(begin, size).noalias() += dt * Kc;
-    dKh.middleRows(begin, size).noalias() += dt.transpose() * Qc;
-  }
+    detail::load_keys(a, K, c, ws);
+    detail::load_diagonal_block(a, ws, false);
+    const auto dOz = ws.gradients.topLeftCorner(c.size, d);
+    ws.dA.noalias() = dOz * V.middleRows(c.begin, c.size).transpose();
+    ws.dA.colwise() += ws.gradients.col(d).head(c.size);
+    ws.dA = R * ws.dA.cwiseProduct(ws.A);
+    dV.middleRows(c.begin, c.size).noalias() += ws.A.transpose() * dOz;
+    dQ.middleRows(c.begin, c.size).noalias() += ws.dA * ws.kh;
+    dK.middleRows(c.begin, c.size).noalias() += ws.dA.transpose() * ws.qh;
+  };
+  auto add_keys = [&](Chunk c, FeatureState<T>& state) {
+    detail::load_keys(a, K, c, ws);
+    for_each_strip<T>(c, [&](Index b, Index s) {
+      ws.block.build(ws.kh.middleRows(b, s), ws.Mk);
+      key_rows(c, b, s);
+      state.add(ws.Mk, ws.rows, ws.scratch);
+    });
+  };
+  scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read_keys, add_keys);
 
   // Keys: dkh and dv from the query states [U Z G] (all queries, or those of later chunks).
-  detail::FeatureState<T> queries(k, dd + 2 * d, chunk);
-  if (!causal) detail::add_whole_sequence(queries, block, Mq, Qh, w, query_rows);
-  for (Index c = chunks - 1; c >= 0; --c) {
-    const detail::Chunk chunk_rows = detail::chunk_at(c, n, chunk);
-    const Matrix<T>& UZG = causal ? queries.refresh(w) : queries.current();
-    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
-      block.build(Kh.middleRows(b, s), Mk);
-      monomials_transpose_times(Mk, UZG, products);  // (W, d^2 + 2 d)
-      Matrix<T> dk = Matrix<T>::Zero(s, d);
-      detail::add_contracted<T>(products.topLeftCorner(s, dd), V.middleRows(b, s), dk);
-      dk += products.block(0, dd, s, d);
-      dKh.middleRows(b, s) += R * dk;
-      dV.middleRows(b, s) += products.topRightCorner(s, d);
+  FeatureState<T> queries(k, dd + 2 * d, chunk);
+  auto read_queries = [&](Chunk c, const Matrix<T>& UZG) {
+    detail::load_keys(a, K, c, ws);
+    for_each_strip<T>(c, [&](Index b, Index s) {
+      ws.block.build(ws.kh.middleRows(b, s), ws.Mk);
+      monomials_transpose_times(ws.Mk, UZG, ws.products);  // (W, d^2 + 2 d)
+      ws.dx = ws.products.block(0, dd, s, d);
+      detail::add_contracted<T>(ws.products.topLeftCorner(s, dd), V.middleRows(c.begin + b, s), ws.dx);
+      dK.middleRows(c.begin + b, s) += R * ws.dx;
+      dV.middleRows(c.begin + b, s) += ws.products.topRightCorner(s, d);
     });
-    if (!causal) continue;
-    detail::for_each_strip<T>(chunk_rows, [&](Index b, Index s) {
-      block.build(Qh.middleRows(b, s), Mq);
-      queries.add(Mq, query_rows(b, s));
+  };
+  auto add_queries = [&](Chunk c, FeatureState<T>& state) {
+    detail::load_queries(a, Q, c, ws);
+    detail::load_gradients(O, z, dO, c, ws);
+    for_each_strip<T>(c, [&](Index b, Index s) {
+      ws.block.build(ws.qh.middleRows(b, s), ws.Mq);
+      query_rows(b, s);
+      state.add(ws.Mq, ws.rows, ws.scratch);
     });
-  }
+  };
+  scan(causal, ChunkScan(n, chunk, ScanOrder::reverse), queries, a.pair_weight, read_queries,
+       add_queries);
+
+  // Back from the scaled coordinates: qh = q q_scale, kh = (k - centre) k_scale.
+  dQ *= T(a.q_scale);
+  dK *= T(a.k_scale);
 }
 
 }  // namespace polygrad::poly

@@ -1,6 +1,6 @@
 #pragma once
-// The handful of SIMD operations the feature kernels (approx/feature_products.hpp) are written
-// in, on Eigen's packet of T: one AVX-512, AVX or SSE register (or NEON), or a plain scalar when
+// The handful of SIMD operations the feature kernels (approx/feature_products.hpp) and the GELU
+// kernel (layers/gelu.hpp) are written in, on Eigen's packet of T: one AVX-512, AVX or SSE register (or NEON), or a plain scalar when
 // Eigen does not vectorise. Eigen::internal's packet functions are not documented API; they are
 // what Eigen's own kernels are written in, stable across 3.4, and named only in this file.
 
@@ -54,6 +54,29 @@ P add(const P& a, const P& b) {
 template <class P>
 P mul(const P& a, const P& b) {
   return Eigen::internal::pmul(a, b);
+}
+
+template <class P>
+P div(const P& a, const P& b) {
+  return Eigen::internal::pdiv(a, b);
+}
+
+template <class P>
+P abs(const P& x) {
+  return Eigen::internal::pabs(x);
+}
+
+/// e^x, lane by lane (Eigen's vectorised exp).
+template <class P>
+P exp(const P& x) {
+  return Eigen::internal::pexp(x);
+}
+
+/// The lanes of `if_negative` where x < 0, those of `otherwise` elsewhere.
+template <class P>
+P select_negative(const P& x, const P& if_negative, const P& otherwise) {
+  using namespace Eigen::internal;
+  return pselect(pcmp_lt(x, pset1<P>(typename unpacket_traits<P>::type(0))), if_negative, otherwise);
 }
 
 // PacketBlock<__m512, ...> drops the vector type's alignment attribute as a template argument,

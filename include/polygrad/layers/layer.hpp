@@ -6,7 +6,8 @@
 //
 //   Matrix<T> forward(const Matrix<T>& x)
 //       Computes the output and caches exactly what backward() needs (each layer lists what it
-//       keeps beside its cache members). Checks the shape of x and that it is finite.
+//       keeps beside its cache members), in buffers that live as long as the layer, so a second
+//       call of the same length allocates nothing. Checks the shape of x and that it is finite.
 //   Matrix<T> backward(const Matrix<T>& dy)
 //       Given dL/dy (n x out), returns dL/dx (n x in) and ACCUMULATES (+=) the parameter
 //       gradients, so gradients of several sequences add up until zero_grad(). Activation
@@ -21,6 +22,16 @@
 //       Sets every parameter gradient of the layer to zero.
 //   void init(std::mt19937_64& rng, double stddev)      (layers with parameters)
 //       Weights ~ Normal(0, stddev^2), biases zero, LayerNorm gain one and shift zero.
+//   void set_threading(const Threading& threading)
+//       The threads its passes may use (core/threading.hpp); composite layers pass it on.
+//
+// Row-wise layers (Linear, LayerNorm, GELU, MLP) also offer their computation on a block of
+// rows, without cache or checks, which the composite layers call from their own row-block
+// loops: forward_rows(...) and backward_rows(...) (or add_gradients(...)), and a Gradient
+// struct shaped like the layer's parameters that one thread accumulates into over its rows;
+// accumulate(g) adds one into the layer's gradients. Their passes run the rows in blocks of
+// Threading::row_block, split between threads, each thread with its own Gradient, summed in
+// thread order (so a run repeats exactly for a given thread count).
 //
 // Model classes (Transformer, LMHead) also provide `ParameterList<T> parameters()`. Weights are
 // stored as in PyTorch: a Linear weight is Matrix<T> [out, in], its bias Vector<T> [out], so a
@@ -31,9 +42,11 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "polygrad/core/error.hpp"
 #include "polygrad/core/parameter.hpp"
+#include "polygrad/core/threading.hpp"
 #include "polygrad/core/types.hpp"
 
 namespace polygrad::detail {
@@ -55,6 +68,23 @@ void require_input(const Matrix<T>& x, Index cols, const char* what) {
   require<ShapeError>(x.rows() >= 1, what, " needs at least one row (token), got 0");
   require_shape(x, x.rows(), cols, what);
   require_finite(x, what);
+}
+
+/// Throws NumericError naming the first parameter that holds NaN or infinity: checked once where
+/// data enters a model (or a layer called on its own), not on every row.
+template <class T>
+void require_finite_parameters(const ParameterList<T>& params) {
+  for (const auto& p : params) {
+    require<NumericError>(p.values().allFinite(), "parameter '", p.name,
+                          "' contains NaN or infinity: the model has diverged (lower the learning ",
+                          "rate, clip gradients, or restore a checkpoint)");
+  }
+}
+
+/// Adds each part's gradient into `layer` in part order (see for_row_blocks).
+template <class Layer, class Gradient>
+void accumulate_parts(Layer& layer, const std::vector<Gradient>& parts) {
+  for (const Gradient& g : parts) layer.accumulate(g);
 }
 
 /// A standard normal sample from the raw 64-bit output of `rng` (Box-Muller). Written out

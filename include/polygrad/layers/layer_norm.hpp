@@ -23,21 +23,21 @@ class LayerNorm {
     bias_grad_ = Vector<T>::Zero(D);
   }
 
-  /// Normalises every row of x (n x D); caches xhat and 1/sqrt(var + eps) per row.
+  /// The parameters' gradients, shaped like them: what one thread accumulates over its rows.
+  struct Gradient {
+    Vector<T> weight, bias;  // (D)
+  };
+
+  /// Normalises every row of x (n x D); caches x (the backward pass recomputes each row's mean
+  /// and 1/sqrt(var + eps), O(D) per row).
   Matrix<T> forward(const Matrix<T>& x) {
     detail::require_input(x, D_, "LayerNorm input");
-    const Index n = x.rows();
-    xhat_.resize(n, D_);
-    rstd_.resize(n);
-    for (Index i = 0; i < n; ++i) {
-      const T mean = x.row(i).mean();
-      const auto centred = (x.row(i).array() - mean).eval();
-      const T var = centred.square().mean();
-      rstd_(i) = T(1) / std::sqrt(var + T(eps));
-      xhat_.row(i) = centred * rstd_(i);
-    }
-    Matrix<T> y = (xhat_.array().rowwise() * weight_.transpose().array()).matrix();
-    y.rowwise() += bias_.transpose();
+    x_ = x;
+    Matrix<T> y(x.rows(), D_);
+    const int parts = detail::row_parts(threading_, x.rows(), 8.0 * double(D_));
+    detail::for_row_blocks(x.rows(), threading_, parts, [&](int, Index b, Index s) {
+      forward_rows(x_.middleRows(b, s), y.middleRows(b, s));
+    });
     cached_ = true;
     return y;
   }
@@ -45,22 +45,65 @@ class LayerNorm {
   /// Returns dx; accumulates dgamma += sum_i dy_i o xhat_i and dbeta += sum_i dy_i.
   Matrix<T> backward(const Matrix<T>& dy) {
     detail::require_forward(cached_, "LayerNorm");
-    require_shape(dy, xhat_.rows(), D_, "LayerNorm output gradient");
-    weight_grad_ += (dy.array() * xhat_.array()).colwise().sum().matrix().transpose();
-    bias_grad_ += dy.colwise().sum().transpose();
-    // In the forward pass this was y = xhat o gamma + beta, xhat = (x - mean) * rstd; per row,
-    // dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat o xhat)).
-    const Matrix<T> dxhat = (dy.array().rowwise() * weight_.transpose().array()).matrix();
-    Matrix<T> dx(dy.rows(), D_);
-    for (Index i = 0; i < dy.rows(); ++i) {
-      const T mean_dxhat = dxhat.row(i).mean();
-      const T mean_dxhat_xhat = dxhat.row(i).dot(xhat_.row(i)) / T(D_);
-      dx.row(i) = rstd_(i) * (dxhat.row(i).array() - mean_dxhat -
-                              xhat_.row(i).array() * mean_dxhat_xhat).matrix();
-    }
+    require_shape(dy, x_.rows(), D_, "LayerNorm output gradient");
+    const Index n = x_.rows();
+    Matrix<T> dx(n, D_);
+    const int parts = detail::row_parts(threading_, n, 16.0 * double(D_));
+    std::vector<Gradient> grads(std::size_t(parts), zero_gradient());
+    detail::for_row_blocks(n, threading_, parts, [&](int p, Index b, Index s) {
+      backward_rows(x_.middleRows(b, s), dy.middleRows(b, s), dx.middleRows(b, s),
+                    grads[std::size_t(p)]);
+    });
+    detail::accumulate_parts(*this, grads);
     cached_ = false;
     return dx;
   }
+
+  /// y = (x - mean) / sqrt(var + eps) o gamma + beta per row, for a block of rows (no cache,
+  /// no checks).
+  void forward_rows(const ConstMatrixRef<T>& x, MatrixRef<T> y) const {
+    const auto gamma = weight_.transpose().array();
+    const auto beta = bias_.transpose().array();
+    for (Index i = 0; i < x.rows(); ++i) {
+      const auto xi = x.row(i).array();
+      const T mean = xi.mean();
+      const T rstd = T(1) / std::sqrt((xi - mean).square().mean() + T(eps));
+      y.row(i) = ((xi - mean) * rstd * gamma + beta).matrix();
+    }
+  }
+
+  /// dx for a block of rows of the input x and the output gradient dy (dx may alias dy), and
+  /// g.weight += sum_i dy_i o xhat_i, g.bias += sum_i dy_i. In the forward pass this was
+  /// y = xhat o gamma + beta, xhat = (x - mean) * rstd; per row,
+  /// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat o xhat)) with dxhat = dy o gamma.
+  void backward_rows(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy, MatrixRef<T> dx,
+                     Gradient& g) const {
+    const auto gamma = weight_.transpose().array();
+    for (Index i = 0; i < x.rows(); ++i) {
+      const auto xi = x.row(i).array();
+      const T mean = xi.mean();
+      const T rstd = T(1) / std::sqrt((xi - mean).square().mean() + T(eps));
+      const auto xhat = (xi - mean) * rstd;
+      const auto dyi = dy.row(i).array();
+      g.weight += (dyi * xhat).matrix().transpose();
+      g.bias += dy.row(i).transpose();
+      const T mean_dxhat = (dyi * gamma).mean();
+      const T mean_dxhat_xhat = (dyi * gamma * xhat).mean();
+      dx.row(i) = (rstd * (dyi * gamma - mean_dxhat - xhat * mean_dxhat_xhat)).matrix();
+    }
+  }
+
+  /// A zero gradient of this layer's shapes.
+  Gradient zero_gradient() const { return {Vector<T>::Zero(D_), Vector<T>::Zero(D_)}; }
+
+  /// Adds g into the layer's gradients.
+  void accumulate(const Gradient& g) {
+    weight_grad_ += g.weight;
+    bias_grad_ += g.bias;
+  }
+
+  /// The threads forward() and backward() may use.
+  void set_threading(const Threading& threading) { threading_ = threading; }
 
   /// Appends "prefix.weight" (gamma) and "prefix.bias" (beta).
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
@@ -92,9 +135,9 @@ class LayerNorm {
  private:
   Index D_;
   Vector<T> weight_, bias_, weight_grad_, bias_grad_;  // (D)
-  Matrix<T> xhat_;  // cached for backward: the normalised input, (n, D)
-  Vector<T> rstd_;  // cached for backward: 1 / sqrt(var + eps) per row, (n)
+  Matrix<T> x_;  // cached for backward: the input, (n, D)
   bool cached_ = false;
+  Threading threading_;
 };
 
 }  // namespace polygrad

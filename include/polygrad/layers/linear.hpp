@@ -19,12 +19,21 @@ class Linear {
     bias_grad_ = Vector<T>::Zero(bias ? out : 0);
   }
 
+  /// The parameters' gradients, shaped like them: what one thread accumulates over its rows.
+  struct Gradient {
+    Matrix<T> weight;  // (out, in)
+    Vector<T> bias;    // (out), empty without a bias
+  };
+
   /// y = x W^T + b for x of shape n x in; caches x (for dW).
   Matrix<T> forward(const Matrix<T>& x) {
     detail::require_input(x, in_, "Linear input");
-    Matrix<T> y = x * weight_.transpose();  // (n, out)
-    if (has_bias_) y.rowwise() += bias_.transpose();
     x_ = x;
+    Matrix<T> y(x.rows(), out_);
+    const int parts = detail::row_parts(threading_, x.rows(), double(in_ * out_));
+    detail::for_row_blocks(x.rows(), threading_, parts, [&](int, Index b, Index s) {
+      forward_rows(x_.middleRows(b, s), y.middleRows(b, s));
+    });
     cached_ = true;
     return y;
   }
@@ -33,12 +42,45 @@ class Linear {
   Matrix<T> backward(const Matrix<T>& dy) {
     detail::require_forward(cached_, "Linear");
     require_shape(dy, x_.rows(), out_, "Linear output gradient");
-    weight_grad_.noalias() += dy.transpose() * x_;
-    if (has_bias_) bias_grad_ += dy.colwise().sum().transpose();
-    Matrix<T> dx = dy * weight_;  // (n, in)
+    const Index n = x_.rows();
+    Matrix<T> dx(n, in_);
+    const int parts = detail::row_parts(threading_, n, 2.0 * double(in_ * out_));
+    std::vector<Gradient> grads(std::size_t(parts), zero_gradient());
+    detail::for_row_blocks(n, threading_, parts, [&](int p, Index b, Index s) {
+      add_gradients(x_.middleRows(b, s), dy.middleRows(b, s), grads[std::size_t(p)]);
+      dx.middleRows(b, s).noalias() = dy.middleRows(b, s) * weight_;
+    });
+    detail::accumulate_parts(*this, grads);
     cached_ = false;
     return dx;
   }
+
+  /// y = x W^T + b for a block of rows (no cache, no checks); y may not alias x.
+  void forward_rows(const ConstMatrixRef<T>& x, MatrixRef<T> y) const {
+    y.noalias() = x * weight_.transpose();
+    if (has_bias_) y.rowwise() += bias_.transpose();
+  }
+
+  /// g.weight += dy^T x and g.bias += column sums of dy, for a block of rows of the input x and
+  /// the output gradient dy. The input gradient is dy W (weight()).
+  void add_gradients(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& dy, Gradient& g) const {
+    g.weight.noalias() += dy.transpose() * x;
+    if (has_bias_) g.bias += dy.colwise().sum().transpose();
+  }
+
+  /// A zero gradient of this layer's shapes.
+  Gradient zero_gradient() const {
+    return {Matrix<T>::Zero(out_, in_), Vector<T>::Zero(has_bias_ ? out_ : 0)};
+  }
+
+  /// Adds g into the layer's gradients.
+  void accumulate(const Gradient& g) {
+    weight_grad_ += g.weight;
+    bias_grad_ += g.bias;
+  }
+
+  /// The threads forward() and backward() may use.
+  void set_threading(const Threading& threading) { threading_ = threading; }
 
   /// Appends "prefix.weight" and, with a bias, "prefix.bias".
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
@@ -83,6 +125,7 @@ class Linear {
   Vector<T> bias_, bias_grad_;      // (out)
   Matrix<T> x_;                     // cached for backward: the input, (n, in)
   bool cached_ = false;
+  Threading threading_;
 };
 
 }  // namespace polygrad

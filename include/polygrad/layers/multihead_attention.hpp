@@ -2,7 +2,13 @@
 // Multi-head attention: Q, K, V projections, an AttentionMethod for softmax(c Q K^T) V per head,
 // and the output projection (DESIGN.md section 1). With QK normalisation every score lies in
 // [-tau, tau] by construction, which the method receives as a certified bound (section 3).
+//
+// The layer runs in three stages, which TransformerBlock calls one by one to fuse them with its
+// LayerNorms and residuals: project_rows (row-wise: Q, K, V of a block of rows), attend (the
+// method on the whole sequence) and, backwards, attend_backward and project_rows_backward. The
+// output projection o is an ordinary Linear that the caller applies.
 
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -18,53 +24,68 @@ namespace detail {
 /// Rows whose norm is below this are divided by it instead of their norm (no division by 0).
 constexpr double qk_norm_floor = 1e-12;
 
-/// Divides each d_h-wide head segment of every row of X by max(|segment|, floor). Returns the
-/// normalised matrix and writes the unclamped norms to `norms` (n x H).
+/// Divides each d_h-wide head segment of every row of X by max(|segment|, floor), in place,
+/// and writes the unclamped norms to `norms` (rows x H).
 template <class T>
-Matrix<T> normalise_heads(const Matrix<T>& X, Index heads, Matrix<T>& norms) {
-  const Index dh = X.cols() / heads;
-  Matrix<T> Xn(X.rows(), X.cols());
-  norms.resize(X.rows(), heads);
+void normalise_head_rows(MatrixRef<T> X, MatrixRef<T> norms) {
+  const Index heads = norms.cols(), dh = X.cols() / heads;
   for (Index i = 0; i < X.rows(); ++i) {
     for (Index h = 0; h < heads; ++h) {
-      const auto seg = X.row(i).segment(h * dh, dh);
+      auto seg = X.row(i).segment(h * dh, dh);
       norms(i, h) = seg.norm();
-      Xn.row(i).segment(h * dh, dh) = seg / std::max(norms(i, h), T(qk_norm_floor));
+      seg /= std::max(norms(i, h), T(qk_norm_floor));
     }
   }
-  return Xn;
 }
 
-/// Backward of normalise_heads: with y = x / |x|, dx = (dy - y (y . dy)) / |x|; a clamped row
-/// was divided by a constant, so dx = dy / floor there.
+/// Backward of normalise_head_rows, in place: with y = x / |x|, dx = (dy - y (y . dy)) / |x|
+/// replaces dY; a clamped row was divided by a constant, so dx = dy / floor there.
 template <class T>
-Matrix<T> normalise_heads_backward(const Matrix<T>& dY, const Matrix<T>& Y,
-                                   const Matrix<T>& norms) {
-  const Index heads = norms.cols();
-  const Index dh = Y.cols() / heads;
-  Matrix<T> dX(Y.rows(), Y.cols());
+void normalise_head_rows_backward(MatrixRef<T> dY, const ConstMatrixRef<T>& Y,
+                                  const ConstMatrixRef<T>& norms) {
+  const Index heads = norms.cols(), dh = Y.cols() / heads;
   for (Index i = 0; i < Y.rows(); ++i) {
     for (Index h = 0; h < heads; ++h) {
       const auto y = Y.row(i).segment(h * dh, dh);
-      const auto dy = dY.row(i).segment(h * dh, dh);
-      auto dx = dX.row(i).segment(h * dh, dh);
+      auto dy = dY.row(i).segment(h * dh, dh);
       if (norms(i, h) > T(qk_norm_floor)) {
-        dx = (dy - y.dot(dy) * y) / norms(i, h);
+        dy = (dy - y.dot(dy) * y) / norms(i, h);
       } else {
-        dx = dy / T(qk_norm_floor);
+        dy /= T(qk_norm_floor);
       }
     }
   }
-  return dX;
 }
 
 }  // namespace detail
+
+/// What an attention layer's method reads: Q, K, V (normalised under QK normalisation) and
+/// their norms. Layers that recompute their activations share one (Transformer), since then only
+/// one layer's inputs are needed at a time.
+template <class T>
+struct AttentionInputs {
+  Matrix<T> Q, K, V;           // (n, D)
+  Matrix<T> q_norms, k_norms;  // (n, H), under QK normalisation only
+};
+
+/// The gradients of an attention layer's backward pass: dO (filled by the caller) and dQ, dK,
+/// dV (by the method). Needed only during one layer's backward pass, so a model's blocks share one.
+template <class T>
+struct AttentionGradients {
+  Matrix<T> dO, dQ, dK, dV;  // (n, D)
+};
 
 /// Multi-head self-attention with H heads of size d_h = d_model / H. Parameters "q", "k", "v",
 /// "o", each a Linear d_model -> d_model with bias ("q.weight" [D, D], "q.bias" [D], ...).
 template <class T>
 class MultiHeadAttention {
  public:
+  /// The gradients of the Q, K, V projections: what one thread accumulates over its rows (the
+  /// output projection o is a Linear of its own).
+  struct Gradient {
+    typename Linear<T>::Gradient q, k, v;
+  };
+
   /// `scale` is c in S = c Q K^T (1/sqrt(d_h) when absent). `qk_norm` = tau normalises q and k
   /// per head to unit norm and uses c = tau (then `scale` is ignored). `method` computes the
   /// attention itself; nullptr means ExactAttention<T>.
@@ -79,7 +100,9 @@ class MultiHeadAttention {
         q_(d_model, d_model),
         k_(d_model, d_model),
         v_(d_model, d_model),
-        o_(d_model, d_model) {
+        o_(d_model, d_model),
+        inputs_(std::make_shared<AttentionInputs<T>>()),
+        gradients_(std::make_shared<AttentionGradients<T>>()) {
     require<ShapeError>(heads >= 1 && d_model % heads == 0, "d_model (", d_model,
                         ") must be a positive multiple of the number of heads (", heads, ")");
     require<Error>(!scale || (std::isfinite(*scale) && *scale > 0),
@@ -94,50 +117,177 @@ class MultiHeadAttention {
     set_attention(std::move(method));
   }
 
-  /// concat_h softmax(c Q_h K_h^T) V_h Wo^T + bo for x (n x d_model). Caches the attention
-  /// context returned by the method, the normalised Q and K with their norms (qk_norm only),
-  /// and through the four Linears their inputs.
+  /// concat_h softmax(c Q_h K_h^T) V_h Wo^T + bo for x (n x d_model). Checks x and the
+  /// parameters; caches x, Q, K, V (normalised, with their norms, under qk_norm), the
+  /// attention output and the method's context.
   Matrix<T> forward(const Matrix<T>& x) {
     detail::require_input(x, d_model_, "MultiHeadAttention input");
+    ParameterList<T> params;
+    collect_parameters("", params);
+    detail::require_finite_parameters(params);
     context_.reset();  // a forward that throws below must not leave an older context usable
-    Matrix<T> Q = q_.forward(x), K = k_.forward(x), V = v_.forward(x);
-    AttentionShape shape;
-    shape.heads = heads_;
-    shape.causal = causal_;
-    shape.scale = scale_;
-    if (qk_norm_) {
-      Q = detail::normalise_heads(Q, heads_, q_norms_);
-      K = detail::normalise_heads(K, heads_, k_norms_);
-      shape.score_bound = *qk_norm_;  // |q| <= 1, |k| <= 1 and c = tau give |S| <= tau
-    }
-    Matrix<T> O;
-    context_ = method_->forward(Q, K, V, shape, O);
-    description_ = context_->describe();
-    plans_ = context_->plans();
-    if (qk_norm_) {
-      Qn_ = std::move(Q);
-      Kn_ = std::move(K);
-    }
-    return o_.forward(O);
+    const Index n = x.rows();
+    x_ = x;
+    prepare(n);
+    detail::for_row_blocks(n, threading_, parts(n, 3), [&](int, Index b, Index s) {
+      project_rows(x_.middleRows(b, s), b);
+    });
+    attend(n);
+    Matrix<T> y(n, d_model_);
+    detail::for_row_blocks(n, threading_, parts(n, 1), [&](int, Index b, Index s) {
+      o_.forward_rows(O_.middleRows(b, s), y.middleRows(b, s));
+    });
+    return y;
   }
 
   /// Returns dx; accumulates the gradients of q, k, v and o (through the QK normalisation's
   /// Jacobian when it is on).
   Matrix<T> backward(const Matrix<T>& dy) {
     detail::require_forward(context_ != nullptr, "MultiHeadAttention");
-    const Matrix<T> dO = o_.backward(dy);
-    Matrix<T> dQ, dK, dV;
-    context_->backward(dO, dQ, dK, dV);
-    context_.reset();
-    if (qk_norm_) {
-      dQ = detail::normalise_heads_backward(dQ, Qn_, q_norms_);
-      dK = detail::normalise_heads_backward(dK, Kn_, k_norms_);
+    require_shape(dy, O_.rows(), d_model_, "MultiHeadAttention output gradient");
+    require_finite(dy, "MultiHeadAttention output gradient");
+    const Index n = O_.rows();
+    gradients_->dO.resize(n, d_model_);
+    {
+      const int p = parts(n, 2);
+      std::vector<typename Linear<T>::Gradient> grads(std::size_t(p), o_.zero_gradient());
+      detail::for_row_blocks(n, threading_, p, [&](int part, Index b, Index s) {
+        gradients_->dO.middleRows(b, s).noalias() = dy.middleRows(b, s) * o_.weight();
+        o_.add_gradients(O_.middleRows(b, s), dy.middleRows(b, s), grads[std::size_t(part)]);
+      });
+      detail::accumulate_parts(o_, grads);
     }
-    Matrix<T> dx = q_.backward(dQ);
-    dx += k_.backward(dK);
-    dx += v_.backward(dV);
+    attend_backward();
+    Matrix<T> dx(n, d_model_);
+    const int p = parts(n, 6);
+    std::vector<Gradient> grads(std::size_t(p), zero_gradient());
+    detail::for_row_blocks(n, threading_, p, [&](int part, Index b, Index s) {
+      project_rows_backward(x_.middleRows(b, s), b, dx.middleRows(b, s), grads[std::size_t(part)]);
+    });
+    detail::accumulate_parts(*this, grads);
     return dx;
   }
+
+  // ---- The stages, for layers that fuse this one with their own row-wise work. ----
+
+  /// Sizes the input and output buffers for n rows (their storage is kept when the size is).
+  void prepare(Index n) {
+    AttentionInputs<T>& in = *inputs_;
+    in.Q.resize(n, d_model_);
+    in.K.resize(n, d_model_);
+    in.V.resize(n, d_model_);
+    if (qk_norm_) {
+      in.q_norms.resize(n, heads_);
+      in.k_norms.resize(n, heads_);
+    }
+    O_.resize(n, d_model_);
+  }
+
+  /// Rows [begin, begin + a.rows()) of Q, K, V from the layer input a (normalised per head under
+  /// qk_norm). Blocks of rows may run in parallel.
+  void project_rows(const ConstMatrixRef<T>& a, Index begin) {
+    AttentionInputs<T>& in = *inputs_;
+    const Index s = a.rows();
+    q_.forward_rows(a, in.Q.middleRows(begin, s));
+    k_.forward_rows(a, in.K.middleRows(begin, s));
+    v_.forward_rows(a, in.V.middleRows(begin, s));
+    if (qk_norm_) {
+      detail::normalise_head_rows<T>(in.Q.middleRows(begin, s), in.q_norms.middleRows(begin, s));
+      detail::normalise_head_rows<T>(in.K.middleRows(begin, s), in.k_norms.middleRows(begin, s));
+    }
+  }
+
+  /// The attention method on the whole sequence: the output O (output()) and the context its
+  /// backward needs. The inputs are trusted to be finite (the caller checked its own input).
+  void attend(Index n) {
+    AttentionInputs<T>& in = *inputs_;
+    require<ShapeError>(in.Q.rows() == n, "MultiHeadAttention::attend: prepare(", n,
+                        ") and project_rows first");
+    AttentionShape shape;
+    shape.heads = heads_;
+    shape.causal = causal_;
+    shape.scale = scale_;
+    shape.threading = threading_;
+    shape.inputs_checked = true;
+    if (qk_norm_) shape.score_bound = *qk_norm_;  // |q| <= 1, |k| <= 1 and c = tau give |S| <= tau
+    context_.reset();
+    const auto start = std::chrono::steady_clock::now();
+    context_ = method_->forward(in.Q, in.K, in.V, shape, O_);
+    attention_seconds_.first = seconds_since(start);
+    plans_ = context_->plans();
+    description_ = context_->describe();
+  }
+
+  /// The method's backward pass: dQ, dK, dV of gradients() from its dO, which the caller filled.
+  /// Needs the inputs of attend() (recomputed by project_rows if they were not kept); consumes
+  /// the context.
+  void attend_backward() {
+    detail::require_forward(context_ != nullptr, "MultiHeadAttention");
+    AttentionInputs<T>& in = *inputs_;
+    AttentionGradients<T>& g = *gradients_;
+    const auto start = std::chrono::steady_clock::now();
+    context_->backward(in.Q, in.K, in.V, O_, g.dO, g.dQ, g.dK, g.dV);
+    attention_seconds_.second = seconds_since(start);
+    plans_ = context_->plans();
+    context_.reset();
+  }
+
+  /// da (assigned) for rows [begin, begin + a.rows()) of the layer input a, from dQ, dK, dV of
+  /// gradients(); adds the projections' gradients into g. Under qk_norm dQ and dK are taken
+  /// back through the normalisation in place.
+  void project_rows_backward(const ConstMatrixRef<T>& a, Index begin, MatrixRef<T> da,
+                             Gradient& g) {
+    AttentionInputs<T>& in = *inputs_;
+    AttentionGradients<T>& grads = *gradients_;
+    const Index s = a.rows();
+    auto dQ = grads.dQ.middleRows(begin, s), dK = grads.dK.middleRows(begin, s);
+    const auto dV = grads.dV.middleRows(begin, s);
+    if (qk_norm_) {
+      detail::normalise_head_rows_backward<T>(dQ, in.Q.middleRows(begin, s), in.q_norms.middleRows(begin, s));
+      detail::normalise_head_rows_backward<T>(dK, in.K.middleRows(begin, s), in.k_norms.middleRows(begin, s));
+    }
+    q_.add_gradients(a, dQ, g.q);
+    k_.add_gradients(a, dK, g.k);
+    v_.add_gradients(a, dV, g.v);
+    da.noalias() = dQ * q_.weight();
+    da.noalias() += dK * k_.weight();
+    da.noalias() += dV * v_.weight();
+  }
+
+  /// The attention output of the last attend(), (n, D): the input of the output projection.
+  const Matrix<T>& output() const { return O_; }
+  /// The gradient buffers; the caller fills dO before attend_backward().
+  AttentionGradients<T>& gradients() { return *gradients_; }
+  /// Whether attend() has a context waiting for attend_backward().
+  bool attended() const { return context_ != nullptr; }
+
+  /// Uses `inputs` for Q, K, V (shared by layers that recompute them) and `gradients` for the
+  /// backward buffers; nullptr gives the layer buffers of its own.
+  void share_buffers(std::shared_ptr<AttentionInputs<T>> inputs,
+                     std::shared_ptr<AttentionGradients<T>> gradients) {
+    inputs_ = inputs ? std::move(inputs) : std::make_shared<AttentionInputs<T>>();
+    gradients_ = gradients ? std::move(gradients) : std::make_shared<AttentionGradients<T>>();
+  }
+
+  /// Wall-clock seconds of the method's last forward and backward calls.
+  std::pair<double, double> attention_seconds() const { return attention_seconds_; }
+
+  /// Multiply-adds per row of project_rows (backward: twice that).
+  double projection_work_per_row() const { return 3.0 * double(d_model_) * double(d_model_); }
+
+  /// A zero gradient of the projections' shapes.
+  Gradient zero_gradient() const {
+    return {q_.zero_gradient(), k_.zero_gradient(), v_.zero_gradient()};
+  }
+
+  /// Adds g into the projections' gradients.
+  void accumulate(const Gradient& g) {
+    q_.accumulate(g.q);
+    k_.accumulate(g.k);
+    v_.accumulate(g.v);
+  }
+
+  // ---- Parameters and configuration. ----
 
   /// Appends the views of "prefix.q", "prefix.k", "prefix.v", "prefix.o" (weight, bias each).
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
@@ -169,13 +319,16 @@ class MultiHeadAttention {
     method_ = method ? std::move(method) : std::make_shared<ExactAttention<T>>();
   }
 
+  /// The threads its passes (and its attention method's) may use.
+  void set_threading(const Threading& threading) { threading_ = threading; }
+
   /// The attention method in use.
   const AttentionMethod<T>& attention() const { return *method_; }
 
   /// describe() of the context of the last forward() (empty before the first forward).
   std::string describe_attention() const { return description_; }
 
-  /// plans() of the context of the last forward(): one HeadPlan per head (attention/plan.hpp).
+  /// plans() of the context of the last pass: one HeadPlan per head (attention/plan.hpp).
   const std::vector<HeadPlan>& attention_plans() const { return plans_; }
 
   /// d_model.
@@ -193,8 +346,17 @@ class MultiHeadAttention {
   Linear<T>& k() { return k_; }
   Linear<T>& v() { return v_; }
   Linear<T>& o() { return o_; }
+  const Linear<T>& o() const { return o_; }
 
  private:
+  static double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  int parts(Index n, int projections) const {
+    return detail::row_parts(threading_, n, projections * double(d_model_) * double(d_model_));
+  }
+
   Index d_model_, heads_;
   bool causal_;
   std::optional<double> qk_norm_;
@@ -202,10 +364,14 @@ class MultiHeadAttention {
   Linear<T> q_, k_, v_, o_;
   std::shared_ptr<const AttentionMethod<T>> method_;
   std::unique_ptr<AttentionContext<T>> context_;  // cached for backward; null when consumed
-  Matrix<T> Qn_, Kn_;            // cached for backward (qk_norm): normalised Q and K, (n, D)
-  Matrix<T> q_norms_, k_norms_;  // cached for backward (qk_norm): unclamped norms, (n, H)
+  std::shared_ptr<AttentionInputs<T>> inputs_;     // cached for backward unless recomputed
+  std::shared_ptr<AttentionGradients<T>> gradients_;
+  Matrix<T> O_;  // cached for backward: the attention output, (n, D)
+  Matrix<T> x_;  // cached for backward when called on its own: the input, (n, D)
   std::string description_;
   std::vector<HeadPlan> plans_;
+  std::pair<double, double> attention_seconds_{0.0, 0.0};
+  Threading threading_;
 };
 
 }  // namespace polygrad

@@ -2,17 +2,33 @@
 // The model: L pre-LN blocks and a final LayerNorm, model(x) = LN_f(block_L(...block_1(x)))
 // (DESIGN.md section 1). Per sequence: a batch is a loop over sequences.
 
+#include <chrono>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "polygrad/layers/block.hpp"
 
 namespace polygrad {
 
+/// What a model pass reports after each block, for progress lines and profiles.
+struct LayerEvent {
+  bool backward = false;          ///< the backward pass (else the forward pass)
+  Index layer = 0, layers = 0;    ///< this block, and how many there are
+  double seconds = 0;             ///< wall time of this block in this pass
+  double attention_seconds = 0;   ///< of which the attention method took this much
+};
+
 /// A stack of TransformerBlocks followed by LayerNorm "ln_f". Parameter names, in order:
 /// blocks.{i}.ln1.weight|bias [D], blocks.{i}.attn.{q,k,v,o}.weight [D, D] and .bias [D],
 /// blocks.{i}.ln2.weight|bias [D], blocks.{i}.mlp.fc1.weight [F, D], blocks.{i}.mlp.fc1.bias [F],
 /// blocks.{i}.mlp.fc2.weight [D, F], blocks.{i}.mlp.fc2.bias [D], then ln_f.weight|bias [D].
 /// Move-only (each attention layer owns its pending context).
+///
+/// The model keeps the residual stream -- every block's input and the input of ln_f, (L + 1)
+/// matrices n x D -- in buffers that live as long as it does; each block keeps what its backward
+/// pass needs (block.hpp; with set_recompute(true) only its attention output and normalisers).
+/// Its input and parameters are checked once, in forward(); the blocks check nothing more.
 template <class T>
 class Transformer {
  public:
@@ -28,6 +44,7 @@ class Transformer {
       : config_((config.validate(), config)), ln_f_(config.d_model) {
     blocks_.reserve(static_cast<std::size_t>(config.layers));
     for (Index i = 0; i < config.layers; ++i) blocks_.emplace_back(config, method);
+    share_buffers();
     init(default_seed);
   }
 
@@ -40,19 +57,57 @@ class Transformer {
     ln_f_.init(rng, stddev);
   }
 
-  /// The output (n x D) for x (n x D); every layer caches what its backward needs.
+  /// The output (n x D) for x (n x D); every block keeps what its backward needs. Throws
+  /// NumericError if x or a parameter holds NaN or infinity.
   Matrix<T> forward(const Matrix<T>& x) {
     detail::require_input(x, config_.d_model, "Transformer input");
-    Matrix<T> h = x;
-    for (auto& block : blocks_) h = block.forward(h);
-    return ln_f_.forward(h);
+    detail::require_finite_parameters(parameters());
+    const Index n = x.rows(), L = Index(blocks_.size());
+    stream_.resize(std::size_t(L + 1));
+    stream_[0] = x;
+    for (Index l = 0; l < L; ++l) {
+      const auto start = std::chrono::steady_clock::now();
+      TransformerBlock<T>& block = blocks_[std::size_t(l)];
+      block.forward(stream_[std::size_t(l)], stream_[std::size_t(l + 1)]);
+      report(false, l, start, block.attn().attention_seconds().first);
+    }
+    Matrix<T> y(n, config_.d_model);
+    const Matrix<T>& last = stream_.back();
+    detail::for_row_blocks(n, threading_, detail::row_parts(threading_, n, 8.0 * config_.d_model),
+                           [&](int, Index b, Index s) {
+                             ln_f_.forward_rows(last.middleRows(b, s), y.middleRows(b, s));
+                           });
+    require<NumericError>(y.allFinite(), "the Transformer's output contains NaN or infinity ",
+                          "although its input and parameters are finite: an activation ",
+                          "overflowed; use double or smaller weights");
+    cached_ = true;
+    return y;
   }
 
   /// Returns dL/dx for dL/dy (n x D); accumulates every parameter gradient.
   Matrix<T> backward(const Matrix<T>& dy) {
+    detail::require_forward(cached_, "Transformer");
+    const Index n = stream_.front().rows(), L = Index(blocks_.size());
+    require_shape(dy, n, config_.d_model, "Transformer output gradient");
     require_finite(dy, "Transformer output gradient");
-    Matrix<T> d = ln_f_.backward(dy);
-    for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) d = it->backward(d);
+    Matrix<T> d(n, config_.d_model);
+    {
+      const Matrix<T>& last = stream_.back();
+      const int parts = detail::row_parts(threading_, n, 16.0 * config_.d_model);
+      std::vector<typename LayerNorm<T>::Gradient> g(std::size_t(parts), ln_f_.zero_gradient());
+      detail::for_row_blocks(n, threading_, parts, [&](int p, Index b, Index s) {
+        ln_f_.backward_rows(last.middleRows(b, s), dy.middleRows(b, s), d.middleRows(b, s),
+                            g[std::size_t(p)]);
+      });
+      detail::accumulate_parts(ln_f_, g);
+    }
+    for (Index l = L - 1; l >= 0; --l) {
+      const auto start = std::chrono::steady_clock::now();
+      TransformerBlock<T>& block = blocks_[std::size_t(l)];
+      block.backward(stream_[std::size_t(l)], d);
+      report(true, l, start, block.attn().attention_seconds().second);
+    }
+    cached_ = false;
     return d;
   }
 
@@ -82,6 +137,38 @@ class Transformer {
     for (auto& block : blocks_) block.set_attention(method);
   }
 
+  /// With recomputation on, each block keeps only its attention output and normalisers between
+  /// forward and backward and recomputes the rest (block.hpp, docs/memory.md); the blocks then
+  /// share one set of Q, K, V buffers. Off (the default), everything is kept.
+  void set_recompute(bool on) {
+    recompute_ = on;
+    for (auto& block : blocks_) block.set_recompute(on);
+    share_buffers();
+  }
+  bool recompute() const { return recompute_; }
+
+  /// The threads every pass of the model may use (core/threading.hpp).
+  void set_threading(const Threading& threading) {
+    threading_ = threading;
+    for (auto& block : blocks_) block.set_threading(threading);
+  }
+  const Threading& threading() const { return threading_; }
+
+  /// Called after each block of each pass (progress lines, profiles); empty for none.
+  void set_observer(std::function<void(const LayerEvent&)> observer) {
+    observer_ = std::move(observer);
+  }
+
+  /// Seconds the attention methods took in the last forward and backward passes, all blocks.
+  std::pair<double, double> attention_seconds() const {
+    std::pair<double, double> total{0, 0};
+    for (const auto& block : blocks_) {
+      total.first += block.attn().attention_seconds().first;
+      total.second += block.attn().attention_seconds().second;
+    }
+    return total;
+  }
+
   /// One string per block: describe() of its last attention context.
   std::vector<std::string> describe_attention() const {
     std::vector<std::string> out;
@@ -89,7 +176,7 @@ class Transformer {
     return out;
   }
 
-  /// One vector per block: the head plans of its last attention forward pass.
+  /// One vector per block: the head plans of its last attention pass.
   std::vector<std::vector<HeadPlan>> attention_plans() const {
     std::vector<std::vector<HeadPlan>> out;
     for (const auto& block : blocks_) out.push_back(block.attention_plans());
@@ -108,9 +195,33 @@ class Transformer {
   LayerNorm<T>& ln_f() { return ln_f_; }
 
  private:
+  // Attention gradients are needed by one block at a time, so every block uses one set; with
+  // recomputation Q, K, V are too.
+  void share_buffers() {
+    auto gradients = std::make_shared<AttentionGradients<T>>();
+    auto inputs = recompute_ ? std::make_shared<AttentionInputs<T>>() : nullptr;
+    for (auto& block : blocks_) block.share_buffers(inputs, gradients);
+  }
+
+  void report(bool backward, Index layer, std::chrono::steady_clock::time_point start,
+              double attention_seconds) const {
+    if (!observer_) return;
+    LayerEvent e;
+    e.backward = backward;
+    e.layer = layer;
+    e.layers = Index(blocks_.size());
+    e.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    e.attention_seconds = attention_seconds;
+    observer_(e);
+  }
+
   TransformerConfig config_;
   std::vector<TransformerBlock<T>> blocks_;
   LayerNorm<T> ln_f_;
+  std::vector<Matrix<T>> stream_;  // cached for backward: the input of each block and of ln_f
+  bool cached_ = false, recompute_ = false;
+  Threading threading_;
+  std::function<void(const LayerEvent&)> observer_;
 };
 
 }  // namespace polygrad

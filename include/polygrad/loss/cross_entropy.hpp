@@ -3,42 +3,48 @@
 //   L = 1/n sum_i (logsumexp(z_i) - z_i[t_i]),  dL/dz_i = (softmax(z_i) - onehot(t_i)) / n.
 
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "polygrad/core/error.hpp"
+#include "polygrad/core/threading.hpp"
 #include "polygrad/loss/loss.hpp"
 
 namespace polygrad {
 
 /// Mean cross-entropy of `logits` (n x V) against `targets` (n ids in [0, V)), with its
-/// gradient. The log-sum-exp subtracts the row maximum, so large logits do not overflow.
-/// Throws ShapeError if targets.size() != n, Error for an id outside the vocabulary and
-/// NumericError for non-finite logits.
+/// gradient, rows in parallel as `threading` allows. The log-sum-exp subtracts the row maximum,
+/// so large logits do not overflow. Throws ShapeError if targets.size() != n, Error for an id
+/// outside the vocabulary and NumericError for non-finite logits.
 template <class T>
-LossResult<T> cross_entropy_loss(const Matrix<T>& logits, const std::vector<int>& targets) {
+LossResult<T> cross_entropy_loss(const Matrix<T>& logits, const std::vector<int>& targets,
+                                 const Threading& threading = Threading{}) {
   const Index n = logits.rows(), V = logits.cols();
   require<ShapeError>(n >= 1 && V >= 1, "cross-entropy needs at least one token and one class, ",
                       "got logits ", n, " x ", V);
   require<ShapeError>(Index(targets.size()) == n, "cross-entropy got ", targets.size(),
                       " targets for ", n, " rows of logits; pass one target id per row");
-  require_finite(logits, "cross-entropy logits");
   LossResult<T> result;
   result.grad.resize(n, V);
-  double total = 0.0;
-  for (Index i = 0; i < n; ++i) {
-    const int t = targets[std::size_t(i)];
-    require<Error>(t >= 0 && t < V, "target id ", t, " at position ", i,
-                   " is outside the vocabulary [0, ", V, ")");
-    const T m = logits.row(i).maxCoeff();
-    auto p = result.grad.row(i);
-    p = (logits.row(i).array() - m).exp().matrix();  // every entry in (0, 1]
-    const double z = double(p.sum());
-    total += std::log(z) + double(m) - double(logits(i, t));
-    p /= T(z);
-    p(t) -= T(1);
-  }
-  result.grad /= T(n);
-  result.value = total / double(n);
+  const int parts = detail::row_parts(threading, n, 24.0 * double(V));
+  std::vector<double> partial(std::size_t(parts), 0.0);  // per part, summed in part order
+  detail::for_row_blocks(n, threading, parts, [&](int part, Index b, Index s) {
+    for (Index i = b; i < b + s; ++i) {
+      const int t = targets[std::size_t(i)];
+      require<Error>(t >= 0 && t < V, "target id ", t, " at position ", i,
+                     " is outside the vocabulary [0, ", V, ")");
+      const T m = logits.row(i).maxCoeff();
+      auto p = result.grad.row(i);
+      p = (logits.row(i).array() - m).exp().matrix();  // every entry in (0, 1]
+      const double z = double(p.sum());
+      partial[std::size_t(part)] += std::log(z) + double(m) - double(logits(i, t));
+      p /= T(z);
+      p(t) -= T(1);
+    }
+    result.grad.middleRows(b, s) /= T(n);
+  });
+  result.value = std::accumulate(partial.begin(), partial.end(), 0.0) / double(n);
+  if (!std::isfinite(result.value)) require_finite(logits, "cross-entropy logits");
   return result;
 }
 

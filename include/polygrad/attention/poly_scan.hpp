@@ -1,0 +1,143 @@
+#pragma once
+// The chunk scan shared by every polynomial route (DESIGN.md section 5): the sequence is cut
+// into chunks of C rows, and one running feature state is carried across them, in forward or
+// reverse order. Each chunk first reads the state (the rows before it in scan order), then
+// enters it. The forward pass, both passes of the adjoint backward and both of the paper
+// backward are this one scan with different read and add steps; the non-causal case is the
+// scan in which every chunk reads the state of the whole sequence.
+//
+// A scan starts from whatever its state holds and leaves the final state behind, so a shard of
+// a longer sequence can start from a state computed elsewhere (DESIGN.md section 8).
+
+#include <algorithm>
+
+#include "polygrad/approx/feature_products.hpp"
+
+namespace polygrad::poly {
+
+/// Rows [begin, begin + size) of the sequence.
+struct Chunk {
+  Index begin, size;
+};
+
+enum class ScanOrder {
+  forward,  ///< chunk 0 first: prefix states (rows before)
+  reverse,  ///< the last chunk first: suffix states (rows after)
+};
+
+/// The chunks of rows [0, n) in scan order.
+class ChunkScan {
+ public:
+  ChunkScan(Index n, Index chunk, ScanOrder order) : n_(n), chunk_(chunk), order_(order) {
+    require<PlanError>(chunk >= 1, "the chunk size must be at least 1, got ", chunk);
+  }
+  Index count() const { return (n_ + chunk_ - 1) / chunk_; }
+  /// The i-th chunk visited.
+  Chunk operator[](Index i) const {
+    const Index c = order_ == ScanOrder::forward ? i : count() - 1 - i;
+    const Index begin = c * chunk_;
+    return {begin, std::min(chunk_, n_ - begin)};
+  }
+  Index rows() const { return n_; }
+
+ private:
+  Index n_, chunk_;
+  ScanOrder order_;
+};
+
+/// Calls body(begin, size) for the strips of W = simd::width<T> rows that make up a chunk (the
+/// last may be shorter); `begin` counts from the chunk's first row. Monomials are built and used
+/// one strip at a time, so that a block of them stays in cache (monomial_block.hpp).
+template <class T, class Body>
+void for_each_strip(Chunk chunk, Body&& body) {
+  constexpr Index W = simd::width<T>;
+  for (Index begin = 0; begin < chunk.size; begin += W) body(begin, std::min(W, chunk.size - begin));
+}
+
+/// A running sum, in double, of monomial-weighted rows: S += M X for the monomials M (k x W)
+/// and rows X (W x m) of each strip that enters. Stored transposed, (m x k), as
+/// feature_products.hpp takes states. Sums over at most `fold_rows` rows are formed in T, then
+/// added in double (DESIGN.md section 7: the long sums stay in double whatever T is).
+/// refresh() returns diag(w) S in T, the state with the pair weights applied, ready for reading.
+template <class T>
+class FeatureState {
+ public:
+  FeatureState(Index k, Index m, Index fold_rows)
+      : sumT_(Matrix<double>::Zero(m, k)),
+        partialT_(Matrix<T>::Zero(m, padded_rows<T>(k))),
+        currentT_(Matrix<T>::Zero(m, k)),
+        fold_rows_(fold_rows) {}
+  /// rows: (W x m), zero past the strip's rows.
+  void add(const Monomials<T>& monomials, const ConstMatrixRef<T>& rows,
+           ProductScratch<T>& scratch) {
+    add_monomial_products(monomials, rows, partialT_, scratch);
+    pending_ += rows.rows();
+    if (pending_ >= fold_rows_) fold();
+  }
+  /// Sets the working copy to (diag(w) S)^T in T and returns it: (m x k).
+  const Matrix<T>& refresh(const Vector<double>& w) {
+    fold();
+    currentT_ = (sumT_.array().rowwise() * w.transpose().array()).template cast<T>();
+    return currentT_;
+  }
+  /// S^T in double, (m x k): the start plus every row added so far.
+  const Matrix<double>& total() {
+    fold();
+    return sumT_;
+  }
+  /// Starts again from S^T = `start` (m x k), e.g. the state of the shards before this one.
+  void reset(const Matrix<double>& start) {
+    require_shape(start, sumT_.rows(), sumT_.cols(), "the start of a feature state");
+    partialT_.setZero();
+    pending_ = 0;
+    sumT_ = start;
+  }
+
+ private:
+  void fold() {
+    if (pending_ == 0) return;
+    sumT_ += partialT_.leftCols(sumT_.cols()).template cast<double>();
+    partialT_.setZero();
+    pending_ = 0;
+  }
+
+  Matrix<double> sumT_;  // (m, k)
+  Matrix<T> partialT_;   // (m, k padded to whole packets): rows added since the last fold
+  Matrix<T> currentT_;   // (m, k)
+  Index fold_rows_, pending_ = 0;
+};
+
+/// The scan of a causal route: each chunk, in scan order, reads the state as it stands -- the
+/// start plus the chunks visited before it -- then enters it. read(chunk, S) gets the state
+/// refreshed (m x k, weights applied); add(chunk, state) adds the chunk's rows.
+template <class T, class Read, class Add>
+void scan_causal(const ChunkScan& chunks, FeatureState<T>& state, const Vector<double>& w,
+                 Read&& read, Add&& add) {
+  for (Index i = 0; i < chunks.count(); ++i) {
+    read(chunks[i], state.refresh(w));
+    add(chunks[i], state);
+  }
+}
+
+/// The scan of a non-causal route: every chunk enters the state, then every chunk reads the
+/// state of the whole sequence (plus the start).
+template <class T, class Read, class Add>
+void scan_whole(const ChunkScan& chunks, FeatureState<T>& state, const Vector<double>& w,
+                Read&& read, Add&& add) {
+  for (Index i = 0; i < chunks.count(); ++i) add(chunks[i], state);
+  const Matrix<T>& S = state.refresh(w);
+  for (Index i = 0; i < chunks.count(); ++i) read(chunks[i], S);
+}
+
+/// scan_causal or scan_whole.
+template <class T, class Read, class Add>
+void scan(bool causal, const ChunkScan& chunks, FeatureState<T>& state, const Vector<double>& w,
+          Read&& read, Add&& add) {
+  if (causal) {
+    scan_causal(chunks, state, w, read, add);
+  } else {
+    scan_whole(chunks, state, w, read, add);
+  }
+}
+
+}  // namespace polygrad::poly
