@@ -4,6 +4,7 @@
 
 #include "polygrad/core/error.hpp"
 #include "polygrad/core/parameter.hpp"
+#include "polygrad/core/threading.hpp"
 #include "polygrad/core/types.hpp"
 
 #include "polygrad/approx/entry_bound.hpp"
@@ -36,3 +37,6 @@
 
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"
+#include "polygrad/io/safetensors_format.hpp"
+#include "polygrad/io/safetensors_reader.hpp"
+#include "polygrad/io/safetensors_writer.hpp"

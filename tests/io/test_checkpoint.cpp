@@ -3,23 +3,16 @@
 #include <filesystem>
 #include <random>
 #include <string>
-#include <unistd.h>
 
 #include "polygrad/io/checkpoint.hpp"
+#include "support/temp_path.hpp"
 
 using namespace polygrad;
 using Catch::Matchers::Contains;
 
 namespace {
 
-struct TempPath {
-  std::string path;
-  explicit TempPath(const std::string& stem)
-      : path((std::filesystem::temp_directory_path() /
-              ("polygrad_test_ckpt_" + std::to_string(::getpid()) + "_" + stem))
-                 .string()) {}
-  ~TempPath() { std::filesystem::remove(path); }
-};
+using test::TempPath;
 
 TransformerConfig small_config() {
   TransformerConfig c;

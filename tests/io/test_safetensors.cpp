@@ -6,24 +6,16 @@
 #include <fstream>
 #include <limits>
 #include <string>
-#include <unistd.h>
 
 #include "polygrad/io/safetensors.hpp"
+#include "support/temp_path.hpp"
 
 using namespace polygrad;
 using Catch::Matchers::Contains;
 
 namespace {
 
-/// A path in the temporary directory, unique to this process, removed on destruction.
-struct TempPath {
-  std::string path;
-  explicit TempPath(const std::string& stem)
-      : path((std::filesystem::temp_directory_path() /
-              ("polygrad_test_st_" + std::to_string(::getpid()) + "_" + stem))
-                 .string()) {}
-  ~TempPath() { std::filesystem::remove(path); }
-};
+using test::TempPath;
 
 /// A file from a literal header and data section, with the header length given explicitly
 /// (so tests can lie about it).
