@@ -2,7 +2,7 @@
 // safetensors files, so that other tools (PyTorch, JAX) can check polygrad and vice versa.
 //
 //   polygrad_gradients --model M --data D --out G [--dtype float|double] [--qk-norm tau]
-//                      [attention flags]
+//                      [--recompute] [--threads t] [attention flags]
 //       D: input [n, D], target [n, D]. Y = model(input), L = 1/2 ||Y - target||^2.
 //       G: output [n, D], loss [1], grad.input [n, D], grad.<parameter> for every parameter;
 //       metadata plan.layer<i>: how each head of layer i was computed (one line per head).
@@ -20,6 +20,10 @@
 //       --route adjoint|paper, --family chebyshev|taylor, --degree g | --epsilon e, --bound R,
 //       --audit s (default 32 rows per head for poly/auto, 0 disables).
 //
+// Data are read with SafetensorsReader straight into the matrices and results streamed out with
+// SafetensorsWriter, so the program holds no second copy of either. Each mode prints its time
+// and its peak resident memory; the model mode a progress line per layer and pass on stderr.
+//
 // Errors: `polygrad_gradients: <message>` on stderr and exit status 1; command-line usage
 // errors exit with status 2 after the usage text.
 
@@ -27,6 +31,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -37,11 +42,15 @@
 
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"
+#include "polygrad/io/safetensors_reader.hpp"
+#include "polygrad/io/safetensors_writer.hpp"
 #include "polygrad/layers/multihead_attention.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/loss/mse.hpp"
 #include "support/attention_cli.hpp"
 #include "support/program.hpp"
+#include "support/progress.hpp"
+#include "support/resources.hpp"
 
 namespace {
 
@@ -58,6 +67,7 @@ struct ModelOptions {
   std::string model, data, out;
   std::string dtype = "double";
   double qk_norm = 0;  // > 0: overrides the model's QK normalisation
+  bool recompute = false;
   AttentionCli attention;
 };
 
@@ -69,6 +79,8 @@ struct AttentionOptions {
   std::string dtype = "double";
   AttentionCli attention;
 };
+
+int threads = 0;  // --threads, every mode: 0 is OpenMP's default
 
 struct CompareOptions {
   std::string first, second;
@@ -90,7 +102,15 @@ struct MakeDataOptions {
   std::string dtype = "double";
 };
 
+using examples::Progress;
+using examples::Stopwatch;
 using examples::with_dtype;
+
+/// The last line of every mode's report.
+void print_peak_memory() {
+  std::cout << "peak resident memory " << std::fixed << std::setprecision(0)
+            << examples::peak_memory_mib() << " MiB\n" << std::defaultfloat;
+}
 
 /// The metadata every output file carries: program, attention summary and dtype.
 std::map<std::string, std::string> run_metadata(const AttentionCli& attention,
@@ -108,40 +128,62 @@ void run_model(const ModelOptions& o) {
   if (o.qk_norm > 0) checkpoint.metadata()["qk_norm"] = detail::exact_double_string(o.qk_norm);
   Transformer<T> model = load_transformer<T>(checkpoint, o.attention.make<T>());
   const TransformerConfig& config = model.config();
-  const SafetensorsFile data = SafetensorsFile::read(o.data);
-  const Matrix<T> input = data.matrix<T>("input");    // (n, D)
-  const Matrix<T> target = data.matrix<T>("target");  // (n, D)
-  require<ShapeError>(input.rows() >= 1 && input.cols() == config.d_model, o.data,
-                      ": input must be [n, ", config.d_model, "] with n >= 1 to match the model's ",
-                      "d_model, got [", input.rows(), ", ", input.cols(), "]");
-  require<ShapeError>(target.rows() == input.rows() && target.cols() == input.cols(), o.data,
-                      ": target must have the shape of input [", input.rows(), ", ", input.cols(),
-                      "], got [", target.rows(), ", ", target.cols(), "]");
+  Threading threading;
+  threading.threads = threads;
+  model.set_threading(threading);
+  model.set_recompute(o.recompute);
+  SafetensorsReader data(o.data);
+  for (const char* name : {"input", "target"}) {
+    const std::vector<Index>& shape = data.shape(name);
+    require<ShapeError>(shape.size() == 2 && shape[0] >= 1 && shape[1] == config.d_model, o.data,
+                        ": ", name, " must be [n, ", config.d_model, "] with n >= 1 to match the ",
+                        "model's d_model, got ", detail::shape_string(shape));
+  }
+  require<ShapeError>(data.shape("target") == data.shape("input"), o.data,
+                      ": target must have the shape of input ", detail::shape_string(data.shape("input")),
+                      ", got ", detail::shape_string(data.shape("target")));
+  Progress progress(false, 10.0);
+  model.set_observer([&](const LayerEvent& e) {
+    progress.update(std::string(e.backward ? "backward" : "forward") + " layer " +
+                        std::to_string(e.layer + 1) + "/" + std::to_string(e.layers) + ": " +
+                        examples::seconds_text(e.seconds) + " (attention " +
+                        examples::seconds_text(e.attention_seconds) + ")",
+                    true);
+  });
 
+  Stopwatch clock;
   model.zero_grad();
+  const Matrix<T> input = data.read_matrix<T>("input");  // (n, D)
   const Matrix<T> output = model.forward(input);
-  const LossResult<T> loss = mse_loss(output, target);
+  LossResult<T> loss;
+  {
+    const Matrix<T> target = data.read_matrix<T>("target");  // (n, D), needed for the loss only
+    loss = mse_loss(output, target, threading);
+  }
   const Matrix<T> grad_input = model.backward(loss.grad);
+  progress.done();
+  const double seconds = clock.seconds();
 
-  SafetensorsFile out;
+  SafetensorsWriter out(o.out);
   out.add("output", output);
   const T loss_value = static_cast<T>(loss.value);
   out.add<T>("loss", {1}, &loss_value);
   out.add("grad.input", grad_input);
-  store_parameters(out, model.parameters(), "grad.", ParameterBuffer::gradients);
+  const ParameterList<T> params = model.parameters();
+  for (const auto& p : params) out.add<T>("grad." + p.name, p.shape, p.grad);
   out.metadata() = run_metadata(o.attention, o.dtype);
   const auto descriptions = model.describe_attention();
   for (std::size_t i = 0; i < descriptions.size(); ++i)
     out.metadata()["plan.layer" + std::to_string(i)] = descriptions[i];
   if (config.qk_norm) out.metadata()["qk_norm"] = detail::exact_double_string(*config.qk_norm);
-  out.write(o.out);
+  out.write();
 
   std::cout << "model " << o.model << ": " << config.layers << " layers, d_model "
             << config.d_model << ", " << config.heads << " heads, d_ff " << config.d_ff << ", "
             << (config.causal ? "causal" : "non-causal") << ", scale " << config.attention_scale()
             << (config.qk_norm ? " (qk_norm)" : "") << "\n";
   std::cout << "n " << input.rows() << ", dtype " << o.dtype << ", attention "
-            << o.attention.summary() << "\n";
+            << o.attention.summary() << (o.recompute ? ", recomputation on" : "") << "\n";
   std::cout.precision(10);
   std::cout << "loss " << loss.value << "\n";
   for (std::size_t i = 0; i < descriptions.size(); ++i) {
@@ -149,38 +191,51 @@ void run_model(const ModelOptions& o) {
     for (std::string line; std::getline(lines, line);)
       std::cout << "layer " << i << " " << line << "\n";
   }
+  const auto [forward_attention, backward_attention] = model.attention_seconds();
+  std::cout.precision(4);
+  std::cout << "forward + backward " << seconds << " s, of which attention "
+            << forward_attention + backward_attention << " s\n";
   std::cout << "wrote " << out.size() << " tensors to " << o.out << "\n";
+  print_peak_memory();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Attention mode: O and dQ, dK, dV of one multi-head attention call.
 
-/// A [H, n, d_h] tensor as the n x (H d_h) matrix the attention methods take (head h owns
-/// columns [h d_h, (h + 1) d_h)).
+/// Tensor `name` [H, n, d_h] of `data` as the n x (H d_h) matrix the attention methods take
+/// (head h owns columns [h d_h, (h + 1) d_h)), read head by head in pieces of rows.
 template <class T>
-Matrix<T> heads_to_matrix(const std::vector<T>& values, Index H, Index n, Index dh) {
+Matrix<T> read_heads(SafetensorsReader& data, const std::string& name, Index H, Index n, Index dh) {
   Matrix<T> m(n, H * dh);
-  for (Index h = 0; h < H; ++h)
-    for (Index i = 0; i < n; ++i)
-      for (Index c = 0; c < dh; ++c) m(i, h * dh + c) = values[static_cast<std::size_t>((h * n + i) * dh + c)];
+  const Index piece = std::max<Index>(1, (Index(1) << 18) / dh);  // rows per read
+  Matrix<T> rows(std::min(piece, n), dh);
+  for (Index h = 0; h < H; ++h) {
+    for (Index i = 0; i < n; i += piece) {
+      const Index count = std::min(piece, n - i);
+      data.read_elements(name, (h * n + i) * dh, count * dh, rows.data());
+      m.block(i, h * dh, count, dh) = rows.topRows(count);
+    }
+  }
   return m;
 }
 
-/// The inverse of heads_to_matrix, stored in `file` under `name` with shape [H, n, d_h].
+/// Declares `m` (n x H d_h, by reference) as tensor `name` [H, n, d_h] of `out`: the writer
+/// reads it back head by head.
 template <class T>
-void add_heads(SafetensorsFile& file, const std::string& name, const Matrix<T>& m, Index H,
+void add_heads(SafetensorsWriter& out, const std::string& name, const Matrix<T>& m, Index H,
                Index dh) {
   const Index n = m.rows();
-  std::vector<T> values(static_cast<std::size_t>(H * n * dh));
-  for (Index h = 0; h < H; ++h)
-    for (Index i = 0; i < n; ++i)
-      for (Index c = 0; c < dh; ++c) values[static_cast<std::size_t>((h * n + i) * dh + c)] = m(i, h * dh + c);
-  file.add<T>(name, {H, n, dh}, values.data());
+  out.add<T>(name, {H, n, dh}, [&m, n, dh](Index first, Index count, T* values) {
+    for (Index e = first; e < first + count; ++e) {
+      const Index h = e / (n * dh), i = (e / dh) % n, c = e % dh;
+      *values++ = m(i, h * dh + c);
+    }
+  });
 }
 
 template <class T>
 void run_attention(const AttentionOptions& o) {
-  const SafetensorsFile data = SafetensorsFile::read(o.data);
+  SafetensorsReader data(o.data);
   const std::vector<Index> shape = data.shape("q");
   require<ShapeError>(shape.size() == 3 && shape[0] >= 1 && shape[1] >= 1 && shape[2] >= 1,
                       o.data, ": q must be [H, n, d_h] with every size at least 1, got ",
@@ -191,16 +246,18 @@ void run_attention(const AttentionOptions& o) {
                         detail::shape_string(data.shape(name)));
   }
   const Index H = shape[0], n = shape[1], dh = shape[2];
-  const Matrix<T> Q = heads_to_matrix(data.values<T>("q"), H, n, dh);    // (n, H d_h)
-  const Matrix<T> K = heads_to_matrix(data.values<T>("k"), H, n, dh);    // (n, H d_h)
-  const Matrix<T> V = heads_to_matrix(data.values<T>("v"), H, n, dh);    // (n, H d_h)
-  const Matrix<T> dO = heads_to_matrix(data.values<T>("do"), H, n, dh);  // (n, H d_h)
+  Stopwatch clock;
+  const Matrix<T> Q = read_heads<T>(data, "q", H, n, dh);    // (n, H d_h)
+  const Matrix<T> K = read_heads<T>(data, "k", H, n, dh);    // (n, H d_h)
+  const Matrix<T> V = read_heads<T>(data, "v", H, n, dh);    // (n, H d_h)
+  const Matrix<T> dO = read_heads<T>(data, "do", H, n, dh);  // (n, H d_h)
   require_finite(dO, "do");
 
   AttentionShape attention;
   attention.heads = H;
   attention.causal = o.causal;
   attention.scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(dh));
+  attention.threading.threads = threads;
   const auto method = o.attention.make<T>();
   Matrix<T> O, dQ, dK, dV;
   std::unique_ptr<AttentionContext<T>> context;
@@ -225,7 +282,8 @@ void run_attention(const AttentionOptions& o) {
     context->backward(Q, K, V, O, dO, dQ, dK, dV);
   }
 
-  SafetensorsFile out;
+  const double seconds = clock.seconds();
+  SafetensorsWriter out(o.out);
   add_heads(out, "o", O, H, dh);
   add_heads(out, "dq", dQ, H, dh);
   add_heads(out, "dk", dK, H, dh);
@@ -235,13 +293,15 @@ void run_attention(const AttentionOptions& o) {
   out.metadata()["scale"] = detail::exact_double_string(attention.scale);
   if (o.qk_norm > 0) out.metadata()["qk_norm"] = detail::exact_double_string(o.qk_norm);
   out.metadata()["plan"] = context->describe();
-  out.write(o.out);
+  out.write();
 
   std::cout << "attention " << o.attention.summary() << ": H " << H << ", n " << n << ", d_h "
             << dh << ", " << (o.causal ? "causal" : "non-causal") << ", scale " << attention.scale
             << (o.qk_norm > 0 ? " (qk_norm)" : "") << ", dtype " << o.dtype << "\n";
   std::cout << context->describe() << "\n";
+  std::cout << "read, forward + backward " << seconds << " s\n";
   std::cout << "wrote o, dq, dk, dv to " << o.out << "\n";
+  print_peak_memory();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +406,11 @@ int main(int argc, char** argv) {
   app.add_option("--qk-norm", model.qk_norm,
                  "QK normalisation with temperature tau (overrides the checkpoint's qk_norm)")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--recompute", model.recompute,
+               "keep only the block inputs and attention outputs between the passes and "
+               "recompute the rest in the backward pass (less memory, same gradients)");
+  app.add_option("--threads", threads, "threads (0: OMP_NUM_THREADS or every core)")
+      ->check(CLI::Range(0, 1024));
   model.attention.add(app);
 
   AttentionOptions attention;
@@ -366,6 +431,8 @@ int main(int argc, char** argv) {
   attention_cmd->add_option("--dtype", attention.dtype, "scalar type")
       ->check(dtype_check)
       ->capture_default_str();
+  attention_cmd->add_option("--threads", threads, "threads (0: OMP_NUM_THREADS or every core)")
+      ->check(CLI::Range(0, 1024));
   attention.attention.add(*attention_cmd);
 
   CompareOptions compare;

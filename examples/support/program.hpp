@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -83,6 +84,13 @@ class Stopwatch {
  private:
   std::chrono::steady_clock::time_point start_;
 };
+
+/// "12.3 s".
+inline std::string seconds_text(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f s", seconds);
+  return text;
+}
 
 /// ||a - b||_F / ||b||_F in double (b is the reference); ||a - b||_F when b is zero.
 template <class A, class B>

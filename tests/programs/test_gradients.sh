@@ -25,6 +25,13 @@ for name in output loss grad.input grad.blocks.0.attn.q.weight grad.blocks.1.mlp
 done
 header_of grads.safetensors | grep -qF '"F64"' || fail "double gradients are not stored as F64"
 
+# Recomputation and thread counts change how, not what: the same gradients.
+grep -q '^peak resident memory [0-9]* MiB' out.txt || fail "no peak memory reported: $(cat out.txt)"
+grep -q 'backward layer 1/2' err.txt || fail "no progress line per layer: $(cat err.txt)"
+run 0 --model model.safetensors --data data.safetensors --out grads_recompute.safetensors --recompute --threads 1
+grep -q 'recomputation on' out.txt || fail "--recompute not reported: $(cat out.txt)"
+run 0 compare grads_recompute.safetensors grads.safetensors --tolerance 1e-12
+
 # The same run twice gives the same file, byte for byte.
 run 0 --model model.safetensors --data data.safetensors --out grads2.safetensors
 cmp -s grads.safetensors grads2.safetensors || fail "two identical runs wrote different files"
@@ -51,6 +58,9 @@ for name in o dq dk dv; do
 done
 header_of attn.safetensors | grep -qF '[2,9,4]' || fail "attention outputs are not [H, n, d_h]"
 run 0 attention --data qkv.safetensors --out attn_float.safetensors --dtype float
+grep -q '^peak resident memory [0-9]* MiB' out.txt || fail "no peak memory reported: $(cat out.txt)"
+run 0 attention --data qkv.safetensors --out attn_float1.safetensors --dtype float --threads 1
+run 0 compare attn_float1.safetensors attn_float.safetensors --tolerance 1e-6
 
 # --- polynomial attention ------------------------------------------------------------------------
 # A QK-normalised model: R = tau is fixed, so the certified error bounds every head.

@@ -30,22 +30,27 @@ inline std::vector<Index> audit_sample(Index n, Index count, std::uint64_t seed)
   return rows;
 }
 
-/// Exact softmax(c q_i K^T) V for the given rows of one head, in double: (rows, d_h).
+/// Exact softmax(c q_i K^T) V for the given rows of one head, in double: (rows, d_h). Row by
+/// row, with nothing of size n but the scores of one query.
 template <class T>
 Matrix<double> exact_attention_rows(const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>& K,
                                     const ConstMatrixRef<T>& V, double scale, bool causal,
                                     const std::vector<Index>& rows) {
   const Index n = K.rows();
-  Matrix<double> out(Index(rows.size()), V.cols());
+  Matrix<double> out = Matrix<double>::Zero(Index(rows.size()), V.cols());
   Vector<double> s(n);
   for (std::size_t r = 0; r < rows.size(); ++r) {
     const Index i = rows[r], visible = causal ? i + 1 : n;
-    const RowVector<double> q = Q.row(i).template cast<double>();
-    s.head(visible) = scale * (K.topRows(visible).template cast<double>() * q.transpose());
+    const RowVector<double> q = scale * Q.row(i).template cast<double>();
+    for (Index j = 0; j < visible; ++j) s(j) = K.row(j).template cast<double>().dot(q);
     const double m = s.head(visible).maxCoeff();
-    s.head(visible) = (s.head(visible).array() - m).exp();
-    out.row(Index(r)) = (s.head(visible).transpose() * V.topRows(visible).template cast<double>()) /
-                        s.head(visible).sum();
+    double z = 0;
+    for (Index j = 0; j < visible; ++j) {
+      const double p = std::exp(s(j) - m);
+      z += p;
+      out.row(Index(r)) += p * V.row(j).template cast<double>();
+    }
+    out.row(Index(r)) /= z;
   }
   return out;
 }
