@@ -47,9 +47,10 @@ class PolyAttention final : public AttentionMethod<T> {
       const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
       auto o = O.middleCols(h * dh, dh);
       head.normalisers.resize(n);  // lse (exact head) or z~ (polynomial head)
-      if (!head.approximation) {
-        detail::exact_forward_blocks<T>(q, k, v, T(shape.scale), shape.causal, exact::Tiles{}, 0,
-                                        1, o, head.normalisers);
+      if (!head.approximation) {  // contiguous copies for the tiles (detail::ExactHeads)
+        const Matrix<T> qc = q, kc = k, vc = v;
+        detail::exact_forward_blocks<T>(qc, kc, vc, T(shape.scale), shape.causal, exact::Tiles{},
+                                        0, 1, o, head.normalisers);
         return;
       }
       poly::forward<T>(*head.approximation, q, k, v, shape.causal, options_.chunk, o,
@@ -123,12 +124,13 @@ class PolyAttention final : public AttentionMethod<T> {
         const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
         const auto o = O.middleCols(h * dh, dh), dO_h = dO.middleCols(h * dh, dh);
         auto dq = dQ.middleCols(h * dh, dh), dk = dK.middleCols(h * dh, dh), dv = dV.middleCols(h * dh, dh);
-        if (!head.approximation) {
+        if (!head.approximation) {  // contiguous copies for the tiles (detail::ExactHeads)
           const Vector<T> delta = o.cwiseProduct(dO_h).rowwise().sum();  // (n) dO_i . O_i
-          dq.setZero();
-          detail::exact_backward_blocks<T>(q, k, v, dO_h, head.normalisers, delta, T(shape_.scale),
-                                           shape_.causal, exact::Tiles{}, 0, 1, dq, dk, dv);
-          dq *= T(shape_.scale);
+          const Matrix<T> qc = q, kc = k, vc = v, dOc = dO_h;
+          Matrix<T> dq_sum = Matrix<T>::Zero(n_, dh);
+          detail::exact_backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta, T(shape_.scale),
+                                           shape_.causal, exact::Tiles{}, 0, 1, dq_sum, dk, dv);
+          dq = T(shape_.scale) * dq_sum;
         } else if (head.approximation->plan.route == PolyRoute::adjoint) {
           poly::backward_adjoint<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
                                     shape_.causal, chunk_, dq, dk, dv);
