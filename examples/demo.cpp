@@ -131,7 +131,7 @@ PassResult<T> timed_pass(Transformer<T>& model, const std::shared_ptr<const Atte
   PassResult<T> result;
   Stopwatch clock;
   const Matrix<T> output = model.forward(input);
-  const LossResult<T> loss = mse_loss(output, target);
+  const LossResult<T> loss = mse_loss(output, target, model.threading());
   const Matrix<T> grad_input = model.backward(loss.grad);
   result.seconds = clock.seconds();
   result.loss = loss.value;
@@ -201,6 +201,7 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   config.qk_norm = o.qk_norm;
   Transformer<T> model(config);
   examples::init_demo_model(model, o.setup);
+  model.set_threading(Threading{o.threads});
   Matrix<T> input, target;
   examples::make_demo_data(o.tokens, config.d_model, o.setup, input, target);
   const std::string diagnostics = attention_diagnostics(model, input, o.qk_norm);
@@ -279,6 +280,7 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   config.layers = o.sweep_layers;
   Transformer<T> model(config);
   examples::init_demo_model(model, o.setup);
+  model.set_threading(Threading{o.threads});
 
   std::vector<Index> sizes;
   for (int e = o.sweep_min; e <= o.sweep_max; ++e) sizes.push_back(Index(1) << e);
@@ -407,7 +409,6 @@ int main(int argc, char** argv) {
   const std::vector<MethodSpec> methods = {{"exact", true, PolyRoute::adjoint},
                                            {"poly paper", false, PolyRoute::paper},
                                            {"poly adjoint", false, PolyRoute::adjoint}};
-  examples::set_threads(o.threads);
   return examples::run_program(program_name, [&] {
     Progress progress(o.quiet, 10.0);
     examples::with_dtype(o.dtype, [&](auto t) {

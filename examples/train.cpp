@@ -180,6 +180,10 @@ class CharModel {
   void set_attention(std::shared_ptr<const AttentionMethod<T>> method) {
     transformer_.set_attention(std::move(method));
   }
+  void set_threading(const Threading& threading) {
+    transformer_.set_threading(threading);
+    head_.set_threading(threading);
+  }
   std::vector<std::string> describe_attention() const { return transformer_.describe_attention(); }
 
  private:
@@ -350,6 +354,7 @@ void train(const TrainOptions& o) {
   for (Run<T>& run : runs) {
     run.model = std::make_unique<CharModel<T>>(vocab, o.seq_len, config, o.seed);
     run.model->set_attention(run.attention);
+    run.model->set_threading(Threading{o.threads});
     run.optimiser = std::make_unique<AdamW<T>>(run.model->parameters(), o.adamw);
   }
 
@@ -505,7 +510,6 @@ int main(int argc, char** argv) {
   });
   if (parsed >= 0) return parsed;
 
-  examples::set_threads(o.threads);
   return examples::run_program(program_name, [&] {
     examples::with_dtype(o.dtype, [&](auto t) { train<decltype(t)>(o); });
   });

@@ -14,10 +14,6 @@
 #include <iostream>
 #include <string>
 
-#if defined(_OPENMP)
-#include <omp.h>
-#endif
-
 #include "polygrad/core/types.hpp"
 
 namespace polygrad::examples {
@@ -59,17 +55,6 @@ void with_dtype(const std::string& dtype, Body&& body) {
   } else {
     body(double{});
   }
-}
-
-/// Uses `threads` threads for polygrad's parallel loops (OpenMP) and Eigen's products; 0 keeps
-/// the default (OMP_NUM_THREADS, else every core). One thread can be much faster on a machine
-/// busy with other work, where threads wait for each other at every parallel loop.
-inline void set_threads(int threads) {
-  if (threads <= 0) return;
-#if defined(_OPENMP)
-  omp_set_num_threads(threads);
-#endif
-  Eigen::setNbThreads(threads);
 }
 
 /// Wall-clock seconds since construction or the last restart().

@@ -290,6 +290,9 @@ TEST_CASE("gradients with recomputation equal those without", "[layers][transfor
     require_same(recomputed, kept, 1e-12);
     model.set_recompute(false);  // and back: the buffers are set up again
     require_same(pass_results(model, x, dy), kept, 1e-12);
+    model.forward(x);  // not between a forward and its backward, whose buffers depend on it
+    CHECK_THROWS_WITH(model.set_recompute(true), Catch::Contains("run the pending backward"));
+    model.backward(dy);
   }
 }
 

@@ -122,8 +122,13 @@ class TransformerBlock {
 
   /// With recomputation on, forward keeps only what the class comment lists as always kept and
   /// backward recomputes the rest; off (the default), everything is kept. The gradients are the
-  /// same either way (to rounding: the row-wise layers repeat the same operations).
-  void set_recompute(bool on) { recompute_ = on; }
+  /// same either way (to rounding: the row-wise layers repeat the same operations). Throws
+  /// Error between a forward and its backward, whose buffers depend on the setting.
+  void set_recompute(bool on) {
+    require<Error>(!attn_.attended(), "set_recompute between forward and backward: run the ",
+                   "pending backward pass first");
+    recompute_ = on;
+  }
   bool recompute() const { return recompute_; }
 
   /// The threads its passes may use, here and in its attention method.

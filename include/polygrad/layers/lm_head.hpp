@@ -34,6 +34,9 @@ class LMHead {
   /// Sets the gradient to zero.
   void zero_grad() { linear_.zero_grad(); }
 
+  /// The threads forward() and backward() may use.
+  void set_threading(const Threading& threading) { linear_.set_threading(threading); }
+
   /// W ~ Normal(0, stddev^2).
   void init(std::mt19937_64& rng, double stddev) { linear_.init(rng, stddev); }
 

@@ -141,6 +141,8 @@ class Transformer {
   /// forward and backward and recomputes the rest (block.hpp, docs/memory.md); the blocks then
   /// share one set of Q, K, V buffers. Off (the default), everything is kept.
   void set_recompute(bool on) {
+    require<Error>(!cached_, "set_recompute between forward and backward: run the pending ",
+                   "backward pass first");
     recompute_ = on;
     for (auto& block : blocks_) block.set_recompute(on);
     share_buffers();
