@@ -3,6 +3,9 @@
 // the figures it reports need no outside tool.
 
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <fstream>
 #include <string>
@@ -31,7 +34,12 @@ inline double peak_memory_mib() {
 
 /// Starts a new peak at the current resident memory (writing 5 to /proc/self/clear_refs, Linux
 /// 4.0 and later). Returns false where that is not possible; the peak then counts from the start.
+/// Memory that an earlier run freed is first handed back to the system (glibc keeps it
+/// otherwise, and it would count as resident in the next run's peak).
 inline bool reset_peak_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
   std::ofstream clear("/proc/self/clear_refs");
   if (!clear) return false;
   clear << "5";
