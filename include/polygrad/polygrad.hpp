@@ -35,6 +35,9 @@
 #include "polygrad/optim/optimizer.hpp"
 #include "polygrad/optim/sgd.hpp"
 
+#include "polygrad/parallel/group.hpp"  // MPI itself: polygrad/parallel/mpi.hpp, not included here
+#include "polygrad/parallel/reduce.hpp"
+
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"
 #include "polygrad/io/safetensors_format.hpp"

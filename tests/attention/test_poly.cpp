@@ -5,6 +5,7 @@
 
 #include "polygrad/attention/naive.hpp"
 #include "polygrad/attention/poly.hpp"
+#include "support/finite_difference.hpp"
 
 using namespace polygrad;
 
@@ -12,14 +13,6 @@ namespace {
 
 double frobenius_error(const Matrix<double>& approx, const Matrix<double>& exact) {
   return (approx - exact).norm() / exact.norm();
-}
-
-/// Unit rows per head, so that with scale tau every score lies in [-tau, tau] (QK normalisation).
-Matrix<double> unit_rows_per_head(Matrix<double> m, Index heads) {
-  const Index dh = m.cols() / heads;
-  for (Index i = 0; i < m.rows(); ++i)
-    for (Index h = 0; h < heads; ++h) m.row(i).segment(h * dh, dh).normalize();
-  return m;
 }
 
 struct Problem {
@@ -30,8 +23,8 @@ struct Problem {
 Problem qk_normalised_problem(Index n, Index heads, Index dh, bool causal, double tau, unsigned seed) {
   std::srand(seed);
   Problem p;
-  p.Q = unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
-  p.K = unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
+  p.Q = test::unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
+  p.K = test::unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
   p.V = Matrix<double>::Random(n, heads * dh);
   p.dO = Matrix<double>::Random(n, heads * dh);
   p.shape = AttentionShape{heads, causal, tau, tau};
@@ -146,8 +139,8 @@ TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[atte
     const Problem p = qk_normalised_problem(n, 2, 4, true, 2.0, 7);
     Problem changed = p;
     const Index later = n - i - 1;
-    changed.Q.bottomRows(later) = unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
-    changed.K.bottomRows(later) = unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
+    changed.Q.bottomRows(later) = test::unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
+    changed.K.bottomRows(later) = test::unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
     changed.V.bottomRows(later).setRandom();
     changed.dO.bottomRows(later).setRandom();
     const auto method = poly_of_degree(6, route, 16);
@@ -159,7 +152,7 @@ TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[atte
     // causal in that direction; changing EARLIER rows must leave them... (not true either):
     // key j's gradient depends on queries i >= j only, which is the statement checked here.
     Problem early = p;
-    early.Q.topRows(i) = unit_rows_per_head(Matrix<double>::Random(i, 8), 2);
+    early.Q.topRows(i) = test::unit_rows_per_head(Matrix<double>::Random(i, 8), 2);
     early.dO.topRows(i).setRandom();
     const Gradients c = run(method, early);
     CHECK((a.dK.bottomRows(n - i) - c.dK.bottomRows(n - i)).cwiseAbs().maxCoeff() == 0.0);

@@ -37,6 +37,15 @@ inline Matrix<double> random_matrix(Index rows, Index cols, std::mt19937_64& rng
   return m;
 }
 
+/// m with every d_h-wide head segment of each row scaled to unit norm, so that with scale tau
+/// every score lies in [-tau, tau] (QK normalisation).
+inline Matrix<double> unit_rows_per_head(Matrix<double> m, Index heads) {
+  const Index dh = m.cols() / heads;
+  for (Index i = 0; i < m.rows(); ++i)
+    for (Index h = 0; h < heads; ++h) m.row(i).segment(h * dh, dh).normalize();
+  return m;
+}
+
 /// Fills every parameter with Uniform(-scale, scale) + offset, so that tests do not depend on
 /// the small weights of the default initialisation.
 inline void randomize(const ParameterList<double>& params, std::mt19937_64& rng,

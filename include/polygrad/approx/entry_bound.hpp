@@ -20,14 +20,23 @@ struct EntryBound {
   Vector<double> key_centre;   ///< kbar (d); zero when not centred
 };
 
+/// Sums and maxima of statistics over the processes that share a sequence: none for one
+/// process. A SequenceGroup (parallel/group.hpp) is the other kind.
+struct NoReduction {
+  void sum(double*, Index) const {}
+  void max(double*, Index) const {}
+};
+
 /// The Cauchy-Schwarz entry bound of c Q K^T for Q (n_q x d) and K (n_k x d), matrices or views.
 /// With centre_keys, kbar is the mean key row; softmax rows do not change (DESIGN.md section 3).
+/// `reduce` combines the statistics of every shard when the rows are split across processes
+/// (DESIGN.md section 8), so that every shard gets the bound of the whole sequence.
 /// NumericError on NaN or infinity (found in the same pass that takes the norms); ShapeError
 /// if Q and K have different widths.
-template <class DerivedQ, class DerivedK>
+template <class DerivedQ, class DerivedK, class Reduce = const NoReduction&>
 EntryBound cauchy_schwarz_bound(const Eigen::MatrixBase<DerivedQ>& Q,
                                 const Eigen::MatrixBase<DerivedK>& K, double scale,
-                                bool centre_keys) {
+                                bool centre_keys, Reduce&& reduce = NoReduction{}) {
   require<ShapeError>(Q.cols() == K.cols(), "entry bound: Q has ", Q.cols(), " columns and K ",
                       K.cols(), "; queries and keys of one head must have the same width");
   require<NumericError>(std::isfinite(scale), "entry bound: the score scale is ", scale,
@@ -43,19 +52,24 @@ EntryBound cauchy_schwarz_bound(const Eigen::MatrixBase<DerivedQ>& Q,
   };
   EntryBound bound;
   bound.key_centre = Vector<double>::Zero(d);
-  double q2 = 0.0, k2 = 0.0;  // largest squared norms
-  for (Index i = 0; i < Q.rows(); ++i) q2 = std::max(q2, squared_norm(Q.row(i), "Q", i));
-  if (centre_keys && K.rows() > 0) {
+  double norms[2] = {0.0, 0.0};  // largest squared norms of q_i and of k_j (centred)
+  for (Index i = 0; i < Q.rows(); ++i) norms[0] = std::max(norms[0], squared_norm(Q.row(i), "Q", i));
+  if (centre_keys) {
+    Vector<double> sum_count = Vector<double>::Zero(d + 1);  // [sum_j k_j, count]
     for (Index j = 0; j < K.rows(); ++j) {
       squared_norm(K.row(j), "K", j);
-      bound.key_centre += K.row(j).transpose().template cast<double>();
+      sum_count.head(d) += K.row(j).transpose().template cast<double>();
     }
-    bound.key_centre /= static_cast<double>(K.rows());
+    sum_count(d) = double(K.rows());
+    reduce.sum(sum_count.data(), d + 1);
+    if (sum_count(d) > 0) bound.key_centre = sum_count.head(d) / sum_count(d);
     for (Index j = 0; j < K.rows(); ++j)
-      k2 = std::max(k2, (K.row(j).transpose().template cast<double>() - bound.key_centre).squaredNorm());
+      norms[1] = std::max(norms[1], (K.row(j).transpose().template cast<double>() - bound.key_centre).squaredNorm());
   } else {
-    for (Index j = 0; j < K.rows(); ++j) k2 = std::max(k2, squared_norm(K.row(j), "K", j));
+    for (Index j = 0; j < K.rows(); ++j) norms[1] = std::max(norms[1], squared_norm(K.row(j), "K", j));
   }
+  reduce.max(norms, 2);
+  const double q2 = norms[0], k2 = norms[1];
   // Each norm carries about (d + 2) roundings; pad them so that |q_i| <= q_max and
   // |k_j - kbar| <= k_max hold for the exact values, and R stays a true upper bound.
   const double pad = 1.0 + (static_cast<double>(d) + 8.0) * std::numeric_limits<double>::epsilon();

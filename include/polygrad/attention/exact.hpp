@@ -347,6 +347,7 @@ class ExactAttention final : public AttentionMethod<T> {
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
                                                const Matrix<T>& V, const AttentionShape& shape,
                                                Matrix<T>& O) const override {
+    detail::require_whole_sequence(shape, "ExactAttention");
     detail::check_attention_inputs(Q, K, V, shape);
     auto context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
     detail::exact_forward_heads(Q, K, V, shape.heads, T(shape.scale), shape.causal, tiles_,

@@ -14,6 +14,7 @@
 #include "polygrad/core/error.hpp"
 #include "polygrad/core/threading.hpp"
 #include "polygrad/core/types.hpp"
+#include "polygrad/parallel/group.hpp"
 
 namespace polygrad {
 
@@ -32,6 +33,9 @@ struct AttentionShape {
   /// True when the caller has already checked that Q, K, V (and, in backward, dO) are finite,
   /// as a model does once where data enters it; a method called on its own checks them.
   bool inputs_checked = false;
+  /// The part of the sequence that Q, K, V hold, when it is split across processes (DESIGN.md
+  /// section 8); by default the whole sequence. Methods that cannot run split say so.
+  SequenceShard shard;
 
   AttentionShape() = default;
   /// The shape of a call; threading and inputs_checked keep their defaults.
@@ -87,7 +91,7 @@ Index check_attention_inputs(const Matrix<T>& Q, const Matrix<T>& K, const Matri
   require<ShapeError>(shape.heads >= 1, "attention needs at least one head, got ", shape.heads);
   require<ShapeError>(Q.cols() % shape.heads == 0, "attention width ", Q.cols(),
                       " is not divisible by the number of heads ", shape.heads);
-  require<ShapeError>(Q.rows() >= 1, "attention needs at least one token");
+  require<ShapeError>(Q.rows() >= 1 || shape.shard.split(), "attention needs at least one token");
   require_shape(K, Q.rows(), Q.cols(), "K");
   require_shape(V, Q.rows(), Q.cols(), "V");
   if (!shape.inputs_checked) {
@@ -98,6 +102,43 @@ Index check_attention_inputs(const Matrix<T>& Q, const Matrix<T>& K, const Matri
   require<Error>(std::isfinite(shape.scale) && shape.scale > 0,
                  "attention scale must be finite and positive, got ", shape.scale);
   return Q.cols() / shape.heads;
+}
+
+/// Throws PlanError if the sequence is split across processes: for methods that need all of it.
+inline void require_whole_sequence(const AttentionShape& shape, const char* method) {
+  require<PlanError>(!shape.shard.split(), method, " needs the whole sequence in one process; ",
+                     "it does not run on a sequence split across processes (PolyAttention does)");
+}
+
+/// Checks, on every rank of a split sequence at once (collectives), that the shards fit
+/// together -- `rows` on this rank, contiguous in rank order, adding up to shard.total -- and
+/// that every rank calls `what` with the same heads, width, mask and scale. Throws the same
+/// ShapeError on every rank otherwise, so that none waits for the others.
+inline void check_shard(const AttentionShape& shape, Index rows, Index width, const char* what) {
+  const SequenceShard& shard = shape.shard;
+  SequenceGroup& group = *shard.group;
+  require<ShapeError>(shard.outbox != nullptr, what, ": a split SequenceShard needs an outbox ",
+                      "for the states it hands on; make it with shard_of()");
+  require_same_on_every_rank(group, double(shard.total), what, ": the ranks disagree on the ",
+                             "length of the sequence");
+  require_same_on_every_rank(group, double(shape.heads), what, ": the ranks disagree on the heads");
+  require_same_on_every_rank(group, double(width), what, ": the ranks disagree on the width");
+  require_same_on_every_rank(group, shape.causal ? 1.0 : 0.0, what, ": the ranks disagree on the causal mask");
+  require_same_on_every_rank(group, shape.scale, what, ": the ranks disagree on the scale");
+  require_same_on_every_rank(group, shape.score_bound, what, ": the ranks disagree on the score bound");
+  std::vector<double> counts(std::size_t(group.size()), 0.0);  // rows per rank
+  counts[std::size_t(group.rank())] = double(rows);
+  group.sum(counts.data(), Index(counts.size()));
+  double before = 0, all = 0;
+  for (int r = 0; r < group.size(); ++r) {
+    if (r < group.rank()) before += counts[std::size_t(r)];
+    all += counts[std::size_t(r)];
+  }
+  require_on_every_rank<ShapeError>(group, double(shard.begin) == before && all == double(shard.total),
+                                    what, ": the shards do not make up the sequence: this rank ",
+                                    "holds ", rows, " rows from row ", shard.begin, " of ",
+                                    shard.total, ", the ranks hold ", all, " rows in all; give ",
+                                    "each rank the rows shard_of() names");
 }
 
 /// Checks what a context's backward() receives -- Q, K, V, O and dO all n x `width` as in the

@@ -66,6 +66,7 @@ class NaiveAttention final : public AttentionMethod<T> {
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
                                                const Matrix<T>& V, const AttentionShape& shape,
                                                Matrix<T>& O) const override {
+    detail::require_whole_sequence(shape, "NaiveAttention");
     const Index dh = detail::check_attention_inputs(Q, K, V, shape);
     O.resize(Q.rows(), Q.cols());
     for (Index h = 0; h < shape.heads; ++h) {

@@ -27,22 +27,52 @@ class PolyAttention final : public AttentionMethod<T> {
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
                                                const Matrix<T>& V, const AttentionShape& shape,
                                                Matrix<T>& O) const override {
+    if (!shape.shard.split()) return forward_heads(Q, K, V, shape, O);
+    // Split across processes: an error on one rank would leave the others waiting for its
+    // states, so it ends the program on every rank, with its message.
+    detail::check_shard(shape, Q.rows(), Q.cols(), "polynomial attention");
+    require<PlanError>(options_.audit_rows == 0, "the audit compares rows against exact ",
+                       "attention over the whole sequence, which one shard does not hold: set ",
+                       "audit_rows = 0 when the sequence is split across processes");
+    std::unique_ptr<AttentionContext<T>> context;
+    try {
+      context = forward_heads(Q, K, V, shape, O);
+    } catch (const std::exception& e) {
+      shape.shard.group->abort(e.what());
+    }
+    return context;
+  }
+
+ private:
+  /// forward() for every head; across processes, each head's scan joined to the other shards'.
+  std::unique_ptr<AttentionContext<T>> forward_heads(const Matrix<T>& Q, const Matrix<T>& K,
+                                                     const Matrix<T>& V,
+                                                     const AttentionShape& shape,
+                                                     Matrix<T>& O) const {
     const Index dh = detail::check_attention_inputs(Q, K, V, shape);
     const Index n = Q.rows(), H = shape.heads;
+    const bool split = shape.shard.split();
     auto context = std::make_unique<Context>(shape, options_.chunk, n, Q.cols());
     std::vector<Head>& heads = context->heads;
     heads.resize(std::size_t(H));
     O.resize(n, Q.cols());
-    // Plans first (O(n d_h) per head), so that the work of each head is known.
-    const int plan_threads = detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
+    // Plans first (O(n d_h) per head), so that the work of each head is known. Split across
+    // processes, they reduce statistics over the group: collectives, made from one thread.
+    const int plan_threads =
+        split ? 1 : detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
     detail::parallel_for(H, plan_threads, [&](Index h) {
       Head& head = heads[std::size_t(h)];
       head.plan = plan_head(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh), shape,
                             head.approximation);
     });
+    for (const Head& head : heads) {
+      require<PlanError>(!split || head.approximation, "head plan: the exact path was chosen ",
+                         "for a sequence split across processes, which polynomial attention ",
+                         "cannot run; use ExactAttention for such heads, or method poly");
+    }
     double work = 0;
     for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
-    detail::parallel_for(H, detail::threads_for(shape.threading, H, work), [&](Index h) {
+    detail::parallel_for(H, context->head_threads(work), [&](Index h) {
       Head& head = heads[std::size_t(h)];
       const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
       auto o = O.middleCols(h * dh, dh);
@@ -54,7 +84,7 @@ class PolyAttention final : public AttentionMethod<T> {
         return;
       }
       poly::forward<T>(*head.approximation, q, k, v, shape.causal, options_.chunk, o,
-                       head.normalisers);
+                       head.normalisers, context->link(Pass::forward_keys, h));
       if (options_.audit_rows > 0) {
         const auto rows = audit_sample(n, options_.audit_rows, options_.audit_seed + std::uint64_t(h));
         head.plan.audit_rows = Index(rows.size());
@@ -64,7 +94,6 @@ class PolyAttention final : public AttentionMethod<T> {
     return context;
   }
 
- private:
   struct Head {
     std::optional<PolyApproximation> approximation;  // empty for an exact head
     HeadPlan plan;
@@ -101,10 +130,26 @@ class PolyAttention final : public AttentionMethod<T> {
     return exact_plan;
   }
 
+  /// The scan passes whose states travel between shards; each has its own message tags.
+  enum class Pass { forward_keys = 0, backward_keys = 1, backward_queries = 2 };
+
   class Context final : public AttentionContext<T> {
    public:
     Context(AttentionShape shape, Index chunk, Index n, Index width)
         : shape_(shape), chunk_(chunk), n_(n), width_(width) {}
+
+    /// How a pass of head h joins the other shards (unsharded: not at all).
+    poly::ScanLink link(Pass pass, Index h) const {
+      if (!shape_.shard.split()) return {};
+      return {shape_.shard, int(2 * (Index(pass) * shape_.heads + h))};
+    }
+
+    /// The threads the heads may use for `work`: one when they exchange states with other
+    /// processes and MPI does not allow several threads to do so at once.
+    int head_threads(double work) const {
+      if (shape_.shard.split() && !shape_.shard.group->threads_may_communicate()) return 1;
+      return detail::threads_for(shape_.threading, shape_.heads, work);
+    }
 
     std::vector<HeadPlan> plans() const override {
       std::vector<HeadPlan> out;
@@ -114,12 +159,29 @@ class PolyAttention final : public AttentionMethod<T> {
 
     void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
                   const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
+      if (!shape_.shard.split()) return backward_heads(Q, K, V, O, dO, dQ, dK, dV);
+      try {  // as in forward(): an error on one rank ends the program on all
+        backward_heads(Q, K, V, O, dO, dQ, dK, dV);
+      } catch (const std::exception& e) {
+        shape_.shard.group->abort(e.what());
+      }
+    }
+
+    std::vector<Head> heads;
+
+   private:
+    void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                        const Matrix<T>& O, const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK,
+                        Matrix<T>& dV) {
       detail::prepare_backward(Q, K, V, O, dO, n_, width_, shape_.inputs_checked, dQ, dK, dV);
       const Index dh = width_ / shape_.heads;
       double work = 0;
       for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
-      detail::parallel_for(shape_.heads, detail::threads_for(shape_.threading, shape_.heads, work),
-                           [&](Index h) {
+      // Causal shards late in the sequence run the query pass first: its start comes from the
+      // shard after them, which has its own start soonest (DESIGN.md section 8). Not causal,
+      // each pass waits for the sum over every shard, so every rank runs them in one order.
+      const bool queries_first = shape_.causal && 2 * shape_.shard.rank() >= shape_.shard.size();
+      detail::parallel_for(shape_.heads, head_threads(work), [&](Index h) {
         const Head& head = heads[std::size_t(h)];
         const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
         const auto o = O.middleCols(h * dh, dh), dO_h = dO.middleCols(h * dh, dh);
@@ -131,19 +193,20 @@ class PolyAttention final : public AttentionMethod<T> {
           detail::exact_backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta, T(shape_.scale),
                                            shape_.causal, exact::Tiles{}, 0, 1, dq_sum, dk, dv);
           dq = T(shape_.scale) * dq_sum;
-        } else if (head.approximation->plan.route == PolyRoute::adjoint) {
-          poly::backward_adjoint<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
-                                    shape_.causal, chunk_, dq, dk, dv);
         } else {
-          poly::backward_paper<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
-                                  shape_.causal, chunk_, dq, dk, dv);
+          const poly::BackwardLinks links{link(Pass::backward_keys, h),
+                                          link(Pass::backward_queries, h), queries_first};
+          if (head.approximation->plan.route == PolyRoute::adjoint) {
+            poly::backward_adjoint<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
+                                      shape_.causal, chunk_, dq, dk, dv, links);
+          } else {
+            poly::backward_paper<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
+                                    shape_.causal, chunk_, dq, dk, dv, links);
+          }
         }
       });
     }
 
-    std::vector<Head> heads;
-
-   private:
     AttentionShape shape_;
     Index chunk_, n_, width_;
   };

@@ -17,13 +17,14 @@
 namespace polygrad::poly {
 
 /// dQ, dK, dV (each n x d_h, with respect to the raw Q, K, V) of one head given dO, for the
-/// inputs of forward() and the O, z it returned.
+/// inputs of forward() and the O, z it returned. `links` join the scans to other shards'.
 template <class T>
 void backward_adjoint(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
                       const ConstMatrixRef<T>& K, const ConstMatrixRef<T>& V,
                       const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
                       const ConstMatrixRef<T>& dO, bool causal, Index chunk, MatrixRef<T> dQ,
-                      MatrixRef<T> dK, MatrixRef<T> dV) {
+                      MatrixRef<T> dK, MatrixRef<T> dV,
+                      const BackwardLinks& links = {}) {
   const Index n = Q.rows(), dh = V.cols(), k = a.features.size();
   dQ.setZero();
   dK.setZero();
@@ -56,7 +57,10 @@ void backward_adjoint(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
     dK.middleRows(c.begin, c.size).noalias() += ws.dA.transpose() * ws.qh;
   };
   auto add_keys = [&](Chunk c, FeatureState<T>& state) { detail::add_keys(a, K, V, c, state, ws); };
-  scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read_keys, add_keys);
+  auto key_pass = [&] {
+    scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read_keys, add_keys,
+         links.keys);
+  };
 
   // Keys: dm(kh_j) and dv_j from the query states (all queries, or those of later chunks).
   FeatureState<T> queries(k, dh + 1, chunk);  // sum m(qh_i) [dO'_i dz_i]^T
@@ -80,8 +84,11 @@ void backward_adjoint(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
       state.add(ws.Mq, detail::strip_rows(ws.gradients, b), ws.scratch);
     });
   };
-  scan(causal, ChunkScan(n, chunk, ScanOrder::reverse), queries, a.pair_weight, read_queries,
-       add_queries);
+  auto query_pass = [&] {
+    scan(causal, ChunkScan(n, chunk, ScanOrder::reverse), queries, a.pair_weight, read_queries,
+         add_queries, links.queries);
+  };
+  links.run(key_pass, query_pass);
 
   // Back from the scaled coordinates: qh = q q_scale, kh = (k - centre) k_scale.
   dQ *= T(a.q_scale);

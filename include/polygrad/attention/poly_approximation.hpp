@@ -71,7 +71,9 @@ inline double poly_memory(PolyRoute route, Index k, Index dh, Index chunk, std::
 
 /// Builds the approximation of one head from its queries and keys (n x d_h, matrices or views
 /// of float or double), or throws PlanError saying what to change. Fills
-/// plan.{bound, degree, rank, exp_error, costs, ...}.
+/// plan.{bound, degree, rank, exp_error, costs, ...}. When shape.shard splits the sequence, the
+/// rows are this process's shard and the plan is that of the whole sequence, the same on every
+/// rank (its statistics are reduced over the group: a collective).
 template <class DerivedQ, class DerivedK>
 PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
                                           const Eigen::MatrixBase<DerivedK>& K,
@@ -81,7 +83,8 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   require<PlanError>(options.degree >= 0, "the degree must be >= 0, got ", options.degree);
   require<PlanError>(options.bound >= 0 && std::isfinite(options.bound),
                      "the bound R must be finite and >= 0 (0: automatic), got ", options.bound);
-  const Index n = Q.rows(), dh = Q.cols();
+  const bool split = shape.shard.split();
+  const Index n = split ? shape.shard.total : Q.rows(), dh = Q.cols();
   const double c = shape.scale;
 
   HeadPlan plan;
@@ -93,7 +96,9 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   plan.family = to_string(options.family);
 
   const bool fixed = options.bound > 0 || shape.score_bound > 0;
-  const EntryBound cs = cauchy_schwarz_bound(Q, K, c, !fixed && options.centre_keys);
+  const bool centre_keys = !fixed && options.centre_keys;
+  const EntryBound cs = split ? cauchy_schwarz_bound(Q, K, c, centre_keys, *shape.shard.group)
+                              : cauchy_schwarz_bound(Q, K, c, centre_keys);
   plan.cauchy_schwarz_bound = cs.R;
 
   double q_scale = 1, k_scale = 1;

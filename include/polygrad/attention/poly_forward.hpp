@@ -154,12 +154,32 @@ void require_positive_normalisers(const PolyApproximation& a, const ConstVectorR
 
 }  // namespace detail
 
+/// How the two passes of a backward route join the other shards' (poly_scan.hpp): the key
+/// states run in forward order, the query states in reverse. `queries_first` runs the query
+/// pass first (a shard late in the sequence has its query start soonest).
+struct BackwardLinks {
+  ScanLink keys, queries;
+  bool queries_first = false;
+
+  /// Runs the two passes of a backward route in the order these links ask for.
+  template <class KeyPass, class QueryPass>
+  void run(KeyPass&& key_pass, QueryPass&& query_pass) const {
+    if (queries_first) {
+      query_pass();
+      key_pass();
+    } else {
+      key_pass();
+      query_pass();
+    }
+  }
+};
+
 /// O~ (n x d_h) and the normalisers z~ (n) of one head, from its raw Q, K, V (n x d_h) and the
-/// approximation of poly_approximation.hpp.
+/// approximation of poly_approximation.hpp. `link` joins the scan to other shards'.
 template <class T>
 void forward(const PolyApproximation& a, const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>& K,
              const ConstMatrixRef<T>& V, bool causal, Index chunk, MatrixRef<T> O,
-             VectorRef<T> z) {
+             VectorRef<T> z, const ScanLink& link = {}) {
   const Index n = Q.rows(), dh = V.cols(), k = a.features.size();
   require<ShapeError>(O.rows() == n && O.cols() == dh && z.size() == n,
                       "poly::forward: O must be ", n, " x ", dh, " and z of length ", n);
@@ -186,7 +206,7 @@ void forward(const PolyApproximation& a, const ConstMatrixRef<T>& Q, const Const
     O.middleRows(c.begin, c.size) = ws.numerator.leftCols(dh).array().colwise() / zc.array();
   };
   auto add = [&](Chunk c, FeatureState<T>& state) { detail::add_keys(a, K, V, c, state, ws); };
-  scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read, add);
+  scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read, add, link);
 }
 
 }  // namespace polygrad::poly

@@ -38,13 +38,14 @@ void add_contracted(const A& Z, const B& X, Eigen::Ref<Matrix<T>> out) {
 }  // namespace detail
 
 /// dQ, dK, dV (each n x d_h, with respect to the raw Q, K, V) of one head given dO, for the
-/// inputs of forward() and the O, z it returned.
+/// inputs of forward() and the O, z it returned. `links` join the scans to other shards'.
 template <class T>
 void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
                     const ConstMatrixRef<T>& K, const ConstMatrixRef<T>& V,
                     const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
                     const ConstMatrixRef<T>& dO, bool causal, Index chunk, MatrixRef<T> dQ,
-                    MatrixRef<T> dK, MatrixRef<T> dV) {
+                    MatrixRef<T> dK, MatrixRef<T> dV,
+                    const BackwardLinks& links = {}) {
   constexpr Index W = simd::width<T>;
   const Index n = Q.rows(), d = V.cols(), k = a.features.size(), dd = d * d;
   const T R = T(a.polynomial.bound);
@@ -104,7 +105,10 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
       state.add(ws.Mk, ws.rows, ws.scratch);
     });
   };
-  scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read_keys, add_keys);
+  auto key_pass = [&] {
+    scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read_keys, add_keys,
+         links.keys);
+  };
 
   // Keys: dkh and dv from the query states [U Z G] (all queries, or those of later chunks).
   FeatureState<T> queries(k, dd + 2 * d, chunk);
@@ -128,8 +132,11 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
       state.add(ws.Mq, ws.rows, ws.scratch);
     });
   };
-  scan(causal, ChunkScan(n, chunk, ScanOrder::reverse), queries, a.pair_weight, read_queries,
-       add_queries);
+  auto query_pass = [&] {
+    scan(causal, ChunkScan(n, chunk, ScanOrder::reverse), queries, a.pair_weight, read_queries,
+         add_queries, links.queries);
+  };
+  links.run(key_pass, query_pass);
 
   // Back from the scaled coordinates: qh = q q_scale, kh = (k - centre) k_scale.
   dQ *= T(a.q_scale);

@@ -6,12 +6,15 @@
 // backward are this one scan with different read and add steps; the non-causal case is the
 // scan in which every chunk reads the state of the whole sequence.
 //
-// A scan starts from whatever its state holds and leaves the final state behind, so a shard of
-// a longer sequence can start from a state computed elsewhere (DESIGN.md section 8).
+// A scan starts from whatever its state holds and leaves the final state behind. When the
+// sequence is split across processes (DESIGN.md section 8), a ScanLink joins the scans of the
+// shards: a causal scan starts from the final state of the shard before it in scan order and
+// hands its own on to the shard after it; a non-causal scan reads the sum of every shard's state.
 
 #include <algorithm>
 
 #include "polygrad/approx/feature_products.hpp"
+#include "polygrad/parallel/group.hpp"
 
 namespace polygrad::poly {
 
@@ -39,6 +42,7 @@ class ChunkScan {
     return {begin, std::min(chunk_, n_ - begin)};
   }
   Index rows() const { return n_; }
+  ScanOrder order() const { return order_; }
 
  private:
   Index n_, chunk_;
@@ -85,6 +89,10 @@ class FeatureState {
     fold();
     return sumT_;
   }
+  /// k, the number of features.
+  Index features() const { return sumT_.cols(); }
+  /// m, the columns of the rows that enter.
+  Index width() const { return sumT_.rows(); }
   /// Starts again from S^T = `start` (m x k), e.g. the state of the shards before this one.
   void reset(const Matrix<double>& start) {
     require_shape(start, sumT_.rows(), sumT_.cols(), "the start of a feature state");
@@ -105,6 +113,15 @@ class FeatureState {
   Matrix<T> partialT_;   // (m, k padded to whole packets): rows added since the last fold
   Matrix<T> currentT_;   // (m, k)
   Index fold_rows_, pending_ = 0;
+};
+
+/// How one pass of one head's scan joins the same pass on the other shards of the sequence.
+/// Without a split shard the scan is alone. Each joined pass uses two message tags: `tag` for
+/// the state handed along the shards and tag + 1 for the whole-sequence sum (non-causal).
+struct ScanLink {
+  SequenceShard shard;
+  int tag = 0;
+  bool joined() const { return shard.split(); }
 };
 
 /// The scan of a causal route: each chunk, in scan order, reads the state as it stands -- the
@@ -129,11 +146,69 @@ void scan_whole(const ChunkScan& chunks, FeatureState<T>& state, const Vector<do
   for (Index i = 0; i < chunks.count(); ++i) read(chunks[i], S);
 }
 
-/// scan_causal or scan_whole.
+namespace detail {
+
+/// scan_causal across shards: the state starts from the final state of the shard before this
+/// one in scan order, and this shard's final state goes to the shard after it.
+template <class T, class Read, class Add>
+void scan_causal_joined(const ChunkScan& chunks, FeatureState<T>& state, const Vector<double>& w,
+                        Read&& read, Add&& add, const ScanLink& link) {
+  SequenceGroup& group = *link.shard.group;
+  const bool forward = chunks.order() == ScanOrder::forward;
+  const int before = group.rank() + (forward ? -1 : 1), after = group.rank() + (forward ? 1 : -1);
+  if (before >= 0 && before < group.size()) {
+    Matrix<double> start(state.width(), state.features());
+    receive_matrix(group, before, link.tag, start);
+    state.reset(start);
+  }
+  scan_causal(chunks, state, w, read, add);
+  if (after >= 0 && after < group.size()) link.shard.outbox->send(group, after, link.tag, state.total());
+}
+
+/// scan_whole across shards: every chunk enters the local state; the local states are summed
+/// along the shards in scan order, the shard at the end of that order sends the sum to every
+/// other, and every chunk reads it.
+template <class T, class Read, class Add>
+void scan_whole_joined(const ChunkScan& chunks, FeatureState<T>& state, const Vector<double>& w,
+                       Read&& read, Add&& add, const ScanLink& link) {
+  SequenceGroup& group = *link.shard.group;
+  const bool forward = chunks.order() == ScanOrder::forward;
+  const int rank = group.rank(), P = group.size();
+  const int before = rank + (forward ? -1 : 1), after = rank + (forward ? 1 : -1);
+  const int end = forward ? P - 1 : 0;
+  for (Index i = 0; i < chunks.count(); ++i) add(chunks[i], state);
+  Matrix<double> sum(state.width(), state.features());
+  if (before >= 0 && before < P) {
+    receive_matrix(group, before, link.tag, sum);
+    sum += state.total();
+  } else {
+    sum = state.total();
+  }
+  if (rank == end) {
+    for (int r = 0; r < P; ++r)
+      if (r != rank) link.shard.outbox->send(group, r, link.tag + 1, sum);
+  } else {
+    link.shard.outbox->send(group, after, link.tag, sum);
+    receive_matrix(group, end, link.tag + 1, sum);
+  }
+  state.reset(sum);
+  const Matrix<T>& S = state.refresh(w);
+  for (Index i = 0; i < chunks.count(); ++i) read(chunks[i], S);
+}
+
+}  // namespace detail
+
+/// scan_causal or scan_whole, joined to the other shards' scans when `link` says so.
 template <class T, class Read, class Add>
 void scan(bool causal, const ChunkScan& chunks, FeatureState<T>& state, const Vector<double>& w,
-          Read&& read, Add&& add) {
-  if (causal) {
+          Read&& read, Add&& add, const ScanLink& link = {}) {
+  if (link.joined()) {
+    if (causal) {
+      detail::scan_causal_joined(chunks, state, w, read, add, link);
+    } else {
+      detail::scan_whole_joined(chunks, state, w, read, add, link);
+    }
+  } else if (causal) {
     scan_causal(chunks, state, w, read, add);
   } else {
     scan_whole(chunks, state, w, read, add);

@@ -137,6 +137,9 @@ class TransformerBlock {
     attn_.set_threading(threading);
   }
 
+  /// The part of the sequence this process holds (MultiHeadAttention::set_shard).
+  void set_shard(const SequenceShard& shard) { attn_.set_shard(shard); }
+
   /// Uses shared buffers for attention's Q, K, V and gradients (see MultiHeadAttention).
   void share_buffers(std::shared_ptr<AttentionInputs<T>> inputs,
                      std::shared_ptr<AttentionGradients<T>> gradients) {

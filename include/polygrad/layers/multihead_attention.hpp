@@ -210,6 +210,7 @@ class MultiHeadAttention {
     shape.threading = threading_;
     shape.inputs_checked = true;
     if (qk_norm_) shape.score_bound = *qk_norm_;  // |q| <= 1, |k| <= 1 and c = tau give |S| <= tau
+    shape.shard = shard_;
     context_.reset();
     const auto start = std::chrono::steady_clock::now();
     context_ = method_->forward(in.Q, in.K, in.V, shape, O_);
@@ -322,6 +323,12 @@ class MultiHeadAttention {
   /// The threads its passes (and its attention method's) may use.
   void set_threading(const Threading& threading) { threading_ = threading; }
 
+  /// The part of the sequence this process holds when it is split across processes
+  /// (parallel/group.hpp; DESIGN.md section 8): its rows are the layer's input, and the method
+  /// joins its heads to the other shards'. The default is the whole sequence.
+  void set_shard(const SequenceShard& shard) { shard_ = shard; }
+  const SequenceShard& shard() const { return shard_; }
+
   /// The attention method in use.
   const AttentionMethod<T>& attention() const { return *method_; }
 
@@ -372,6 +379,7 @@ class MultiHeadAttention {
   std::vector<HeadPlan> plans_;
   std::pair<double, double> attention_seconds_{0.0, 0.0};
   Threading threading_;
+  SequenceShard shard_;
 };
 
 }  // namespace polygrad

@@ -60,7 +60,11 @@ class Transformer {
   /// The output (n x D) for x (n x D); every block keeps what its backward needs. Throws
   /// NumericError if x or a parameter holds NaN or infinity.
   Matrix<T> forward(const Matrix<T>& x) {
-    detail::require_input(x, config_.d_model, "Transformer input");
+    if (shard_.split()) {
+      check_shard(x);
+    } else {
+      detail::require_input(x, config_.d_model, "Transformer input");
+    }
     detail::require_finite_parameters(parameters());
     const Index n = x.rows(), L = Index(blocks_.size());
     stream_.resize(std::size_t(L + 1));
@@ -77,7 +81,9 @@ class Transformer {
                            [&](int, Index b, Index s) {
                              ln_f_.forward_rows(last.middleRows(b, s), y.middleRows(b, s));
                            });
-    require<NumericError>(y.allFinite(), "the Transformer's output contains NaN or infinity ",
+    const bool finite = y.allFinite();
+    if (shard_.split()) finite_on_every_rank(finite);
+    require<NumericError>(finite, "the Transformer's output contains NaN or infinity ",
                           "although its input and parameters are finite: an activation ",
                           "overflowed; use double or smaller weights");
     cached_ = true;
@@ -89,7 +95,12 @@ class Transformer {
     detail::require_forward(cached_, "Transformer");
     const Index n = stream_.front().rows(), L = Index(blocks_.size());
     require_shape(dy, n, config_.d_model, "Transformer output gradient");
-    require_finite(dy, "Transformer output gradient");
+    if (shard_.split()) {
+      require_on_every_rank<NumericError>(*shard_.group, dy.allFinite(), "the Transformer ",
+                                          "output gradient contains NaN or infinity");
+    } else {
+      require_finite(dy, "Transformer output gradient");
+    }
     Matrix<T> d(n, config_.d_model);
     {
       const Matrix<T>& last = stream_.back();
@@ -156,6 +167,18 @@ class Transformer {
   }
   const Threading& threading() const { return threading_; }
 
+  /// The part of the sequence this process holds when it is split across processes
+  /// (parallel/group.hpp; DESIGN.md section 8). forward() then takes this shard's rows, every
+  /// rank's parameters must be the same (checked), and backward() leaves each rank the
+  /// gradients of its own rows: sum_gradients (parallel/reduce.hpp) adds them up.
+  void set_shard(const SequenceShard& shard) {
+    require<Error>(!cached_, "set_shard between forward and backward: run the pending backward ",
+                   "pass first");
+    shard_ = shard;
+    for (auto& block : blocks_) block.set_shard(shard);
+  }
+  const SequenceShard& shard() const { return shard_; }
+
   /// Called after each block of each pass (progress lines, profiles); empty for none.
   void set_observer(std::function<void(const LayerEvent&)> observer) {
     observer_ = std::move(observer);
@@ -197,6 +220,31 @@ class Transformer {
   LayerNorm<T>& ln_f() { return ln_f_; }
 
  private:
+  /// The checks of forward() on a split sequence, made on every rank at once so that all throw
+  /// together: the input's shape and values, and the same parameters everywhere (their sum
+  /// in double, taken in one order, is the same bit for bit when they are).
+  void check_shard(const Matrix<T>& x) {
+    SequenceGroup& group = *shard_.group;
+    require_on_every_rank<ShapeError>(group, x.cols() == config_.d_model, "Transformer input: ",
+                                      "every rank's rows must have d_model = ", config_.d_model,
+                                      " columns; this rank's have ", x.cols());
+    require_on_every_rank<NumericError>(group, x.allFinite(), "Transformer input contains NaN ",
+                                        "or infinity; check the input data");
+    double sum = 0;
+    for (const auto& p : parameters()) sum += p.values().template cast<double>().sum();
+    require_same_on_every_rank<Error>(group, sum, "Transformer: the ranks hold different ",
+                                      "parameters; initialise them with the same seed or load ",
+                                      "the same checkpoint on every rank");
+  }
+
+  /// Throws the same NumericError on every rank if any rank's output is not finite.
+  void finite_on_every_rank(bool finite) {
+    require_on_every_rank<NumericError>(*shard_.group, finite, "the Transformer's output ",
+                                        "contains NaN or infinity although its input and ",
+                                        "parameters are finite: an activation overflowed; use ",
+                                        "double or smaller weights");
+  }
+
   // Attention gradients are needed by one block at a time, so every block uses one set; with
   // recomputation Q, K, V are too.
   void share_buffers() {
@@ -223,6 +271,7 @@ class Transformer {
   std::vector<Matrix<T>> stream_;  // cached for backward: the input of each block and of ln_f
   bool cached_ = false, recompute_ = false;
   Threading threading_;
+  SequenceShard shard_;
   std::function<void(const LayerEvent&)> observer_;
 };
 
