@@ -24,6 +24,12 @@
 // SafetensorsWriter, so the program holds no second copy of either. Each mode prints its time
 // and its peak resident memory; the model mode a progress line per layer and pass on stderr.
 //
+// Built with MPI (CMake found it), the model and attention modes split the sequence across the
+// ranks of `mpirun -np P polygrad_gradients ...` (docs/sequence_parallel.md): each rank reads
+// only its rows of the data file, attention joins the ranks (polynomial scans or ring exact),
+// and rank 0 writes the same output file one process would, receiving the other ranks' rows as
+// it writes them. init, make-data and compare run in one process.
+//
 // Errors: `polygrad_gradients: <message>` on stderr and exit status 1; command-line usage
 // errors exit with status 2 after the usage text.
 
@@ -47,6 +53,11 @@
 #include "polygrad/layers/multihead_attention.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/loss/mse.hpp"
+#include "polygrad/parallel/reduce.hpp"
+#include "polygrad/parallel/sharded_writer.hpp"
+#if defined(POLYGRAD_GRADIENTS_WITH_MPI)
+#include "polygrad/parallel/mpi.hpp"
+#endif
 #include "support/attention_cli.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
@@ -106,10 +117,45 @@ using examples::Progress;
 using examples::Stopwatch;
 using examples::with_dtype;
 
-/// The last line of every mode's report.
+// ---------------------------------------------------------------------------------------------
+// The ranks of mpirun, when the program is built with MPI.
+
+SequenceGroup* world = nullptr;  // null without MPI
+
+int world_size() { return world ? world->size() : 1; }
+bool is_root() { return !world || world->rank() == 0; }
+
+/// The shard of a sequence of n rows this rank holds (the whole of it in one process), and its
+/// rows. ShapeError on every rank when there are more ranks than rows.
+SequenceShard sequence_shard(Index n, RowRange& rows) {
+  if (world_size() == 1) {
+    rows = {0, n};
+    return {};
+  }
+  SequenceShard shard = shard_of(*world, n);
+  rows = balanced_shard(n, world->rank(), world->size());
+  return shard;
+}
+
+/// The largest `value` over the ranks.
+double most_over_ranks(double value) {
+  if (world_size() > 1) world->max(&value, 1);
+  return value;
+}
+
+/// Refuses a mode that writes or reads one file as a whole under mpirun.
+void require_one_process(const char* mode) {
+  require<Error>(world_size() == 1, mode, " runs in one process; it was started on ",
+                 world_size(), " ranks: run it without mpirun (or with -np 1)");
+}
+
+/// The last line of every mode's report (the most of any rank, split across ranks). A
+/// collective when split.
 void print_peak_memory() {
-  std::cout << "peak resident memory " << std::fixed << std::setprecision(0)
-            << examples::peak_memory_mib() << " MiB\n" << std::defaultfloat;
+  const double peak = most_over_ranks(examples::peak_memory_mib());
+  if (!is_root()) return;
+  std::cout << "peak resident memory " << (world_size() > 1 ? "per rank (most) " : "")
+            << std::fixed << std::setprecision(0) << peak << " MiB\n" << std::defaultfloat;
 }
 
 /// The metadata every output file carries: program, attention summary and dtype.
@@ -142,34 +188,44 @@ void run_model(const ModelOptions& o) {
   require<ShapeError>(data.shape("target") == data.shape("input"), o.data,
                       ": target must have the shape of input ", detail::shape_string(data.shape("input")),
                       ", got ", detail::shape_string(data.shape("target")));
+  const Index n = data.shape("input")[0];
+  RowRange rows;
+  const SequenceShard shard = sequence_shard(n, rows);
+  if (shard.split()) model.set_shard(shard);
   Progress progress(false, 10.0);
-  model.set_observer([&](const LayerEvent& e) {
-    progress.update(std::string(e.backward ? "backward" : "forward") + " layer " +
-                        std::to_string(e.layer + 1) + "/" + std::to_string(e.layers) + ": " +
-                        examples::seconds_text(e.seconds) + " (attention " +
-                        examples::seconds_text(e.attention_seconds) + ")",
-                    true);
-  });
+  if (is_root()) {
+    model.set_observer([&](const LayerEvent& e) {
+      progress.update(std::string(e.backward ? "backward" : "forward") + " layer " +
+                          std::to_string(e.layer + 1) + "/" + std::to_string(e.layers) + ": " +
+                          examples::seconds_text(e.seconds) + " (attention " +
+                          examples::seconds_text(e.attention_seconds) + ")",
+                      true);
+    });
+  }
 
   Stopwatch clock;
   model.zero_grad();
-  const Matrix<T> input = data.read_matrix<T>("input");  // (n, D)
+  const Matrix<T> input = data.read_rows<T>("input", rows.begin, rows.rows);  // (n_r, D)
   const Matrix<T> output = model.forward(input);
   LossResult<T> loss;
   {
-    const Matrix<T> target = data.read_matrix<T>("target");  // (n, D), needed for the loss only
+    const Matrix<T> target = data.read_rows<T>("target", rows.begin, rows.rows);  // for the loss only
     loss = mse_loss(output, target, threading);
   }
   const Matrix<T> grad_input = model.backward(loss.grad);
+  const ParameterList<T> params = model.parameters();
+  if (shard.split()) {
+    sum_gradients(params, *shard.group);
+    loss.value = sum_over_ranks(loss.value, *shard.group);
+  }
   progress.done();
-  const double seconds = clock.seconds();
+  const double seconds = most_over_ranks(clock.seconds());
 
-  SafetensorsWriter out(o.out);
-  out.add("output", output);
+  ShardedWriter out(o.out, shard);
+  out.add_rows("output", output);
   const T loss_value = static_cast<T>(loss.value);
   out.add<T>("loss", {1}, &loss_value);
-  out.add("grad.input", grad_input);
-  const ParameterList<T> params = model.parameters();
+  out.add_rows("grad.input", grad_input);
   for (const auto& p : params) out.add<T>("grad." + p.name, p.shape, p.grad);
   out.metadata() = run_metadata(o.attention, o.dtype);
   const auto descriptions = model.describe_attention();
@@ -178,59 +234,52 @@ void run_model(const ModelOptions& o) {
   if (config.qk_norm) out.metadata()["qk_norm"] = detail::exact_double_string(*config.qk_norm);
   out.write();
 
-  std::cout << "model " << o.model << ": " << config.layers << " layers, d_model "
-            << config.d_model << ", " << config.heads << " heads, d_ff " << config.d_ff << ", "
-            << (config.causal ? "causal" : "non-causal") << ", scale " << config.attention_scale()
-            << (config.qk_norm ? " (qk_norm)" : "") << "\n";
-  std::cout << "n " << input.rows() << ", dtype " << o.dtype << ", attention "
-            << o.attention.summary() << (o.recompute ? ", recomputation on" : "") << "\n";
-  std::cout.precision(10);
-  std::cout << "loss " << loss.value << "\n";
-  for (std::size_t i = 0; i < descriptions.size(); ++i) {
-    std::istringstream lines(descriptions[i]);
-    for (std::string line; std::getline(lines, line);)
-      std::cout << "layer " << i << " " << line << "\n";
-  }
   const auto [forward_attention, backward_attention] = model.attention_seconds();
-  std::cout.precision(4);
-  std::cout << "forward + backward " << seconds << " s, of which attention "
-            << forward_attention + backward_attention << " s\n";
-  std::cout << "wrote " << out.size() << " tensors to " << o.out << "\n";
+  const double attention_seconds = most_over_ranks(forward_attention + backward_attention);
+  if (is_root()) {
+    std::cout << "model " << o.model << ": " << config.layers << " layers, d_model "
+              << config.d_model << ", " << config.heads << " heads, d_ff " << config.d_ff << ", "
+              << (config.causal ? "causal" : "non-causal") << ", scale " << config.attention_scale()
+              << (config.qk_norm ? " (qk_norm)" : "") << "\n";
+    std::cout << "n " << n << ", dtype " << o.dtype << ", attention " << o.attention.summary()
+              << (o.recompute ? ", recomputation on" : "");
+    if (shard.split()) std::cout << ", split across " << world_size() << " ranks";
+    std::cout << "\n";
+    std::cout.precision(10);
+    std::cout << "loss " << loss.value << "\n";
+    for (std::size_t i = 0; i < descriptions.size(); ++i) {
+      std::istringstream lines(descriptions[i]);
+      for (std::string line; std::getline(lines, line);)
+        std::cout << "layer " << i << " " << line << "\n";
+    }
+    std::cout.precision(4);
+    std::cout << "forward + backward " << seconds << " s, of which attention "
+              << attention_seconds << " s" << (shard.split() ? " (slowest rank)" : "") << "\n";
+    std::cout << "wrote " << out.size() << " tensors to " << o.out << "\n";
+  }
   print_peak_memory();
 }
 
 // ---------------------------------------------------------------------------------------------
 // Attention mode: O and dQ, dK, dV of one multi-head attention call.
 
-/// Tensor `name` [H, n, d_h] of `data` as the n x (H d_h) matrix the attention methods take
-/// (head h owns columns [h d_h, (h + 1) d_h)), read head by head in pieces of rows.
+/// Rows [rows.begin, rows.end()) of every head of tensor `name` [H, n, d_h] of `data`, as the
+/// rows x (H d_h) matrix the attention methods take (head h owns columns [h d_h, (h + 1) d_h)),
+/// read head by head in pieces of rows.
 template <class T>
-Matrix<T> read_heads(SafetensorsReader& data, const std::string& name, Index H, Index n, Index dh) {
-  Matrix<T> m(n, H * dh);
+Matrix<T> read_heads(SafetensorsReader& data, const std::string& name, Index H, Index n, Index dh,
+                     RowRange range) {
+  Matrix<T> m(range.rows, H * dh);
   const Index piece = std::max<Index>(1, (Index(1) << 18) / dh);  // rows per read
-  Matrix<T> rows(std::min(piece, n), dh);
+  Matrix<T> rows(std::max<Index>(std::min(piece, range.rows), 1), dh);
   for (Index h = 0; h < H; ++h) {
-    for (Index i = 0; i < n; i += piece) {
-      const Index count = std::min(piece, n - i);
-      data.read_elements(name, (h * n + i) * dh, count * dh, rows.data());
+    for (Index i = 0; i < range.rows; i += piece) {
+      const Index count = std::min(piece, range.rows - i);
+      data.read_elements(name, (h * n + range.begin + i) * dh, count * dh, rows.data());
       m.block(i, h * dh, count, dh) = rows.topRows(count);
     }
   }
   return m;
-}
-
-/// Declares `m` (n x H d_h, by reference) as tensor `name` [H, n, d_h] of `out`: the writer
-/// reads it back head by head.
-template <class T>
-void add_heads(SafetensorsWriter& out, const std::string& name, const Matrix<T>& m, Index H,
-               Index dh) {
-  const Index n = m.rows();
-  out.add<T>(name, {H, n, dh}, [&m, n, dh](Index first, Index count, T* values) {
-    for (Index e = first; e < first + count; ++e) {
-      const Index h = e / (n * dh), i = (e / dh) % n, c = e % dh;
-      *values++ = m(i, h * dh + c);
-    }
-  });
 }
 
 template <class T>
@@ -246,11 +295,18 @@ void run_attention(const AttentionOptions& o) {
                         detail::shape_string(data.shape(name)));
   }
   const Index H = shape[0], n = shape[1], dh = shape[2];
+  RowRange rows;
+  const SequenceShard shard = sequence_shard(n, rows);
   Stopwatch clock;
-  const Matrix<T> Q = read_heads<T>(data, "q", H, n, dh);    // (n, H d_h)
-  const Matrix<T> K = read_heads<T>(data, "k", H, n, dh);    // (n, H d_h)
-  const Matrix<T> V = read_heads<T>(data, "v", H, n, dh);    // (n, H d_h)
-  const Matrix<T> dO = read_heads<T>(data, "do", H, n, dh);  // (n, H d_h)
+  const Matrix<T> Q = read_heads<T>(data, "q", H, n, dh, rows);    // (n_r, H d_h)
+  const Matrix<T> K = read_heads<T>(data, "k", H, n, dh, rows);    // (n_r, H d_h)
+  const Matrix<T> V = read_heads<T>(data, "v", H, n, dh, rows);    // (n_r, H d_h)
+  const Matrix<T> dO = read_heads<T>(data, "do", H, n, dh, rows);  // (n_r, H d_h)
+  if (shard.split()) {
+    require_on_every_rank<NumericError>(*shard.group, Q.allFinite() && K.allFinite() &&
+                                        V.allFinite() && dO.allFinite(), o.data, ": q, k, v ",
+                                        "or do holds NaN or infinity");
+  }
   require_finite(dO, "do");
 
   AttentionShape attention;
@@ -258,13 +314,14 @@ void run_attention(const AttentionOptions& o) {
   attention.causal = o.causal;
   attention.scale = o.scale > 0 ? o.scale : 1.0 / std::sqrt(double(dh));
   attention.threading.threads = threads;
+  attention.shard = shard;
   const auto method = o.attention.make<T>();
   Matrix<T> O, dQ, dK, dV;
   std::unique_ptr<AttentionContext<T>> context;
   if (o.qk_norm > 0) {
     // As MultiHeadAttention does: unit q and k per head, scores tau cos(q, k), so |S| <= tau;
     // the gradients with respect to the raw q and k go back through the normalisation.
-    Matrix<T> q_norms(n, H), k_norms(n, H);
+    Matrix<T> q_norms(rows.rows, H), k_norms(rows.rows, H);
     Matrix<T> Qn = Q, Kn = K;
     detail::normalise_head_rows<T>(Qn, q_norms);
     detail::normalise_head_rows<T>(Kn, k_norms);
@@ -282,12 +339,12 @@ void run_attention(const AttentionOptions& o) {
     context->backward(Q, K, V, O, dO, dQ, dK, dV);
   }
 
-  const double seconds = clock.seconds();
-  SafetensorsWriter out(o.out);
-  add_heads(out, "o", O, H, dh);
-  add_heads(out, "dq", dQ, H, dh);
-  add_heads(out, "dk", dK, H, dh);
-  add_heads(out, "dv", dV, H, dh);
+  const double seconds = most_over_ranks(clock.seconds());
+  ShardedWriter out(o.out, shard);
+  out.add_rows("o", O, H);
+  out.add_rows("dq", dQ, H);
+  out.add_rows("dk", dK, H);
+  out.add_rows("dv", dV, H);
   out.metadata() = run_metadata(o.attention, o.dtype);
   out.metadata()["causal"] = o.causal ? "true" : "false";
   out.metadata()["scale"] = detail::exact_double_string(attention.scale);
@@ -295,12 +352,15 @@ void run_attention(const AttentionOptions& o) {
   out.metadata()["plan"] = context->describe();
   out.write();
 
-  std::cout << "attention " << o.attention.summary() << ": H " << H << ", n " << n << ", d_h "
-            << dh << ", " << (o.causal ? "causal" : "non-causal") << ", scale " << attention.scale
-            << (o.qk_norm > 0 ? " (qk_norm)" : "") << ", dtype " << o.dtype << "\n";
-  std::cout << context->describe() << "\n";
-  std::cout << "read, forward + backward " << seconds << " s\n";
-  std::cout << "wrote o, dq, dk, dv to " << o.out << "\n";
+  if (is_root()) {
+    std::cout << "attention " << o.attention.summary() << ": H " << H << ", n " << n << ", d_h "
+              << dh << ", " << (o.causal ? "causal" : "non-causal") << ", scale "
+              << attention.scale << (o.qk_norm > 0 ? " (qk_norm)" : "") << ", dtype " << o.dtype;
+    if (shard.split()) std::cout << ", split across " << world_size() << " ranks";
+    std::cout << "\n" << context->describe() << "\n";
+    std::cout << "read, forward + backward " << seconds << " s\n";
+    std::cout << "wrote o, dq, dk, dv to " << o.out << "\n";
+  }
   print_peak_memory();
 }
 
@@ -309,6 +369,7 @@ void run_attention(const AttentionOptions& o) {
 
 template <class T>
 void run_init(InitOptions o) {
+  require_one_process("init");
   if (o.scale > 0) o.config.scale = o.scale;
   if (o.qk_norm > 0) o.config.qk_norm = o.qk_norm;
   Transformer<T> model(o.config);
@@ -328,6 +389,7 @@ Matrix<T> normal_matrix(Index rows, Index cols, std::mt19937_64& rng) {
 
 template <class T>
 void run_make_data(const MakeDataOptions& o) {
+  require_one_process("make-data");
   require<Error>(o.tokens >= 1, "--tokens must be at least 1, got ", o.tokens);
   std::mt19937_64 rng(o.seed);
   SafetensorsFile out;
@@ -356,6 +418,7 @@ void run_make_data(const MakeDataOptions& o) {
 /// Prints ||a - b||_F / ||b||_F for every tensor name in both files; throws if they share none,
 /// if a shared name has two shapes, or if the largest error exceeds a given tolerance.
 void run_compare(const CompareOptions& o) {
+  require_one_process("compare");
   const SafetensorsFile a = SafetensorsFile::read(o.first);
   const SafetensorsFile b = SafetensorsFile::read(o.second);
   double worst = -1;
@@ -392,6 +455,11 @@ void run_compare(const CompareOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(POLYGRAD_GRADIENTS_WITH_MPI)
+  mpi::Environment environment(argc, argv);
+  mpi::Communicator communicator;
+  world = &communicator;
+#endif
   CLI::App app{"Gradients of a polygrad Transformer or attention call, as safetensors files",
                program_name};
   const auto dtype_check = CLI::IsMember({"float", "double"});
@@ -490,6 +558,11 @@ int main(int argc, char** argv) {
     attention.attention.check();
   });
   if (parsed >= 0) return parsed;
+  // The audit compares rows against exact attention over the whole sequence, which no rank of a
+  // split one holds: off by default there (asking for it is an error the method reports).
+  for (AttentionCli* cli : {&model.attention, &attention.attention}) {
+    if (world_size() > 1 && cli->audit < 0) cli->audit = 0;
+  }
 
   return examples::run_program(program_name, [&] {
     if (attention_cmd->parsed()) {

@@ -1,11 +1,13 @@
 // polygrad_sequence_parallel: the demo model's whole gradient with its sequence split across MPI
-// ranks (DESIGN.md section 8; docs/sequence_parallel.md), through a polynomial route: every rank
-// holds its shard of the rows, the attention scans hand their feature states along the ranks,
-// and the parameter gradients are summed at the end. Prints, from rank 0, the wall time, the
-// slowest rank's attention time, and the bytes each rank sent per layer.
+// ranks (DESIGN.md section 8; docs/sequence_parallel.md): every rank holds its shard of the rows;
+// polynomial attention hands its feature states along the ranks, exact attention passes blocks
+// of keys and values round a ring; the parameter gradients are summed at the end. Prints, from
+// rank 0, the wall time, the slowest rank's attention time, and the bytes each rank sent per
+// layer.
 //
-//   mpirun -np 2 polygrad_sequence_parallel -n 262144           (2 ranks of 1 thread)
+//   mpirun -np 2 polygrad_sequence_parallel -n 262144           (2 ranks of 1 thread, poly)
 //   mpirun -np 1 polygrad_sequence_parallel -n 262144 --threads 2
+//   mpirun -np 2 polygrad_sequence_parallel -n 32768 --attention exact   (ring attention)
 //
 // Open MPI as root needs --allow-run-as-root, and more ranks than cores --oversubscribe.
 // Exit status: 0 success, 1 a run-time error, 2 a usage error.
@@ -38,7 +40,7 @@ struct Options {
   std::string dtype = "float";
   int threads = 1;
   examples::DemoSetup setup;
-  examples::AttentionCli poly;  // --route, --family, --degree | --epsilon, --bound
+  examples::AttentionCli attention;  // --attention, --route, --family, --degree | --epsilon, --bound
 };
 
 /// The largest of value over the ranks.
@@ -54,9 +56,12 @@ void run(const Options& o, mpi::Communicator& world) {
   examples::init_demo_model(model, o.setup);
   model.set_recompute(o.recompute);
   model.set_threading(Threading{o.threads});
-  PolyOptions options = o.poly.poly_options();
-  options.audit_rows = 0;  // the audit needs the whole sequence
-  model.set_attention(std::make_shared<PolyAttention<T>>(options));
+  if (o.attention.method == "exact") {
+    model.set_attention(std::make_shared<ExactAttention<T>>());
+  } else {
+    model.set_attention(std::make_shared<PolyAttention<T>>(o.attention.poly_options(),
+                                                           o.attention.method == "auto"));
+  }
   const SequenceShard shard = shard_of(world, o.tokens);
   model.set_shard(shard);
 
@@ -68,8 +73,8 @@ void run(const Options& o, mpi::Communicator& world) {
   target.resize(0, 0);
   if (world.rank() == 0) {
     std::cout << "Model: demo (4 layers, d_model 64, 8 heads of d_h 8, MLP 256, causal, QK "
-              << "normalisation tau = 2), " << o.dtype << ", n = " << o.tokens << ", poly "
-              << o.poly.route << "; " << world.size() << " ranks of " << o.threads
+              << "normalisation tau = 2), " << o.dtype << ", n = " << o.tokens << ", "
+              << o.attention.summary() << "; " << world.size() << " ranks of " << o.threads
               << " thread(s); recomputation " << (o.recompute ? "on" : "off") << std::endl;
   }
 
@@ -102,7 +107,8 @@ void run(const Options& o, mpi::Communicator& world) {
               << attention << " s (slowest rank), cores busy " << cpu_ratio << ", loss "
               << std::setprecision(6) << total_loss << "\n"
               << std::setprecision(0) << "sent per rank per layer (most): " << most_sent / layers
-              << " bytes of states, " << most_reduced / layers
+              << (o.attention.method == "exact" ? " bytes of keys, values and their gradients, "
+                                                : " bytes of states, ") << most_reduced / layers
               << " bytes in sums and maxima during the passes\n"
               << "peak resident memory per rank (most): " << peak << " MiB" << std::endl;
   }
@@ -122,9 +128,10 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", o.dtype, "scalar type")->check(CLI::IsMember({"float", "double"}))->capture_default_str();
   app.add_option("--threads", o.threads, "threads per rank")->check(CLI::Range(1, 1024))->capture_default_str();
   o.setup.add(app);
-  o.poly.method = "poly";
-  o.poly.add(app, /*with_method=*/false);
-  const int parsed = examples::parse_command_line(app, argc, argv, [] {});
+  o.attention.method = "poly";
+  o.attention.audit = 0;  // the audit needs the whole sequence: asking for one is an error
+  o.attention.add(app);
+  const int parsed = examples::parse_command_line(app, argc, argv, [&] { o.attention.check(); });
   if (parsed >= 0) return parsed;
   mpi::Communicator world;
   return examples::run_program("polygrad_sequence_parallel", [&] {

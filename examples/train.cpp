@@ -13,6 +13,11 @@
 // train_exact.safetensors and train_approx.safetensors (model, AdamW state, loss curves), from
 // which --resume continues.
 //
+// Built with MPI, `mpirun -np P polygrad_train ...` splits every sequence across the P ranks
+// (docs/sequence_parallel.md): each rank runs its rows of each window, attention joins the ranks
+// (ring exact, polynomial scans), the gradients are summed once per step, and every rank takes
+// the same optimiser step. Rank 0 prints, plots and writes the checkpoints.
+//
 // Exit status: 0 success, 1 a run-time error, 2 a usage error.
 
 #include <CLI/CLI.hpp>
@@ -40,6 +45,10 @@
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/loss/cross_entropy.hpp"
 #include "polygrad/optim/adamw.hpp"
+#include "polygrad/parallel/reduce.hpp"
+#if defined(POLYGRAD_TRAIN_WITH_MPI)
+#include "polygrad/parallel/mpi.hpp"
+#endif
 #include "support/attention_cli.hpp"
 #include "support/csv.hpp"
 #include "support/program.hpp"
@@ -57,6 +66,31 @@ using examples::Progress;
 using examples::Stopwatch;
 
 constexpr const char* program_name = "polygrad_train";
+
+SequenceGroup* world = nullptr;  // the ranks of mpirun; null without MPI
+
+/// The rows of every window this process holds: all of them in one process, a balanced shard of
+/// them when the windows are split across the ranks of `world`.
+struct WindowSplit {
+  SequenceShard shard;
+  RowRange rows;
+
+  explicit WindowSplit(Index seq_len) : rows{0, seq_len} {
+    if (world == nullptr || world->size() == 1) return;
+    shard = shard_of(*world, seq_len);
+    rows = balanced_shard(seq_len, world->rank(), world->size());
+  }
+  bool split() const { return shard.split(); }
+  bool root() const { return shard.rank() == 0; }
+  /// The sum of `value` over the ranks.
+  double sum(double value) const { return split() ? sum_over_ranks(value, *shard.group) : value; }
+  /// This rank's part of window [start, start + seq_len) of `text`, and of the window after it
+  /// (the targets).
+  std::vector<int> part(const std::vector<int>& text, std::size_t start) const {
+    const auto first = text.begin() + std::ptrdiff_t(start) + std::ptrdiff_t(rows.begin);
+    return std::vector<int>(first, first + std::ptrdiff_t(rows.rows));
+  }
+};
 
 struct TrainOptions {
   std::string text = std::string(POLYGRAD_EXAMPLE_DATA_DIR) + "/genesis_kjv.txt";
@@ -145,10 +179,11 @@ class CharModel {
     head_.init(rng, Transformer<T>::default_init_std);
   }
 
-  /// Logits (n x vocab) for ids (n <= seq_len); caches for backward().
+  /// Logits (n x vocab) for ids, the positions [first, first + n) of a window of at most
+  /// seq_len; caches for backward().
   Matrix<T> forward(const std::vector<int>& ids) {
     std::vector<int> where(ids.size());
-    for (std::size_t i = 0; i < ids.size(); ++i) where[i] = int(i);
+    for (std::size_t i = 0; i < ids.size(); ++i) where[i] = int(first_ + Index(i));
     const Matrix<T> x = tokens_.forward(ids) + positions_.forward(where);
     return head_.forward(transformer_.forward(x));
   }
@@ -185,8 +220,14 @@ class CharModel {
     head_.set_threading(threading);
   }
   std::vector<std::string> describe_attention() const { return transformer_.describe_attention(); }
+  /// Splits every window across processes: forward() then takes this rank's rows of it.
+  void set_split(const WindowSplit& split) {
+    if (split.split()) transformer_.set_shard(split.shard);
+    first_ = split.rows.begin;
+  }
 
  private:
+  Index first_ = 0;  // the position of the first row forward() receives
   Embedding<T> tokens_, positions_;
   Transformer<T> transformer_;
   LMHead<T> head_;
@@ -215,19 +256,28 @@ std::vector<std::size_t> eval_starts(const Corpus& c, Index seq_len, Index count
   return out;
 }
 
+/// The mean cross-entropy of a whole window from this rank's rows of it, and its gradient with
+/// respect to this rank's logits (the local mean's, scaled by the share of rows held here).
+template <class T>
+LossResult<T> window_loss(const Matrix<T>& logits, const std::vector<int>& next,
+                          const WindowSplit& split, Index seq_len) {
+  LossResult<T> result = cross_entropy_loss(logits, next);
+  const double share = double(split.rows.rows) / double(seq_len);
+  result.grad *= T(share);
+  result.value = split.sum(result.value * share);
+  return result;
+}
+
 /// Mean held-out cross-entropy (nats per character) with exact attention; restores `training`.
 template <class T>
 double evaluate(CharModel<T>& model, const Corpus& c, const TrainOptions& o,
-                const std::shared_ptr<const AttentionMethod<T>>& training) {
+                const std::shared_ptr<const AttentionMethod<T>>& training, const WindowSplit& split) {
   model.set_attention(std::make_shared<ExactAttention<T>>());
   double total = 0;
   const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
   for (std::size_t start : starts) {
-    const std::vector<int> ids(c.held_out.begin() + std::ptrdiff_t(start),
-                               c.held_out.begin() + std::ptrdiff_t(start + std::size_t(o.seq_len)));
-    const std::vector<int> next(c.held_out.begin() + std::ptrdiff_t(start + 1),
-                                c.held_out.begin() + std::ptrdiff_t(start + 1 + std::size_t(o.seq_len)));
-    total += cross_entropy_loss(model.forward(ids), next).value;
+    const Matrix<T> logits = model.forward(split.part(c.held_out, start));
+    total += window_loss(logits, split.part(c.held_out, start + 1), split, o.seq_len).value;
   }
   model.set_attention(training);
   return total / double(starts.size());
@@ -242,22 +292,21 @@ double learning_rate(const TrainOptions& o, int s) {
 
 /// One AdamW step on the batch of step s (the same batch for both runs). Returns the mean loss.
 template <class T>
-double train_step(Run<T>& run, const Corpus& c, const TrainOptions& o, int s) {
+double train_step(Run<T>& run, const Corpus& c, const TrainOptions& o, int s,
+                  const WindowSplit& split) {
   Stopwatch clock;
   std::mt19937_64 rng(o.seed * 1000003ULL + std::uint64_t(s));
   std::uniform_int_distribution<std::size_t> pick(0, c.train.size() - std::size_t(o.seq_len) - 1);
   run.model->zero_grad();
   double loss = 0;
   for (Index b = 0; b < o.batch; ++b) {
-    const std::size_t start = pick(rng);
-    const std::vector<int> ids(c.train.begin() + std::ptrdiff_t(start),
-                               c.train.begin() + std::ptrdiff_t(start + std::size_t(o.seq_len)));
-    const std::vector<int> next(c.train.begin() + std::ptrdiff_t(start + 1),
-                                c.train.begin() + std::ptrdiff_t(start + 1 + std::size_t(o.seq_len)));
-    LossResult<T> result = cross_entropy_loss(run.model->forward(ids), next);
+    const std::size_t start = pick(rng);  // the same on every rank
+    const Matrix<T> logits = run.model->forward(split.part(c.train, start));
+    LossResult<T> result = window_loss(logits, split.part(c.train, start + 1), split, o.seq_len);
     run.model->backward(result.grad / T(o.batch));  // the batch loss is the mean over sequences
     loss += result.value / double(o.batch);
   }
+  if (split.split()) sum_gradients(run.model->parameters(), *split.shard.group);
   run.plan = run.model->describe_attention().front();
   run.optimiser->set_lr(learning_rate(o, s));
   run.optimiser->step();
@@ -339,8 +388,28 @@ std::string fixed(double v, int precision) {
   return s.str();
 }
 
+/// Sends std::cout to nowhere for its lifetime on ranks other than 0, which compute but do not
+/// report.
+class QuietUnlessRoot {
+ public:
+  explicit QuietUnlessRoot(bool root) : saved_(root ? nullptr : std::cout.rdbuf(nullptr)) {}
+  ~QuietUnlessRoot() {
+    if (saved_) {
+      std::cout.rdbuf(saved_);
+      std::cout.clear();
+    }
+  }
+  QuietUnlessRoot(const QuietUnlessRoot&) = delete;
+  QuietUnlessRoot& operator=(const QuietUnlessRoot&) = delete;
+
+ private:
+  std::streambuf* saved_;
+};
+
 template <class T>
 void train(const TrainOptions& o) {
+  const WindowSplit split(o.seq_len);
+  const QuietUnlessRoot quiet(split.root());
   const Corpus corpus = read_corpus(o);
   TransformerConfig config = o.config;
   config.qk_norm = o.qk_norm;
@@ -355,10 +424,11 @@ void train(const TrainOptions& o) {
     run.model = std::make_unique<CharModel<T>>(vocab, o.seq_len, config, o.seed);
     run.model->set_attention(run.attention);
     run.model->set_threading(Threading{o.threads});
+    run.model->set_split(split);
     run.optimiser = std::make_unique<AdamW<T>>(run.model->parameters(), o.adamw);
   }
 
-  std::filesystem::create_directories(o.out_dir);
+  if (split.root()) std::filesystem::create_directories(o.out_dir);
   const auto checkpoint_path = [&](const Run<T>& run) {
     return (std::filesystem::path(o.out_dir) / ("train_" + run.name + ".safetensors")).string();
   };
@@ -381,11 +451,14 @@ void train(const TrainOptions& o) {
             << " characters, AdamW lr " << o.adamw.lr << " (warm-up " << o.warmup
             << ", cosine to 10%), seed " << o.seed
             << (start > 0 ? ", resumed at step " + std::to_string(start) : std::string()) << "\n";
+  if (split.split()) {
+    std::cout << "every window split across " << split.shard.size() << " ranks\n";
+  }
   std::cout << "approx run: " << o.attention.summary()
             << "; held-out loss: mean cross-entropy (nats/char) of " << o.eval_seqs
             << " held-out windows, always with exact attention\n\n";
 
-  Progress progress(o.quiet, 10.0);
+  Progress progress(o.quiet || !split.root(), 10.0);
   const auto header = [&] {
     std::cout << std::setw(6) << "step" << std::setw(14) << "train exact" << std::setw(14)
               << "train approx" << std::setw(16) << "held-out exact" << std::setw(17)
@@ -402,7 +475,7 @@ void train(const TrainOptions& o) {
   };
   const auto record = [&](int step) {
     for (Run<T>& run : runs) {
-      const double held = evaluate(*run.model, corpus, o, run.attention);
+      const double held = evaluate(*run.model, corpus, o, run.attention, split);
       run.curve_step.push_back(step);
       run.curve_train.push_back(run.train_count ? run.train_sum / run.train_count : std::nan(""));
       run.curve_eval.push_back(held);
@@ -418,7 +491,7 @@ void train(const TrainOptions& o) {
 
   for (int s = start + 1; s <= o.steps; ++s) {
     for (Run<T>& run : runs) {
-      run.train_sum += train_step(run, corpus, o, s);
+      run.train_sum += train_step(run, corpus, o, s, split);
       ++run.train_count;
     }
     progress.update("step " + std::to_string(s) + "/" + std::to_string(o.steps) + ", train loss " +
@@ -429,10 +502,11 @@ void train(const TrainOptions& o) {
       progress.done();
       print_point(runs[0].curve_step.size() - 1);
     }
-    if (s % o.checkpoint_every == 0 || s == o.steps)
+    if ((s % o.checkpoint_every == 0 || s == o.steps) && split.root())
       for (Run<T>& run : runs) save_checkpoint(run, o, corpus, checkpoint_path(run));
   }
   progress.done();
+  if (!split.root()) return;
 
   // The curves as CSV and SVG.
   const std::filesystem::path dir(o.out_dir);
@@ -467,6 +541,11 @@ void train(const TrainOptions& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(POLYGRAD_TRAIN_WITH_MPI)
+  mpi::Environment environment(argc, argv);
+  mpi::Communicator communicator;
+  world = &communicator;
+#endif
   CLI::App app{"Train a character-level transformer twice, with exact and with approximate "
                "attention gradients, and compare held-out losses",
                program_name};
@@ -509,6 +588,8 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--heads", "must divide --d-model (" + std::to_string(o.config.d_model) + ")");
   });
   if (parsed >= 0) return parsed;
+  // The audit needs whole windows, which no rank of a split one holds.
+  if (world != nullptr && world->size() > 1 && o.attention.audit < 0) o.attention.audit = 0;
 
   return examples::run_program(program_name, [&] {
     examples::with_dtype(o.dtype, [&](auto t) { train<decltype(t)>(o); });

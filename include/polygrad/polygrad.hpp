@@ -37,6 +37,7 @@
 
 #include "polygrad/parallel/group.hpp"  // MPI itself: polygrad/parallel/mpi.hpp, not included here
 #include "polygrad/parallel/reduce.hpp"
+#include "polygrad/parallel/sharded_writer.hpp"
 
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"

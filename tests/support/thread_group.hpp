@@ -23,12 +23,15 @@ class ThreadGroupHub {
  public:
   explicit ThreadGroupHub(int size) : size_(size), deposits_(std::size_t(size)) {}
 
-  void post(int from, int to, int tag, const double* data, Index count) {
+  /// Messages are kept in double whatever their type (a float converts there and back exactly).
+  template <class T>
+  void post(int from, int to, int tag, const T* data, Index count) {
     std::lock_guard<std::mutex> lock(mutex_);
     mail_[{from, to, tag}].emplace_back(data, data + count);
     changed_.notify_all();
   }
-  void take(int from, int to, int tag, double* data, Index count) {
+  template <class T>
+  void take(int from, int to, int tag, T* data, Index count) {
     std::unique_lock<std::mutex> lock(mutex_);
     auto& queue = mail_[{from, to, tag}];
     changed_.wait(lock, [&] { return !queue.empty(); });
@@ -91,7 +94,14 @@ class ThreadGroup final : public SequenceGroup {
     return std::make_unique<Done>();
   }
   std::unique_ptr<PendingMessage> receive(int from, int tag, double* data, Index count) override {
-    return std::make_unique<Receive>(hub_, from, rank_, tag, data, count);
+    return std::make_unique<Receive<double>>(hub_, from, rank_, tag, data, count);
+  }
+  std::unique_ptr<PendingMessage> send(int to, int tag, const float* data, Index count) override {
+    hub_.post(rank_, to, tag, data, count);
+    return std::make_unique<Done>();
+  }
+  std::unique_ptr<PendingMessage> receive(int from, int tag, float* data, Index count) override {
+    return std::make_unique<Receive<float>>(hub_, from, rank_, tag, data, count);
   }
   [[noreturn]] void abort(const std::string& message) override {
     std::fprintf(stderr, "thread rank %d: %s\n", rank_, message.c_str());
@@ -103,8 +113,9 @@ class ThreadGroup final : public SequenceGroup {
     void wait() override {}
     bool done() override { return true; }
   };
+  template <class T>
   struct Receive final : PendingMessage {
-    Receive(ThreadGroupHub& hub, int from, int to, int tag, double* data, Index count)
+    Receive(ThreadGroupHub& hub, int from, int to, int tag, T* data, Index count)
         : hub(hub), from(from), to(to), tag(tag), data(data), count(count) {}
     void wait() override {
       if (!received) hub.take(from, to, tag, data, count);
@@ -113,7 +124,7 @@ class ThreadGroup final : public SequenceGroup {
     bool done() override { return received; }
     ThreadGroupHub& hub;
     int from, to, tag;
-    double* data;
+    T* data;
     Index count;
     bool received = false;
   };

@@ -110,35 +110,53 @@ inline void require_whole_sequence(const AttentionShape& shape, const char* meth
                      "it does not run on a sequence split across processes (PolyAttention does)");
 }
 
-/// Checks, on every rank of a split sequence at once (collectives), that the shards fit
+/// Checks, on every rank of a split sequence at once (three collectives), that the shards fit
 /// together -- `rows` on this rank, contiguous in rank order, adding up to shard.total -- and
-/// that every rank calls `what` with the same heads, width, mask and scale. Throws the same
-/// ShapeError on every rank otherwise, so that none waits for the others.
-inline void check_shard(const AttentionShape& shape, Index rows, Index width, const char* what) {
+/// that every rank calls `what` with the same length, heads, width, mask, scale and bound.
+/// Throws the same ShapeError on every rank otherwise, so that none waits for the others.
+/// Returns the rows of every rank, in rank order.
+inline std::vector<Index> check_shard(const AttentionShape& shape, Index rows, Index width,
+                                      const char* what) {
   const SequenceShard& shard = shape.shard;
   SequenceGroup& group = *shard.group;
   require<ShapeError>(shard.outbox != nullptr, what, ": a split SequenceShard needs an outbox ",
                       "for the states it hands on; make it with shard_of()");
-  require_same_on_every_rank(group, double(shard.total), what, ": the ranks disagree on the ",
-                             "length of the sequence");
-  require_same_on_every_rank(group, double(shape.heads), what, ": the ranks disagree on the heads");
-  require_same_on_every_rank(group, double(width), what, ": the ranks disagree on the width");
-  require_same_on_every_rank(group, shape.causal ? 1.0 : 0.0, what, ": the ranks disagree on the causal mask");
-  require_same_on_every_rank(group, shape.scale, what, ": the ranks disagree on the scale");
-  require_same_on_every_rank(group, shape.score_bound, what, ": the ranks disagree on the score bound");
+  // What the ranks must agree on, each with its largest and (negated) smallest value over the
+  // ranks in one maximum.
+  const char* names[] = {"length of the sequence", "heads", "width", "causal mask", "scale",
+                         "score bound"};
+  const double values[] = {double(shard.total), double(shape.heads), double(width),
+                           shape.causal ? 1.0 : 0.0, shape.scale, shape.score_bound};
+  constexpr std::size_t agreed = sizeof(values) / sizeof(values[0]);
+  double extremes[2 * agreed];
+  for (std::size_t i = 0; i < agreed; ++i) {
+    extremes[2 * i] = values[i];
+    extremes[2 * i + 1] = -values[i];
+  }
+  group.max(extremes, Index(2 * agreed));
+  for (std::size_t i = 0; i < agreed; ++i) {
+    if (extremes[2 * i] != -extremes[2 * i + 1]) {
+      throw ShapeError(concat(what, ": the ranks disagree on the ", names[i], " (rank ",
+                              group.rank(), " has ", values[i], "; the ranks range from ",
+                              -extremes[2 * i + 1], " to ", extremes[2 * i], ")"));
+    }
+  }
   std::vector<double> counts(std::size_t(group.size()), 0.0);  // rows per rank
   counts[std::size_t(group.rank())] = double(rows);
   group.sum(counts.data(), Index(counts.size()));
   double before = 0, all = 0;
+  std::vector<Index> rows_of(counts.size());
   for (int r = 0; r < group.size(); ++r) {
     if (r < group.rank()) before += counts[std::size_t(r)];
     all += counts[std::size_t(r)];
+    rows_of[std::size_t(r)] = Index(counts[std::size_t(r)]);
   }
   require_on_every_rank<ShapeError>(group, double(shard.begin) == before && all == double(shard.total),
                                     what, ": the shards do not make up the sequence: this rank ",
                                     "holds ", rows, " rows from row ", shard.begin, " of ",
                                     shard.total, ", the ranks hold ", all, " rows in all; give ",
                                     "each rank the rows shard_of() names");
+  return rows_of;
 }
 
 /// Checks what a context's backward() receives -- Q, K, V, O and dO all n x `width` as in the

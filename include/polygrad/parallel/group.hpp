@@ -67,6 +67,12 @@ class SequenceGroup {
   /// Starts receiving count doubles from rank `from` into `data`.
   virtual std::unique_ptr<PendingMessage> receive(int from, int tag, double* data,
                                                   Index count) = 0;
+  /// The same for floats: rows of keys and values travel in their own precision (ring
+  /// attention), states always in double.
+  virtual std::unique_ptr<PendingMessage> send(int to, int tag, const float* data,
+                                               Index count) = 0;
+  virtual std::unique_ptr<PendingMessage> receive(int from, int tag, float* data,
+                                                  Index count) = 0;
   /// Ends the program on every rank after printing `message`: the way out of an error that one
   /// rank found while others may be waiting for its messages.
   [[noreturn]] virtual void abort(const std::string& message) = 0;

@@ -35,7 +35,7 @@ inline void check(int code, const char* call) {
 /// MPI counts are int: larger buffers are an error, not a silent truncation.
 inline int count_of(Index count) {
   require<ShapeError>(count >= 0 && count <= INT_MAX, "an MPI message of ", count,
-                      " doubles is larger than MPI's int count allows; use more ranks or ",
+                      " numbers is larger than MPI's int count allows; use more ranks or ",
                       "a smaller state");
   return int(count);
 }
@@ -131,19 +131,16 @@ class Communicator final : public SequenceGroup {
                   "MPI_Allreduce (max)");
   }
   std::unique_ptr<PendingMessage> send(int to, int tag, const double* data, Index count) override {
-    bytes_sent_ += std::uint64_t(count) * sizeof(double);
-    auto message = std::make_unique<Message>();
-    detail::check(MPI_Isend(data, detail::count_of(count), MPI_DOUBLE, to, tag, comm_,
-                            message->request()),
-                  "MPI_Isend");
-    return message;
+    return start_send(to, tag, data, count, MPI_DOUBLE);
   }
   std::unique_ptr<PendingMessage> receive(int from, int tag, double* data, Index count) override {
-    auto message = std::make_unique<Message>();
-    detail::check(MPI_Irecv(data, detail::count_of(count), MPI_DOUBLE, from, tag, comm_,
-                            message->request()),
-                  "MPI_Irecv");
-    return message;
+    return start_receive(from, tag, data, count, MPI_DOUBLE);
+  }
+  std::unique_ptr<PendingMessage> send(int to, int tag, const float* data, Index count) override {
+    return start_send(to, tag, data, count, MPI_FLOAT);
+  }
+  std::unique_ptr<PendingMessage> receive(int from, int tag, float* data, Index count) override {
+    return start_receive(from, tag, data, count, MPI_FLOAT);
   }
   [[noreturn]] void abort(const std::string& message) override {
     std::fprintf(stderr, "polygrad: rank %d of %d: %s\n", rank_, size_, message.c_str());
@@ -153,6 +150,26 @@ class Communicator final : public SequenceGroup {
   }
 
  private:
+  template <class T>
+  std::unique_ptr<PendingMessage> start_send(int to, int tag, const T* data, Index count,
+                                             MPI_Datatype type) {
+    bytes_sent_ += std::uint64_t(count) * sizeof(T);
+    auto message = std::make_unique<Message>();
+    detail::check(MPI_Isend(data, detail::count_of(count), type, to, tag, comm_,
+                            message->request()),
+                  "MPI_Isend");
+    return message;
+  }
+  template <class T>
+  std::unique_ptr<PendingMessage> start_receive(int from, int tag, T* data, Index count,
+                                                MPI_Datatype type) {
+    auto message = std::make_unique<Message>();
+    detail::check(MPI_Irecv(data, detail::count_of(count), type, from, tag, comm_,
+                            message->request()),
+                  "MPI_Irecv");
+    return message;
+  }
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   bool threads_ = false;

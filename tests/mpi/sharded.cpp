@@ -1,7 +1,7 @@
-// Polynomial attention and the whole model with the sequence split across MPI ranks
-// (DESIGN.md section 8): every rank computes the single-process result itself, then its shard
-// of the same computation, and every output and gradient must agree. Run under mpirun with
-// P = 1 .. 4 (CTest label "mpi").
+// Attention -- polynomial (joined chunk scans) and exact (ring attention) -- and the whole model
+// with the sequence split across MPI ranks (DESIGN.md section 8): every rank computes the
+// single-process result itself, then its shard of the same computation, and every output and
+// gradient must agree. Run under mpirun with P = 1 .. 4 (CTest label "mpi").
 //
 // Checks use CHECK, never REQUIRE: every rank must take the same path through the collectives.
 
@@ -11,6 +11,7 @@
 #include <cmath>
 #include <random>
 
+#include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/parallel/mpi.hpp"
@@ -124,7 +125,7 @@ TEST_CASE("sharded polynomial attention equals the single-process computation", 
   }
 }
 
-TEST_CASE("a rank with no rows takes part in the scans", "[mpi]") {
+TEST_CASE("a rank with no rows takes part in the scans and the ring", "[mpi]") {
   // n = 5 rows over P ranks, the last rank owning none.
   const int P = world->size();
   if (P < 2) return;
@@ -133,21 +134,25 @@ TEST_CASE("a rank with no rows takes part in the scans", "[mpi]") {
   const Matrix<double> Q = test::unit_rows_per_head(test::random_matrix(n, D, rng), heads);
   const Matrix<double> K = test::unit_rows_per_head(test::random_matrix(n, D, rng), heads);
   const Matrix<double> V = test::random_matrix(n, D, rng), dO = test::random_matrix(n, D, rng);
+  PolyOptions options;
+  options.degree = 4;
+  const PolyAttention<double> poly(options);
+  const ExactAttention<double> exact;
+  for (const AttentionMethod<double>* method : {static_cast<const AttentionMethod<double>*>(&poly),
+                                                static_cast<const AttentionMethod<double>*>(&exact)})
   for (bool causal : {true, false}) {
+    INFO(method->name() << (causal ? ", causal" : ", not causal"));
     AttentionShape shape(heads, causal, 2.0, 2.0);
     shape.threading = Threading::serial();
-    PolyOptions options;
-    options.degree = 4;
-    const PolyAttention<double> method(options);
     Matrix<double> O, dQ, dK, dV;
-    method.forward(Q, K, V, shape, O)->backward(Q, K, V, O, dO, dQ, dK, dV);
+    method->forward(Q, K, V, shape, O)->backward(Q, K, V, O, dO, dQ, dK, dV);
     // Rows split over the first P - 1 ranks only.
     const RowRange rows = world->rank() < P - 1 ? balanced_shard(n, world->rank(), P - 1)
                                                 : RowRange{n, 0};
     shape.shard = SequenceShard{world, rows.begin, n, std::make_shared<Outbox>()};
     auto mine = [&](const Matrix<double>& X) { return Matrix<double>(X.middleRows(rows.begin, rows.rows)); };
     Matrix<double> o, dq, dk, dv;
-    method.forward(mine(Q), mine(K), mine(V), shape, o)
+    method->forward(mine(Q), mine(K), mine(V), shape, o)
         ->backward(mine(Q), mine(K), mine(V), o, mine(dO), dq, dk, dv);
     CHECK(relative_error_over_ranks(o, mine(O)) <= 1e-12);
     CHECK(relative_error_over_ranks(dq, mine(dQ)) <= 1e-12);
@@ -158,10 +163,60 @@ TEST_CASE("a rank with no rows takes part in the scans", "[mpi]") {
 
 namespace {
 
+/// Exact attention (ring attention) on n = 53 rows, tiles of 8 x 8 (several per shard), heads
+/// split between 2 threads per rank, against the single-process computation.
+template <class T>
+void check_ring(bool causal, double tolerance) {
+  const Index n = 53, heads = 2, dh = 4, D = heads * dh;
+  std::mt19937_64 rng(1234);
+  const Matrix<T> Q = test::random_matrix(n, D, rng).cast<T>(), K = test::random_matrix(n, D, rng).cast<T>();
+  const Matrix<T> V = test::random_matrix(n, D, rng).cast<T>(), dO = test::random_matrix(n, D, rng).cast<T>();
+  AttentionShape shape(heads, causal, 0.7);
+  shape.threading = Threading::serial();
+  const ExactAttention<T> method(exact::Tiles{8, 8});
+  Matrix<T> O, dQ, dK, dV;
+  method.forward(Q, K, V, shape, O)->backward(Q, K, V, O, dO, dQ, dK, dV);
+
+  shape.shard = shard_of(*world, n);
+  const RowRange rows = balanced_shard(n, world->rank(), world->size());
+  auto mine = [&](const Matrix<T>& X) { return Matrix<T>(X.middleRows(rows.begin, rows.rows)); };
+  Matrix<T> o, dq, dk, dv;
+  auto part = method.forward(mine(Q), mine(K), mine(V), shape, o);
+  part->backward(mine(Q), mine(K), mine(V), o, mine(dO), dq, dk, dv);
+  CHECK(relative_error_over_ranks(o, mine(O)) <= tolerance);
+  CHECK(relative_error_over_ranks(dq, mine(dQ)) <= tolerance);
+  CHECK(relative_error_over_ranks(dk, mine(dK)) <= tolerance);
+  CHECK(relative_error_over_ranks(dv, mine(dV)) <= tolerance);
+  CHECK(part->plans().at(0).n == n);
+}
+
+}  // namespace
+
+TEST_CASE("sharded exact attention (ring) equals the single-process computation", "[mpi]") {
+  for (bool causal : {true, false}) {
+    const std::string mask = causal ? "causal" : "not causal";
+    SECTION(mask + ", double") { check_ring<double>(causal, 1e-12); }
+    SECTION(mask + ", float") { check_ring<float>(causal, 1e-5); }
+  }
+}
+
+namespace {
+
+/// The attention methods a model is checked with: ring exact and both polynomial routes.
+template <class T>
+std::shared_ptr<AttentionMethod<T>> model_method(const std::string& name) {
+  if (name == "exact") return std::make_shared<ExactAttention<T>>(exact::Tiles{8, 8});
+  PolyOptions options;
+  options.route = name == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
+  options.degree = 3;
+  options.chunk = 8;
+  return std::make_shared<PolyAttention<T>>(options);
+}
+
 /// Every parameter gradient, the input gradient and the loss of a 4-layer model, sharded and
 /// summed over the ranks, against the single-process run.
 template <class T>
-void check_model(bool causal, PolyRoute route, bool recompute, double tolerance) {
+void check_model(bool causal, const std::string& method_name, bool recompute, double tolerance) {
   TransformerConfig config;
   config.layers = 4;
   config.d_model = 16;
@@ -170,11 +225,7 @@ void check_model(bool causal, PolyRoute route, bool recompute, double tolerance)
   config.causal = causal;
   config.qk_norm = 2.0;
   const Index n = 41;
-  PolyOptions options;
-  options.route = route;
-  options.degree = 3;
-  options.chunk = 8;
-  auto method = std::make_shared<PolyAttention<T>>(options);
+  const std::shared_ptr<AttentionMethod<T>> method = model_method<T>(method_name);
 
   std::mt19937_64 rng(99);
   const Matrix<T> x = test::random_matrix(n, config.d_model, rng).cast<T>();
@@ -212,11 +263,11 @@ void check_model(bool causal, PolyRoute route, bool recompute, double tolerance)
 
 TEST_CASE("a 4-layer model's gradients, sharded, equal the single-process ones", "[mpi]") {
   for (bool causal : {true, false}) {
-    for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
-      const std::string name = std::string(causal ? "causal " : "not causal ") + to_string(route);
-      SECTION(name + ", double") { check_model<double>(causal, route, false, 1e-12); }
-      SECTION(name + ", double, recomputed") { check_model<double>(causal, route, true, 1e-12); }
-      SECTION(name + ", float") { check_model<float>(causal, route, false, 1e-5); }
+    for (const std::string method : {"exact", "adjoint", "paper"}) {
+      const std::string name = std::string(causal ? "causal " : "not causal ") + method;
+      SECTION(name + ", double") { check_model<double>(causal, method, false, 1e-12); }
+      SECTION(name + ", double, recomputed") { check_model<double>(causal, method, true, 1e-12); }
+      SECTION(name + ", float") { check_model<float>(causal, method, false, 1e-5); }
     }
   }
 }
