@@ -91,7 +91,7 @@ Result run_once(const AttentionMethod<float>& method, const Inputs& in, const At
 }
 
 /// Exact O and dQ rows `rows` of every head, in double, one row at a time (O(n d) per row):
-/// DESIGN.md section 2 with P held for a single row.
+/// design.md section 2 with P held for a single row.
 void sampled_reference(const Inputs& in, const AttentionShape& shape, const std::vector<Index>& rows,
                        Matrix<double>& O, Matrix<double>& dQ) {
   const Index dh = in.dh;
@@ -144,7 +144,7 @@ double check_error(const Result& r, const Inputs& in, const AttentionShape& shap
 }
 
 /// The tolerance of the check: float rounding for the exact path; for the polynomial routes
-/// twice the certified output error 2 eps / (1 - eps) (DESIGN.md section 3) on top of that.
+/// twice the certified output error 2 eps / (1 - eps) (design.md section 3) on top of that.
 double tolerance(const std::vector<HeadPlan>& plans) {
   double tol = 2e-4;
   for (const HeadPlan& plan : plans)

@@ -266,7 +266,7 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
               << std::setw(11) << (std::isnan(audit) ? std::string("-") : format(audit, 1, true))
               << "\n";
   }
-  std::cout << "\ncertified fwd: |O~_i - O_i| <= this times max_j |v_j| in every head (DESIGN.md "
+  std::cout << "\ncertified fwd: |O~_i - O_i| <= this times max_j |v_j| in every head (design.md "
                "section 3); audit: largest measured relative error of sampled output rows.\n\n";
 }
 

@@ -1,5 +1,5 @@
 // polygrad_sequence_parallel: the demo model's whole gradient with its sequence split across MPI
-// ranks (DESIGN.md section 8; docs/sequence_parallel.md): every rank holds its shard of the rows;
+// ranks (design.md section 8; docs/sequence_parallel.md): every rank holds its shard of the rows;
 // polynomial attention hands its feature states along the ranks, exact attention passes blocks
 // of keys and values round a ring; the parameter gradients are summed at the end. Prints, from
 // rank 0, the wall time, the slowest rank's attention time, and the bytes each rank sent per

@@ -75,7 +75,7 @@ TEST_CASE("centring shrinks R for keys with a common offset and keeps softmax ro
   const EntryBound plain = cauchy_schwarz_bound(Q, K, 0.35, false);
   const EntryBound centred = cauchy_schwarz_bound(Q, K, 0.35, true);
   CHECK(centred.R < 0.5 * plain.R);
-  // Shifting row i by c q_i . kbar does not change its softmax (DESIGN.md section 3).
+  // Shifting row i by c q_i . kbar does not change its softmax (design.md section 3).
   auto softmax = [](Matrix<double> S) {
     for (Index i = 0; i < S.rows(); ++i) {
       S.row(i) = (S.row(i).array() - S.row(i).maxCoeff()).exp();

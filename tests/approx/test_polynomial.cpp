@@ -142,11 +142,11 @@ TEST_CASE("a certificate below 1 makes the polynomial positive on [-1, 1]",
   CHECK(checked > 100);
 }
 
-TEST_CASE("fit_exp_for_error against the DESIGN.md section 3 table (eps 1e-3)",
+TEST_CASE("fit_exp_for_error against the design.md section 3 table (eps 1e-3)",
           "[approx][polynomial]") {
   struct Row {
     double R;
-    int chebyshev, taylor;  // degrees measured in DESIGN.md
+    int chebyshev, taylor;  // degrees in design.md section 3
   };
   const Row table[] = {{1, 5, 6}, {2, 7, 10}, {4, 11, 17}, {8, 20, 31}};
   const double eps = 1e-3;

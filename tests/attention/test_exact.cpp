@@ -145,7 +145,7 @@ TEST_CASE("exact kernels survive large scores without overflow", "[attention][ex
   }
 }
 
-// What causality means for each output (DESIGN.md section 2 with the mask j <= i):
+// What causality means for each output (design.md section 2 with the mask j <= i):
 //  O_i, lse_i and dQ_i use only q_i, dO_i and k_j, v_j for j <= i, so rows > t of Q, K, V, dO
 //  cannot change rows <= t of O, lse, dQ.
 //  dK_j and dV_j sum over the queries i >= j, and through lse_i and delta_i = dO_i . O_i they see

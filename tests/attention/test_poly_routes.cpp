@@ -33,7 +33,7 @@ struct Problem {
 
 /// Random rows; keys offset so that centring has work to do. With `unit` the q and k rows are
 /// unit vectors and the scale is a fixed bound of 2 (as QK normalisation gives), which float
-/// needs: p(t) in float has a relative floor of about 6e-8 e^(2R) (DESIGN.md section 7).
+/// needs: p(t) in float has a relative floor of about 6e-8 e^(2R) (design.md section 7).
 Problem make_problem(const Case& c, bool unit) {
   std::srand(unsigned(c.n * 131 + c.dh));
   Problem p;

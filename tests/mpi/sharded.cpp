@@ -1,5 +1,5 @@
 // Attention -- polynomial (joined chunk scans) and exact (ring attention) -- and the whole model
-// with the sequence split across MPI ranks (DESIGN.md section 8): every rank computes the
+// with the sequence split across MPI ranks (design.md section 8): every rank computes the
 // single-process result itself, then its shard of the same computation, and every output and
 // gradient must agree. Run under mpirun with P = 1 .. 4 (CTest label "mpi").
 //

@@ -1,5 +1,5 @@
 #pragma once
-// The entry bound R of the polynomial method (DESIGN.md section 3, "Entry bound"): with keys
+// The entry bound R of the polynomial method (design.md section 3, "Entry bound"): with keys
 // centred on their mean kbar, every score c q_i . (k_j - kbar) lies in [-R, R] with
 // R = |c| max_i |q_i| max_j |k_j - kbar| (Cauchy-Schwarz). O(n d).
 
@@ -28,9 +28,9 @@ struct NoReduction {
 };
 
 /// The Cauchy-Schwarz entry bound of c Q K^T for Q (n_q x d) and K (n_k x d), matrices or views.
-/// With centre_keys, kbar is the mean key row; softmax rows do not change (DESIGN.md section 3).
+/// With centre_keys, kbar is the mean key row; softmax rows do not change (design.md section 3).
 /// `reduce` combines the statistics of every shard when the rows are split across processes
-/// (DESIGN.md section 8), so that every shard gets the bound of the whole sequence.
+/// (design.md section 8), so that every shard gets the bound of the whole sequence.
 /// NumericError on NaN or infinity (found in the same pass that takes the norms); ShapeError
 /// if Q and K have different widths.
 template <class DerivedQ, class DerivedK, class Reduce = const NoReduction&>

@@ -1,6 +1,6 @@
 #pragma once
 // Symmetric tensor features of a polynomial kernel: phi(x) . psi(y) = p(x . y) exactly
-// (DESIGN.md section 3, "Features").
+// (design.md section 3, "Features").
 //
 // Feature layout: ordered by degree j = 0..g; within a degree, the monomials x^alpha in the order
 // "children of parent 0, children of parent 1, ...", where a parent is a degree-(j-1) monomial

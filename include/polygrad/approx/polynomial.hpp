@@ -1,6 +1,6 @@
 #pragma once
 // Polynomials p(t) ~ exp(R t) on [-1, 1] with a proved bound on the relative error
-// (DESIGN.md section 3, "Polynomial"). With S = R t this is P(s) = p(s / R) ~ exp(s) on [-R, R].
+// (design.md section 3, "Polynomial"). With S = R t this is P(s) = p(s / R) ~ exp(s) on [-R, R].
 //
 // Two families:
 //   chebyshev  interpolation of exp(R t) at the g + 1 Chebyshev extreme points cos(pi k / g),
@@ -8,14 +8,14 @@
 //              smallest *relative* error: it is exact at t = -1, where exp(R t) is smallest and
 //              the relative error of the others peaks (measured at R = 8, g = 20: truncated series
 //              8.9e-4, first-kind nodes 7.3e-4, extreme points 3.2e-4).
-//   taylor     b_j = R^j / j!. Better when the scores crowd near 0 (DESIGN.md section 3).
+//   taylor     b_j = R^j / j!. Better when the scores crowd near 0 (design.md section 3).
 //
 // certified_error bounds max_{|t|<=1} |p(t) e^{-R t} - 1| for the polynomial whose coefficients
 // are the stored doubles b_j, in exact arithmetic (rounding while evaluating p, by Horner or by
 // the features, is not included). How it is proved:
 //   taylor     exactly, from f(s) = p(s) e^{-s}, f'(s) = -s^g e^{-s} / g! (taylor_exp_error), plus
 //              sum_j |b_j - R^j/j!| e^R for storing b_j in double.
-//   chebyshev  a grid plus a derivative bound (DESIGN.md section 3 allows either): h(t) = p(t)
+//   chebyshev  a grid plus a derivative bound (design.md section 3 allows either): h(t) = p(t)
 //              e^{-R t} - 1 is evaluated in extended precision on a grid of spacing delta, and
 //              between grid points |h| grows by at most delta/2 max|h'|; h' = e^{-R t} (E' - R E)
 //              with E = p - exp(R t), and E is bounded through the Chebyshev series of exp, whose

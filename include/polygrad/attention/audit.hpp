@@ -1,7 +1,7 @@
 #pragma once
 // The error audit: exact attention output for a few sampled query rows, O(s n d_h), compared
 // with an approximate output. Certified bounds are worst-case; the audit measures this call
-// (DESIGN.md section 3, "Worst case against typical case").
+// (design.md section 3, "Worst case against typical case").
 
 #include <algorithm>
 #include <cmath>

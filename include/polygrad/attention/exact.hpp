@@ -1,5 +1,5 @@
 #pragma once
-// Exact multi-head attention (DESIGN.md section 2) as an AttentionMethod: the tiled kernels of
+// Exact multi-head attention (design.md section 2) as an AttentionMethod: the tiled kernels of
 // exact_kernels.hpp on every head, and ring attention (exact_ring.hpp) when the sequence is split
 // across processes.
 

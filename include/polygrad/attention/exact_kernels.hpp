@@ -4,7 +4,7 @@
 // them. Memory O(n d): no n x n buffer exists at any time. ExactAttention (exact.hpp) runs them
 // on every head, in one process or over a ring of them (exact_ring.hpp).
 //
-// Formulas: DESIGN.md section 2. The naive reference (naive.hpp) computes the same quantities
+// Formulas: design.md section 2. The naive reference (naive.hpp) computes the same quantities
 // densely; tests/attention/test_exact.cpp compares the two.
 
 #include <algorithm>
@@ -61,7 +61,7 @@ void exact_check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::Matrix
                      "1 x 1, got ", tiles.query, " x ", tiles.key);
 }
 
-/// Forward pass over the query blocks first, first + stride, ... (DESIGN.md section 2): assigns
+/// Forward pass over the query blocks first, first + stride, ... (design.md section 2): assigns
 /// their rows of O (n x d_h) and lse (n). Q: n x d_h; K, V: m x d_h, m = n when causal (query i
 /// sees key j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp).
 /// Calls with the same stride and different `first` touch disjoint rows and may run in parallel.
@@ -119,7 +119,7 @@ void exact_forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixR
   }
 }
 
-/// Backward pass over the key blocks first, first + stride, ... (DESIGN.md section 2, the
+/// Backward pass over the key blocks first, first + stride, ... (design.md section 2, the
 /// FlashAttention-2 loop order: a key block's dK, dV accumulate in a small buffer while all query
 /// blocks that see it stream past). Assigns those blocks' rows of dK and dV, and adds
 /// sum_j dS_ij k_j (dQ / c) into dQ_sum for every query row. delta_i = dO_i . O_i.
@@ -293,7 +293,7 @@ namespace exact {
 
 /// Forward pass of one head: O = softmax(c Q K^T) V (causal: j <= i) and the per-row log-sum-exp
 /// lse_i = log sum_j exp(c q_i . k_j) over the visible j, which is all that backward() needs
-/// besides Q, K, V, O. Q, K, V: n x d_h. Tiled with online softmax (DESIGN.md section 2); the
+/// besides Q, K, V, O. Q, K, V: n x d_h. Tiled with online softmax (design.md section 2); the
 /// query blocks are split between threads as `threading` allows.
 /// Throws ShapeError / NumericError / Error / PlanError on bad shapes, non-finite input, a bad
 /// scale or empty tiles.
@@ -309,7 +309,7 @@ void forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, T scale
 }
 
 /// Backward pass of one head: assigns dQ, dK, dV (n x d_h) given dO and what forward() returned
-/// (O, lse), recomputing the probabilities tile by tile (DESIGN.md section 2). Key blocks are
+/// (O, lse), recomputing the probabilities tile by tile (design.md section 2). Key blocks are
 /// split between threads as `threading` allows, each part summing its dQ in its own buffer.
 /// Throws ShapeError / NumericError on bad shapes or a non-finite dO (and as forward() does).
 template <class T>

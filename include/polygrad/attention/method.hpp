@@ -26,14 +26,14 @@ struct AttentionShape {
   /// If > 0, every score is known to lie in [-score_bound, score_bound] by construction
   /// (QK normalisation: |q| = |k| = 1 and c = tau give score_bound = tau). Methods that need an
   /// entry bound use it instead of estimating one from the data, which keeps a causal model
-  /// exactly causal (DESIGN.md section 3).
+  /// exactly causal (design.md section 3).
   double score_bound = 0.0;
   /// The threads this call may use (core/threading.hpp).
   Threading threading;
   /// True when the caller has already checked that Q, K, V (and, in backward, dO) are finite,
   /// as a model does once where data enters it; a method called on its own checks them.
   bool inputs_checked = false;
-  /// The part of the sequence that Q, K, V hold, when it is split across processes (DESIGN.md
+  /// The part of the sequence that Q, K, V hold, when it is split across processes (design.md
   /// section 8); by default the whole sequence. Methods that cannot run split say so.
   SequenceShard shard;
 

@@ -1,7 +1,7 @@
 #pragma once
 // The naive attention reference: builds the n x n score matrix. O(n^2) memory; tests only.
 //
-// Formulas: DESIGN.md sections 1-2, written out densely.
+// Formulas: design.md sections 1-2, written out densely.
 
 #include <cmath>
 
@@ -41,7 +41,7 @@ Matrix<T> attention_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix
   return attention_probabilities(Q, K, scale, causal) * V;
 }
 
-/// dQ, dK, dV of one head given dO (DESIGN.md section 2, with P held in full).
+/// dQ, dK, dV of one head given dO (design.md section 2, with P held in full).
 template <class T>
 void attention_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                         const Matrix<T>& dO, T scale, bool causal, Matrix<T>& dQ, Matrix<T>& dK,

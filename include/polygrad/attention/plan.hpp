@@ -1,5 +1,5 @@
 #pragma once
-// How one head's attention is computed, and what it is predicted to cost (DESIGN.md section 6).
+// How one head's attention is computed, and what it is predicted to cost (design.md section 6).
 //
 // Every attention context reports one HeadPlan per head, so callers and programs can see which
 // method ran, with which degree and rank, and what error bound it certifies.
@@ -13,7 +13,7 @@
 
 namespace polygrad {
 
-/// The backward route through the polynomial approximation (DESIGN.md section 4).
+/// The backward route through the polynomial approximation (design.md section 4).
 enum class PolyRoute {
   adjoint,  ///< exact gradient of the approximate forward, O(n k d_h)
   paper,    ///< the paper's formulas with f~ in place of f, O(n k d_h^2)
@@ -40,7 +40,7 @@ struct HeadPlan {
   int degree = 0;               ///< g
   Index rank = 0;               ///< k = C(d_h + g, g)
   double exp_error = 0;         ///< certified max |P(s)/exp(s) - 1| on [-R, R]
-  double output_error = 0;      ///< certified |O~_i - O_i| <= this (DESIGN.md section 3)
+  double output_error = 0;      ///< certified |O~_i - O_i| <= this (design.md section 3)
   double exact_cost = 0;        ///< predicted multiply-adds, exact tiled path
   double poly_cost = 0;         ///< predicted multiply-adds, polynomial route
   Index threads = 1;            ///< threads that ran this head's work in its last pass
@@ -70,7 +70,7 @@ struct HeadPlan {
 namespace cost {
 
 /// Exact tiled attention, forward + backward: 2 n^2 d_h forward and 5 n^2 d_h backward
-/// (DESIGN.md section 2), halved by the causal mask.
+/// (design.md section 2), halved by the causal mask.
 inline double exact(Index n, Index dh, bool causal) {
   const double full = 7.0 * double(n) * double(n) * double(dh);
   return causal ? full / 2 : full;

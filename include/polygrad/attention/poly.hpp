@@ -1,5 +1,5 @@
 #pragma once
-// Polynomial-method attention as an AttentionMethod (DESIGN.md sections 3-6): per head, a plan
+// Polynomial-method attention as an AttentionMethod (design.md sections 3-6): per head, a plan
 // (bound, polynomial, rank, predicted costs), the chunked forward of poly_forward.hpp, and the
 // backward route the options name. In `automatic` mode a head whose polynomial plan would cost
 // more than the exact path, or cannot be made at all, runs the exact path instead.
@@ -178,7 +178,7 @@ class PolyAttention final : public AttentionMethod<T> {
       double work = 0;
       for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
       // Causal shards late in the sequence run the query pass first: its start comes from the
-      // shard after them, which has its own start soonest (DESIGN.md section 8). Not causal,
+      // shard after them, which has its own start soonest (design.md section 8). Not causal,
       // each pass waits for the sum over every shard, so every rank runs them in one order.
       const bool queries_first = shape_.causal && 2 * shape_.shard.rank() >= shape_.shard.size();
       detail::parallel_for(shape_.heads, head_threads(work), [&](Index h) {

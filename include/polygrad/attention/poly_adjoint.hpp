@@ -1,6 +1,6 @@
 #pragma once
 // Route "adjoint": the exact gradient of the approximate forward of poly_forward.hpp, for one
-// head (DESIGN.md section 4, route adjoint; chunking as in section 5). O(n k d_h).
+// head (design.md section 4, route adjoint; chunking as in section 5). O(n k d_h).
 //
 // With dO' = dO / z~ and dz as in poly_forward.hpp, every visible pair (i, j) receives
 // dA~_ij = dO'_i . v_j + dz_i, so across chunks, with m(x) the monomials and w the pair

@@ -1,6 +1,6 @@
 #pragma once
 // The polynomial approximation of one head's attention, fixed before the forward pass
-// (DESIGN.md sections 3 and 6): the entry bound R, the polynomial p(t) ~ exp(R t), its
+// (design.md sections 3 and 6): the entry bound R, the polynomial p(t) ~ exp(R t), its
 // symmetric features, and the scalings that map queries and keys into the unit ball.
 //
 // Scores are rewritten as S_ij = R t_ij + (a constant along row i) with t_ij = qh_i . kh_j,
@@ -34,11 +34,11 @@ struct PolyOptions {
   int max_degree = 24;
   /// R fixed by the caller (> 0). Otherwise the shape's score_bound (QK normalisation) is used,
   /// and without that R comes from Cauchy-Schwarz on the data (which, with a causal mask, lets
-  /// row i depend weakly on later rows through R and the key centre: DESIGN.md section 3).
+  /// row i depend weakly on later rows through R and the key centre: design.md section 3).
   double bound = 0;
   /// Centre the keys when R comes from the data (softmax is shift-invariant along a row).
   bool centre_keys = true;
-  /// Rows per chunk in the causal routes (DESIGN.md section 5).
+  /// Rows per chunk in the causal routes (design.md section 5).
   Index chunk = 64;
   /// Largest memory, in bytes, the per-head feature states and chunk buffers may take.
   double memory_budget = 1024.0 * 1024.0 * 1024.0;
@@ -128,7 +128,7 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
                          : fit_exp_for_error(options.family, plan.bound, options.epsilon,
                                              options.max_degree);
   // An explicitly requested degree may certify nothing (error >= 1): Taylor on concentrated
-  // scores is often far better than its certificate (DESIGN.md section 3). The forward pass
+  // scores is often far better than its certificate (design.md section 3). The forward pass
   // then checks every normaliser, and the plan reports an unbounded output error.
   plan.degree = polynomial.degree;
   plan.rank = SymmetricFeatures::count(dh, polynomial.degree);

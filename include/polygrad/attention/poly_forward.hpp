@@ -1,5 +1,5 @@
 #pragma once
-// The forward pass of polynomial attention for one head, chunked (DESIGN.md sections 3 and 5),
+// The forward pass of polynomial attention for one head, chunked (design.md sections 3 and 5),
 // and what the two backward routes share with it: a head's workspace and the loading of a
 // chunk's rows.
 //
@@ -69,7 +69,7 @@ void load_values(const ConstMatrixRef<T>& V, Chunk c, Workspace<T>& ws) {
 
 /// [dO'_i dz_i] for the rows of a chunk, zero-padded to whole strips, with dO' = dO / z~ and
 /// dz = -(dO . O~) / z~: the gradient reaching the unnormalised numerator and the normaliser
-/// (DESIGN.md section 4, route adjoint; the paper route needs the same two, since its dS equals
+/// (design.md section 4, route adjoint; the paper route needs the same two, since its dS equals
 /// A~ o (dO' V^T + dz 1^T)).
 template <class T>
 void load_gradients(const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
@@ -127,7 +127,7 @@ void load_diagonal_block(const PolyApproximation& a, Workspace<T>& ws, bool deri
 }
 
 /// Throws NumericError unless every normaliser is positive and finite. A certified plan
-/// guarantees it (DESIGN.md section 3); otherwise the message says which promise failed.
+/// guarantees it (design.md section 3); otherwise the message says which promise failed.
 template <class T>
 void require_positive_normalisers(const PolyApproximation& a, const ConstVectorRef<T>& z,
                                   Index offset) {

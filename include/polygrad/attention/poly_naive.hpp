@@ -28,7 +28,7 @@ Matrix<T> approximate_scores(const Matrix<T>& Qh, const Matrix<T>& Kh,
   return A;
 }
 
-/// O~ = diag(z~)^-1 A~ V for one head (DESIGN.md section 3).
+/// O~ = diag(z~)^-1 A~ V for one head (design.md section 3).
 template <class T>
 Matrix<T> forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                   const PolyApproximation& a, bool causal) {
@@ -57,7 +57,7 @@ void backward_adjoint(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V
   dK = (dt.transpose() * Qh) * T(a.k_scale);
 }
 
-/// Route "paper": Liang et al.'s formulas, with the errata of DESIGN.md section 4 corrected,
+/// Route "paper": Liang et al.'s formulas, with the errata of design.md section 4 corrected,
 /// in the original coordinates: f~ = diag(z~)^-1 A~, q = dO V^T, p = f~ o q - diag((f~ o q) 1) f~,
 /// dQ = c p K, dK = c p^T Q, dV = f~^T dO.
 template <class T>

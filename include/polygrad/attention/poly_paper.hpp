@@ -1,6 +1,6 @@
 #pragma once
 // Route "paper": Liang et al.'s gradient formulas with f~ in place of f, computed through
-// row-wise Kronecker factors and prefix/suffix states, for one head (DESIGN.md section 4,
+// row-wise Kronecker factors and prefix/suffix states, for one head (design.md section 4,
 // route paper, errata corrected; chunking as in section 5). O(n k d_h^2).
 //
 // In the scaled coordinates of poly_approximation.hpp the paper's p = f~ o q - diag((f~ o q) 1) f~

@@ -1,5 +1,5 @@
 #pragma once
-// The chunk scan shared by every polynomial route (DESIGN.md section 5): the sequence is cut
+// The chunk scan shared by every polynomial route (design.md section 5): the sequence is cut
 // into chunks of C rows, and one running feature state is carried across them, in forward or
 // reverse order. Each chunk first reads the state (the rows before it in scan order), then
 // enters it. The forward pass, both passes of the adjoint backward and both of the paper
@@ -7,7 +7,7 @@
 // scan in which every chunk reads the state of the whole sequence.
 //
 // A scan starts from whatever its state holds and leaves the final state behind. When the
-// sequence is split across processes (DESIGN.md section 8), a ScanLink joins the scans of the
+// sequence is split across processes (design.md section 8), a ScanLink joins the scans of the
 // shards: a causal scan starts from the final state of the shard before it in scan order and
 // hands its own on to the shard after it; a non-causal scan reads the sum of every shard's state.
 
@@ -61,7 +61,7 @@ void for_each_strip(Chunk chunk, Body&& body) {
 /// A running sum, in double, of monomial-weighted rows: S += M X for the monomials M (k x W)
 /// and rows X (W x m) of each strip that enters. Stored transposed, (m x k), as
 /// feature_products.hpp takes states. Sums over at most `fold_rows` rows are formed in T, then
-/// added in double (DESIGN.md section 7: the long sums stay in double whatever T is).
+/// added in double (design.md section 7: the long sums stay in double whatever T is).
 /// refresh() returns diag(w) S in T, the state with the pair weights applied, ready for reading.
 template <class T>
 class FeatureState {

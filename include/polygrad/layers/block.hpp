@@ -1,5 +1,5 @@
 #pragma once
-// The pre-LN transformer block (DESIGN.md section 1):
+// The pre-LN transformer block (design.md section 1):
 //   h = x + MHA(LN1(x)),  y = h + MLP(LN2(h)).
 //
 // The row-wise layers run fused, in blocks of Threading::row_block rows split between threads:

@@ -1,6 +1,6 @@
 #pragma once
 // GELU, the exact erf form: gelu(x) = x Phi(x) = x (1 + erf(x / sqrt 2)) / 2
-// (DESIGN.md section 1), with Phi(x) = erfc(-x / sqrt 2) / 2, which keeps its relative accuracy
+// (design.md section 1), with Phi(x) = erfc(-x / sqrt 2) / 2, which keeps its relative accuracy
 // for negative x, where 1 + erf(x / sqrt 2) cancels. In double erfc is the C library's; in float
 // it is a vectorised Chebyshev fit (Press et al., Numerical Recipes, 2nd ed., section 6.2,
 // "erfcc": relative error below 1.2e-7 everywhere, float's own precision).

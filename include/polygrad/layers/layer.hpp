@@ -2,7 +2,7 @@
 // The layer interface, written down once. Every layer in polygrad/layers/ follows it.
 //
 // A layer is a class template on the scalar T (float or double). Rows are tokens: an input x is
-// n x in, an output n x out (DESIGN.md section 1).
+// n x in, an output n x out (design.md section 1).
 //
 //   Matrix<T> forward(const Matrix<T>& x)
 //       Computes the output and caches exactly what backward() needs (each layer lists what it

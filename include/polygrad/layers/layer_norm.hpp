@@ -1,6 +1,6 @@
 #pragma once
 // LayerNorm: per row (x - mean) / sqrt(var + 1e-5) * gamma + beta, biased variance
-// (DESIGN.md section 1).
+// (design.md section 1).
 
 #include "polygrad/layers/layer.hpp"
 

@@ -1,5 +1,5 @@
 #pragma once
-// Linear: y = x W^T + b, W stored [out, in] (DESIGN.md section 1, the PyTorch convention).
+// Linear: y = x W^T + b, W stored [out, in] (design.md section 1, the PyTorch convention).
 
 #include "polygrad/layers/layer.hpp"
 

@@ -1,5 +1,5 @@
 #pragma once
-// MLP(x) = GELU(x W1^T + b1) W2^T + b2 (DESIGN.md section 1).
+// MLP(x) = GELU(x W1^T + b1) W2^T + b2 (design.md section 1).
 
 #include "polygrad/layers/gelu.hpp"
 #include "polygrad/layers/linear.hpp"

@@ -1,6 +1,6 @@
 #pragma once
 // Multi-head attention: Q, K, V projections, an AttentionMethod for softmax(c Q K^T) V per head,
-// and the output projection (DESIGN.md section 1). With QK normalisation every score lies in
+// and the output projection (design.md section 1). With QK normalisation every score lies in
 // [-tau, tau] by construction, which the method receives as a certified bound (section 3).
 //
 // The layer runs in three stages, which TransformerBlock calls one by one to fuse them with its
@@ -324,7 +324,7 @@ class MultiHeadAttention {
   void set_threading(const Threading& threading) { threading_ = threading; }
 
   /// The part of the sequence this process holds when it is split across processes
-  /// (parallel/group.hpp; DESIGN.md section 8): its rows are the layer's input, and the method
+  /// (parallel/group.hpp; design.md section 8): its rows are the layer's input, and the method
   /// joins its heads to the other shards'. The default is the whole sequence.
   void set_shard(const SequenceShard& shard) { shard_ = shard; }
   const SequenceShard& shard() const { return shard_; }

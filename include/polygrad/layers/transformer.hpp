@@ -1,6 +1,6 @@
 #pragma once
 // The model: L pre-LN blocks and a final LayerNorm, model(x) = LN_f(block_L(...block_1(x)))
-// (DESIGN.md section 1). Per sequence: a batch is a loop over sequences.
+// (design.md section 1). Per sequence: a batch is a loop over sequences.
 
 #include <chrono>
 #include <functional>
@@ -168,7 +168,7 @@ class Transformer {
   const Threading& threading() const { return threading_; }
 
   /// The part of the sequence this process holds when it is split across processes
-  /// (parallel/group.hpp; DESIGN.md section 8). forward() then takes this shard's rows, every
+  /// (parallel/group.hpp; design.md section 8). forward() then takes this shard's rows, every
   /// rank's parameters must be the same (checked), and backward() leaves each rank the
   /// gradients of its own rows: sum_gradients (parallel/reduce.hpp) adds them up.
   void set_shard(const SequenceShard& shard) {

@@ -1,5 +1,5 @@
 #pragma once
-// Token cross-entropy from logits, mean over tokens (DESIGN.md section 1):
+// Token cross-entropy from logits, mean over tokens (design.md section 1):
 //   L = 1/n sum_i (logsumexp(z_i) - z_i[t_i]),  dL/dz_i = (softmax(z_i) - onehot(t_i)) / n.
 
 #include <cmath>

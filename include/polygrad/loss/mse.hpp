@@ -1,5 +1,5 @@
 #pragma once
-// The squared-error loss L = 1/2 ||Y - T||_F^2 (DESIGN.md section 1).
+// The squared-error loss L = 1/2 ||Y - T||_F^2 (design.md section 1).
 
 #include <cmath>
 #include <numeric>

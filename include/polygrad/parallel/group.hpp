@@ -1,5 +1,5 @@
 #pragma once
-// A sequence split across processes (DESIGN.md section 8): the rows each process owns, and the
+// A sequence split across processes (design.md section 8): the rows each process owns, and the
 // few exchanges that sharded attention and a sharded model need -- tagged messages of double
 // buffers between the shards, and sums and maxima over all of them.
 //

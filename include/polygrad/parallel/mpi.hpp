@@ -1,5 +1,5 @@
 #pragma once
-// SequenceGroup on an MPI communicator (DESIGN.md section 8). Only code that includes this
+// SequenceGroup on an MPI communicator (design.md section 8). Only code that includes this
 // header needs MPI (CMake: link polygrad::mpi).
 //
 //   polygrad::mpi::Environment mpi(argc, argv);      // MPI_Init_thread .. MPI_Finalize

@@ -1,5 +1,5 @@
 #pragma once
-// What the ranks of a split sequence add up after a backward pass (DESIGN.md section 8): every
+// What the ranks of a split sequence add up after a backward pass (design.md section 8): every
 // parameter gradient, and the loss. Each rank's backward leaves the gradient of its own rows;
 // the model's gradient is their sum.
 
