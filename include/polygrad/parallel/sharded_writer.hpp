@@ -1,5 +1,5 @@
 #pragma once
-// One safetensors file from a sequence split across processes (DESIGN.md section 8): the file
+// One safetensors file from a sequence split across processes (design.md section 8): the file
 // one process would have written. Tensors whose rows the ranks hold in shards (an output, an
 // input gradient) are written by rank 0, which receives the other ranks' rows piece by piece as
 // the file reaches them; tensors every rank holds whole (summed parameter gradients) come from
@@ -76,8 +76,10 @@ class ShardedWriter {
       return;
     }
     SequenceGroup& group = *shard_.group;
-    require_same_on_every_rank(group, double(sharded_.size() * 1000003 + whole_),
-                               "ShardedWriter: the ranks added different tensors");
+    require_same_on_every_rank(group, double(sharded_.size()), "ShardedWriter: the ranks added ",
+                               "different numbers of sharded tensors");
+    require_same_on_every_rank(group, double(whole_), "ShardedWriter: the ranks added different ",
+                               "numbers of whole tensors");
     std::vector<double> counts(std::size_t(group.size()), 0.0);
     counts[std::size_t(group.rank())] = double(local_rows_);
     group.sum(counts.data(), Index(counts.size()));
@@ -129,9 +131,6 @@ class ShardedWriter {
     const Index width = local.cols() / heads, n = shard_.split() ? shard_.total : local.rows();
     std::vector<Index> shape{n, width};
     if (heads > 1) shape.insert(shape.begin(), heads);
-    if (!shard_.split()) {
-      require<ShapeError>(local.rows() == n, "ShardedWriter: ", local.rows(), " rows of '", name, "'");
-    }
     // First row of every rank, and the piece of another rank's rows last received.
     std::vector<Index> begin_of(rows_of_.size() + 1, 0);
     for (std::size_t r = 0; r < rows_of_.size(); ++r) begin_of[r + 1] = begin_of[r] + rows_of_[r];
