@@ -66,7 +66,7 @@ std::unique_ptr<AttentionMethod<float>> make_method(Kind kind, int degree) {
   PolyOptions options;
   options.route = kind == Kind::adjoint ? PolyRoute::adjoint : PolyRoute::paper;
   options.degree = degree;
-  return std::make_unique<PolyAttention<float>>(options, false);
+  return std::make_unique<PolyAttention<float>>(options);
 }
 
 /// Predicted multiply-adds of one head, forward + backward (plan.hpp), with the default chunk.
@@ -148,7 +148,7 @@ double check_error(const Result& r, const Inputs& in, const AttentionShape& shap
 double tolerance(const std::vector<HeadPlan>& plans) {
   double tol = 2e-4;
   for (const HeadPlan& plan : plans)
-    if (plan.method == "poly") tol = std::max(tol, 2e-4 + 2 * plan.output_error);
+    if (plan.method == HeadMethod::poly) tol = std::max(tol, 2e-4 + 2 * plan.output_error);
   return tol;
 }
 

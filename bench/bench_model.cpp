@@ -31,7 +31,7 @@ std::shared_ptr<const AttentionMethod<float>> make_method(const std::string& nam
   PolyOptions options;
   options.route = name == "poly_adjoint" ? PolyRoute::adjoint : PolyRoute::paper;
   options.degree = 7;
-  return std::make_shared<PolyAttention<float>>(options, false);
+  return std::make_shared<PolyAttention<float>>(options);
 }
 
 /// One forward + MSE + backward; returns the loss. Gradients are zeroed first.

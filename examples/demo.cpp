@@ -248,7 +248,7 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
     Index k = 0;
     double bound = 0, audit = std::numeric_limits<double>::quiet_NaN();
     for (const HeadPlan& p : r.plans) {
-      if (p.method != "poly") continue;
+      if (p.method != HeadMethod::poly) continue;
       g = std::max(g, p.degree);
       k = std::max(k, p.rank);
       bound = std::max(bound, p.output_error);
@@ -320,7 +320,7 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
       int g = 0;
       Index k = 0;
       for (const HeadPlan& p : r.plans)
-        if (p.method == "poly") g = std::max(g, p.degree), k = std::max(k, p.rank);
+        if (p.method == HeadMethod::poly) g = std::max(g, p.degree), k = std::max(k, p.rank);
       csv.row().cell(static_cast<long long>(n)).cell(methods[m].label).cell(r.seconds).cell(g)
           .cell(static_cast<long long>(k)).cell(static_cast<long long>(config.layers)).cell(o.dtype);
     }

@@ -61,7 +61,11 @@ int main(int argc, char** argv) {
   try {
     Transformer<double> model(TransformerConfig::demo());
     model.init(seed, init_std);
-    MultiHeadAttention<double> layer(64, 8, true, std::nullopt, 2.0);
+    AttentionConfig attention;  // the demo model's attention layer (QK normalisation tau = 2)
+    attention.d_model = 64;
+    attention.heads = 8;
+    attention.qk_norm = 2.0;
+    MultiHeadAttention<double> layer(attention);
     std::mt19937_64 rng(seed + 1);
     layer.init(rng, init_std);
 

@@ -117,7 +117,7 @@ Run measure(Transformer<T>& model, const std::shared_ptr<const AttentionMethod<T
     require<NumericError>(p.grads().allFinite(), what, ": the gradient of ", p.name, " is not finite");
   for (const auto& layer : model.attention_plans()) {
     for (const HeadPlan& plan : layer) {
-      if (plan.method != "poly") continue;
+      if (plan.method != HeadMethod::poly) continue;
       run.degree = std::max(run.degree, plan.degree);
       run.rank = std::max(run.rank, plan.rank);
       if (plan.audit_rows > 0 && !(run.audit >= plan.audit_error)) run.audit = plan.audit_error;

@@ -56,12 +56,7 @@ void run(const Options& o, mpi::Communicator& world) {
   examples::init_demo_model(model, o.setup);
   model.set_recompute(o.recompute);
   model.set_threading(Threading{o.threads});
-  if (o.attention.method == "exact") {
-    model.set_attention(std::make_shared<ExactAttention<T>>());
-  } else {
-    model.set_attention(std::make_shared<PolyAttention<T>>(o.attention.poly_options(),
-                                                           o.attention.method == "auto"));
-  }
+  model.set_attention(o.attention.make<T>());
   const SequenceShard shard = shard_of(world, o.tokens);
   model.set_shard(shard);
 

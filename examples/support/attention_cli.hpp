@@ -91,7 +91,7 @@ class AttentionCli {
   PolyOptions poly_options() const {
     PolyOptions o;
     o.route = route == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
-    o.family = family == "taylor" ? PolynomialFamily::taylor : PolynomialFamily::chebyshev;
+    o.family = parse_family(family);
     o.degree = degree;
     o.epsilon = epsilon;
     o.bound = bound;
@@ -103,7 +103,8 @@ class AttentionCli {
   template <class T>
   std::shared_ptr<const AttentionMethod<T>> make() const {
     if (method == "exact") return std::make_shared<ExactAttention<T>>();
-    return std::make_shared<PolyAttention<T>>(poly_options(), method == "auto");
+    return std::make_shared<PolyAttention<T>>(
+        poly_options(), method == "auto" ? PolyUse::when_cheaper : PolyUse::every_head);
   }
 
   /// One line for reports, e.g. "poly adjoint chebyshev eps=0.001 audit=32".

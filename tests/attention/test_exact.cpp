@@ -225,7 +225,7 @@ TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
       const auto plans = context->plans();
       REQUIRE(plans.size() == 3);
       for (const HeadPlan& plan : plans) {
-        CHECK(plan.method == "exact");
+        CHECK(plan.method == HeadMethod::exact);
         CHECK(plan.exact_cost == cost::exact(n, dh, causal));
       }
       CHECK(context->describe() ==

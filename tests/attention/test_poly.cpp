@@ -103,7 +103,7 @@ TEST_CASE("the automatic bound certifies every score and centres the keys", "[at
   const HeadPlan plan = context->plans().at(0);
   CHECK(plan.certified);
   CHECK(plan.keys_centred);
-  CHECK(plan.bound_source == "cauchy-schwarz");
+  CHECK(plan.bound_source == BoundSource::cauchy_schwarz);
   CHECK(plan.exp_error <= 1e-6);
   // Centring removes the common offset 3: the bound is far below 0.5 |q|max |k|max.
   CHECK(plan.bound < 0.5 * Q.rowwise().norm().maxCoeff() * K.rowwise().norm().maxCoeff() / 2);
@@ -163,7 +163,7 @@ TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[atte
 TEST_CASE("auto chooses the cheaper path per head by predicted cost", "[attention][poly][plan]") {
   PolyOptions options;
   options.epsilon = 1e-3;
-  const PolyAttention<double> automatic(options, true);
+  const PolyAttention<double> automatic(options, PolyUse::when_cheaper);
   for (Index n : {Index(64), Index(4096)}) {
     const Problem p = qk_normalised_problem(n, 1, 2, true, 1.0, 9);
     Matrix<double> O;
@@ -172,8 +172,8 @@ TEST_CASE("auto chooses the cheaper path per head by predicted cost", "[attentio
     CAPTURE(n, plan.describe());
     CHECK(plan.exact_cost > 0);
     CHECK(plan.poly_cost > 0);
-    CHECK(plan.method == (plan.poly_cost < plan.exact_cost ? "poly" : "exact"));
-    CHECK(plan.method == (n == 64 ? "exact" : "poly"));
+    CHECK(plan.method == (plan.poly_cost < plan.exact_cost ? HeadMethod::poly : HeadMethod::exact));
+    CHECK(plan.method == (n == 64 ? HeadMethod::exact : HeadMethod::poly));
   }
 }
 

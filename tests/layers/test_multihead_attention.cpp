@@ -8,6 +8,18 @@ using namespace polygrad;
 
 namespace {
 
+AttentionConfig attention(Index d_model, Index heads, bool causal = false,
+                          std::optional<double> scale = std::nullopt,
+                          std::optional<double> qk_norm = std::nullopt) {
+  AttentionConfig config;
+  config.d_model = d_model;
+  config.heads = heads;
+  config.causal = causal;
+  config.scale = scale;
+  config.qk_norm = qk_norm;
+  return config;
+}
+
 /// Naive attention that records the AttentionShape it was called with and describes itself.
 template <class T>
 class RecordingAttention final : public AttentionMethod<T> {
@@ -79,7 +91,7 @@ TEST_CASE("MultiHeadAttention gradients match central differences", "[layers][mh
   const Index D = 6, H = 2, n = 5;
   for (bool causal : {false, true}) {
     for (std::optional<double> tau : {std::optional<double>{}, std::optional<double>{2.5}}) {
-      MultiHeadAttention<double> mha(D, H, causal, std::nullopt, tau,
+      MultiHeadAttention<double> mha(attention(D, H, causal, std::nullopt, tau),
                                      std::make_shared<NaiveAttention<double>>());
       auto params = params_of(mha);
       test::randomize(params, rng);
@@ -93,7 +105,7 @@ TEST_CASE("MultiHeadAttention gradients match central differences", "[layers][mh
 
 TEST_CASE("MultiHeadAttention with the default method (ExactAttention)", "[layers][mha]") {
   std::mt19937_64 rng(42);
-  MultiHeadAttention<double> mha(6, 3, true, 0.7, std::nullopt);
+  MultiHeadAttention<double> mha(attention(6, 3, true, 0.7, std::nullopt));
   CHECK(mha.attention().name() == "exact");
   auto params = params_of(mha);
   test::randomize(params, rng);
@@ -119,7 +131,7 @@ TEST_CASE("MultiHeadAttention passes scale and score bound to its method", "[lay
   auto method = std::make_shared<RecordingAttention<double>>();
   const Matrix<double> x = test::random_matrix(4, 8, rng);
 
-  MultiHeadAttention<double> plain(8, 2, true, std::nullopt, std::nullopt, method);
+  MultiHeadAttention<double> plain(attention(8, 2, true, std::nullopt, std::nullopt), method);
   CHECK(plain.describe_attention().empty());
   plain.forward(x);
   CHECK(method->last.heads == 2);
@@ -128,12 +140,12 @@ TEST_CASE("MultiHeadAttention passes scale and score bound to its method", "[lay
   CHECK(method->last.score_bound == 0.0);
   CHECK(plain.describe_attention() == "recording call 1");
 
-  MultiHeadAttention<double> scaled(8, 4, false, 0.3, std::nullopt, method);
+  MultiHeadAttention<double> scaled(attention(8, 4, false, 0.3, std::nullopt), method);
   scaled.forward(x);
   CHECK(method->last.scale == 0.3);
   CHECK_FALSE(method->last.causal);
 
-  MultiHeadAttention<double> normed(8, 2, false, 0.3, 3.0, method);  // tau overrides the scale
+  MultiHeadAttention<double> normed(attention(8, 2, false, 0.3, 3.0), method);  // tau overrides the scale
   normed.forward(x);
   CHECK(method->last.scale == 3.0);
   CHECK(method->last.score_bound == 3.0);
@@ -157,11 +169,17 @@ TEST_CASE("QK normalisation divides by max(norm, 1e-12) per head", "[layers][mha
 }
 
 TEST_CASE("MultiHeadAttention rejects bad configurations and inputs", "[layers][mha]") {
-  CHECK_THROWS_AS(MultiHeadAttention<double>(6, 4), ShapeError);
-  CHECK_THROWS_WITH(MultiHeadAttention<double>(6, 4), Catch::Contains("multiple of the number"));
-  CHECK_THROWS_AS(MultiHeadAttention<double>(6, 2, false, -1.0), Error);
-  CHECK_THROWS_AS(MultiHeadAttention<double>(6, 2, false, std::nullopt, 0.0), Error);
-  MultiHeadAttention<float> mha(6, 2, true, std::nullopt, std::nullopt,
+  CHECK_THROWS_AS(MultiHeadAttention<double>(attention(6, 4)), ShapeError);
+  CHECK_THROWS_WITH(MultiHeadAttention<double>(attention(6, 4)),
+                    Catch::Contains("multiple of the number of heads"));
+  CHECK_THROWS_AS(MultiHeadAttention<double>(attention(6, 2, false, -1.0)), Error);
+  CHECK_THROWS_AS(MultiHeadAttention<double>(attention(6, 2, false, std::nullopt, 0.0)), Error);
+  // The model's configuration is validated by the same code, with the same message.
+  TransformerConfig model;
+  model.d_model = 6;
+  model.heads = 4;
+  CHECK_THROWS_WITH(model.validate(), Catch::Contains("multiple of the number of heads"));
+  MultiHeadAttention<float> mha(attention(6, 2, true, std::nullopt, std::nullopt),
                                 std::make_shared<NaiveAttention<float>>());
   CHECK_THROWS_AS(mha.forward(Matrix<float>::Zero(3, 5)), ShapeError);
   CHECK_THROWS_AS(mha.backward(Matrix<float>::Zero(3, 6)), Error);

@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "polygrad/approx/polynomial.hpp"
 #include "polygrad/core/types.hpp"
 
 namespace polygrad {
@@ -23,16 +24,46 @@ inline std::string to_string(PolyRoute route) {
   return route == PolyRoute::adjoint ? "adjoint" : "paper";
 }
 
+/// How one head's attention is computed.
+enum class HeadMethod {
+  exact,  ///< the tiled exact path (attention/exact_kernels.hpp)
+  poly,   ///< the polynomial method (design.md section 3)
+};
+
+/// "exact" or "poly".
+inline std::string to_string(HeadMethod method) {
+  return method == HeadMethod::poly ? "poly" : "exact";
+}
+
+/// Where a polynomial plan's entry bound R came from (design.md section 3).
+enum class BoundSource {
+  none,            ///< no polynomial plan was made
+  cauchy_schwarz,  ///< max |q| max |k| on the data (with the keys centred when asked)
+  caller,          ///< PolyOptions::bound
+  qk_norm,         ///< tau of QK normalisation, which bounds every score by construction
+};
+
+/// "none", "cauchy-schwarz", "caller" or "qk-norm".
+inline std::string to_string(BoundSource source) {
+  switch (source) {
+    case BoundSource::cauchy_schwarz: return "cauchy-schwarz";
+    case BoundSource::caller: return "caller";
+    case BoundSource::qk_norm: return "qk-norm";
+    case BoundSource::none: break;
+  }
+  return "none";
+}
+
 /// One head's plan. Costs are predicted multiply-adds of forward + backward.
 struct HeadPlan {
-  std::string method = "exact";  ///< "exact" or "poly"
+  HeadMethod method = HeadMethod::exact;
   Index n = 0, head_dim = 0;
   bool causal = false;
   // The fields below describe the polynomial approximation; for an exact head they describe
   // the approximation that was considered (when a choice was made) or stay at their defaults.
   PolyRoute route = PolyRoute::adjoint;
-  std::string family;           ///< "chebyshev" or "taylor"
-  std::string bound_source;     ///< "cauchy-schwarz", "caller", "qk-norm"
+  PolynomialFamily family = PolynomialFamily::chebyshev;
+  BoundSource bound_source = BoundSource::none;
   double bound = 0;             ///< R: the scores used lie in [-R, R] when `certified`
   double cauchy_schwarz_bound = 0;  ///< what Cauchy-Schwarz gives on this data (O(n d) check)
   bool certified = false;       ///< the data provably satisfies |scores| <= R
@@ -51,14 +82,14 @@ struct HeadPlan {
   std::string describe() const {
     std::ostringstream s;
     s.precision(3);
-    if (method == "exact") {
+    if (method == HeadMethod::exact) {
       s << "exact (tiled)";
       if (poly_cost > 0) s << " (poly would cost " << poly_cost / exact_cost << "x: k=" << rank << ")";
       return s.str();
     }
-    s << "poly " << to_string(route) << ' ' << family << " g=" << degree << " k=" << rank
-      << " R=" << bound << " (" << bound_source << (certified ? "" : ", NOT certified: Cauchy-Schwarz gives ")
-      ;
+    s << "poly " << to_string(route) << ' ' << to_string(family) << " g=" << degree
+      << " k=" << rank << " R=" << bound << " (" << to_string(bound_source)
+      << (certified ? "" : ", NOT certified: Cauchy-Schwarz gives ");
     if (!certified) s << cauchy_schwarz_bound;
     s << ") exp-error<=" << exp_error << " output-error<=" << output_error << "*max|v|"
       << " cost " << poly_cost / exact_cost << "x exact";

@@ -1,8 +1,8 @@
 #pragma once
 // Polynomial-method attention as an AttentionMethod (design.md sections 3-6): per head, a plan
 // (bound, polynomial, rank, predicted costs), the chunked forward of poly_forward.hpp, and the
-// backward route the options name. In `automatic` mode a head whose polynomial plan would cost
-// more than the exact path, or cannot be made at all, runs the exact path instead.
+// backward route the options name. With PolyUse::when_cheaper a head whose polynomial plan would
+// cost more than the exact path, or cannot be made at all, runs the exact path instead.
 
 #include <optional>
 
@@ -13,13 +13,18 @@
 
 namespace polygrad {
 
+/// Which heads a PolyAttention runs the polynomial method on.
+enum class PolyUse {
+  every_head,    ///< every head, whatever it costs (the "poly" method of the programs)
+  when_cheaper,  ///< per head, the polynomial plan or the exact path, whichever is predicted
+                 ///< cheaper or, if no plan can be made, exact (the "auto" method)
+};
+
 template <class T>
 class PolyAttention final : public AttentionMethod<T> {
  public:
-  /// `automatic`: choose per head between this polynomial plan and the exact path, by
-  /// predicted cost (the "auto" method of the programs).
-  explicit PolyAttention(PolyOptions options = {}, bool automatic = false)
-      : options_(std::move(options)), automatic_(automatic) {}
+  explicit PolyAttention(PolyOptions options = {}, PolyUse use = PolyUse::every_head)
+      : options_(std::move(options)), automatic_(use == PolyUse::when_cheaper) {}
 
   std::string name() const override { return automatic_ ? "auto" : "poly"; }
   const PolyOptions& options() const { return options_; }

@@ -88,12 +88,12 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   const double c = shape.scale;
 
   HeadPlan plan;
-  plan.method = "poly";
+  plan.method = HeadMethod::poly;
   plan.n = n;
   plan.head_dim = dh;
   plan.causal = shape.causal;
   plan.route = options.route;
-  plan.family = to_string(options.family);
+  plan.family = options.family;
 
   const bool fixed = options.bound > 0 || shape.score_bound > 0;
   const bool centre_keys = !fixed && options.centre_keys;
@@ -107,14 +107,14 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
     // R known in advance: t = c q.k / R needs no statistic of the sequence, so the model
     // stays exactly causal. It is certified when Cauchy-Schwarz confirms it on this data.
     plan.bound = options.bound > 0 ? options.bound : shape.score_bound;
-    plan.bound_source = options.bound > 0 ? "caller" : "qk-norm";
+    plan.bound_source = options.bound > 0 ? BoundSource::caller : BoundSource::qk_norm;
     plan.certified = cs.R <= plan.bound * (1 + 1e-6);
     q_scale = c / plan.bound;
   } else {
     // R is kept away from 0 so that t = S / R still carries the score gradient when every
     // score is 0 (all queries zero, say).
     plan.bound = std::max(cs.R, 1e-3);
-    plan.bound_source = "cauchy-schwarz";
+    plan.bound_source = BoundSource::cauchy_schwarz;
     plan.certified = true;
     plan.keys_centred = options.centre_keys;
     if (options.centre_keys) centre = cs.key_centre;

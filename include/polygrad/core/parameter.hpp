@@ -33,6 +33,17 @@ using ParameterList = std::vector<ParameterView<T>>;
 
 namespace detail {
 
+/// A parameter buffer seen as a row-major matrix: shape[0] rows (one column for a vector), the
+/// rest of the shape flattened into the columns. For messages that name a row.
+template <class T>
+Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> as_rows(
+    const T* data, const std::vector<Index>& shape) {
+  Index size = 1;
+  for (Index s : shape) size *= s;
+  const Index rows = shape.size() >= 2 ? shape[0] : size;
+  return {data, rows, rows > 0 ? size / rows : 0};
+}
+
 template <class T>
 ParameterView<T> view_of(std::string name, Matrix<T>& value, Matrix<T>& grad) {
   return {std::move(name), {value.rows(), value.cols()}, value.data(), grad.data()};

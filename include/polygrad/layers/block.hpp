@@ -23,7 +23,7 @@ namespace polygrad {
 
 /// One pre-LN block. Parameters "ln1.*", "attn.{q,k,v,o}.*", "ln2.*", "mlp.{fc1,fc2}.*".
 template <class T>
-class TransformerBlock {
+class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
  public:
   /// A block of width config.d_model with config.heads heads and MLP width config.d_ff;
   /// `method` nullptr means ExactAttention<T>. Throws if the configuration is inconsistent.
@@ -32,8 +32,7 @@ class TransformerBlock {
       : D_((config.validate(), config.d_model)),
         F_(config.d_ff),
         ln1_(config.d_model),
-        attn_(config.d_model, config.heads, config.causal, config.scale, config.qk_norm,
-              std::move(method)),
+        attn_(config.attention(), std::move(method)),
         ln2_(config.d_model),
         mlp_(config.d_model, config.d_ff) {}
 
@@ -41,7 +40,7 @@ class TransformerBlock {
   Matrix<T> forward(const Matrix<T>& x) {
     detail::require_input(x, D_, "TransformerBlock input");
     ParameterList<T> params;
-    collect_parameters("", params);
+    this->collect_parameters("", params);
     detail::require_finite_parameters(params);
     x_ = x;
     Matrix<T> y;
@@ -69,7 +68,7 @@ class TransformerBlock {
     for_rows(n, attn_.projection_work_per_row(), [&](int p, Index b, Index s) {
       pre_forward_rows(x, p, b, s);
     });
-    attn_.attend(n);
+    within("attn", [&] { attn_.attend(n); });
     for_rows(n, post_work_per_row(), [&](int p, Index b, Index s) {
       Post post = post_rows(p, b, s);
       post_forward_rows(x, post, b, s);
@@ -102,7 +101,7 @@ class TransformerBlock {
         pre_forward_rows(x, p, b, s);
       });
     }
-    attn_.attend_backward();
+    within("attn", [&] { attn_.attend_backward(); });
     // Stage pre, backwards: d becomes dL/dx = dL/dh + LN1'(dL/da).
     const int parts = detail::row_parts(threading_, n, 2 * attn_.projection_work_per_row());
     std::vector<PreGradient> g(std::size_t(parts), zero_pre_gradient());
@@ -146,28 +145,13 @@ class TransformerBlock {
     attn_.share_buffers(std::move(inputs), std::move(gradients));
   }
 
-  /// Appends prefix.ln1, prefix.attn, prefix.ln2, prefix.mlp in that order.
-  void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
-    ln1_.collect_parameters(detail::join_name(prefix, "ln1"), out);
-    attn_.collect_parameters(detail::join_name(prefix, "attn"), out);
-    ln2_.collect_parameters(detail::join_name(prefix, "ln2"), out);
-    mlp_.collect_parameters(detail::join_name(prefix, "mlp"), out);
-  }
-
-  /// Sets every gradient to zero.
-  void zero_grad() {
-    ln1_.zero_grad();
-    attn_.zero_grad();
-    ln2_.zero_grad();
-    mlp_.zero_grad();
-  }
-
-  /// Linear weights ~ Normal(0, stddev^2), biases zero, LayerNorms gain 1 and shift 0.
-  void init(std::mt19937_64& rng, double stddev) {
-    ln1_.init(rng, stddev);
-    attn_.init(rng, stddev);
-    ln2_.init(rng, stddev);
-    mlp_.init(rng, stddev);
+  /// The parts, in parameter order: "ln1", "attn", "ln2", "mlp" (see CompositeLayer).
+  template <class Visit>
+  void for_each_part(Visit&& visit) {
+    visit("ln1", ln1_);
+    visit("attn", attn_);
+    visit("ln2", ln2_);
+    visit("mlp", mlp_);
   }
 
   /// Replaces the attention method (nullptr: ExactAttention<T>).

@@ -75,9 +75,10 @@ void require_input(const Matrix<T>& x, Index cols, const char* what) {
 template <class T>
 void require_finite_parameters(const ParameterList<T>& params) {
   for (const auto& p : params) {
-    require<NumericError>(p.values().allFinite(), "parameter '", p.name,
-                          "' contains NaN or infinity: the model has diverged (lower the learning ",
-                          "rate, clip gradients, or restore a checkpoint)");
+    if (p.values().allFinite()) continue;
+    throw NumericError(concat("parameter '", p.name, "' contains ", first_non_finite(as_rows(p.value, p.shape)),
+                              ": the model has diverged (lower the learning rate, clip ",
+                              "gradients, or restore a checkpoint)"));
   }
 }
 

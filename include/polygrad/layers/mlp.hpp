@@ -1,6 +1,7 @@
 #pragma once
 // MLP(x) = GELU(x W1^T + b1) W2^T + b2 (design.md section 1).
 
+#include "polygrad/layers/composite.hpp"
 #include "polygrad/layers/gelu.hpp"
 #include "polygrad/layers/linear.hpp"
 
@@ -9,7 +10,7 @@ namespace polygrad {
 /// The feed-forward part of a block: fc1 (D -> F), GELU, fc2 (F -> D). Parameters
 /// "fc1.weight" [F, D], "fc1.bias" [F], "fc2.weight" [D, F], "fc2.bias" [D].
 template <class T>
-class MLP {
+class MLP : public CompositeLayer<MLP<T>, T> {
  public:
   /// The parameters' gradients: what one thread accumulates over its rows.
   struct Gradient {
@@ -91,22 +92,11 @@ class MLP {
     fc2_.accumulate(g.fc2);
   }
 
-  /// Appends "prefix.fc1.weight", "prefix.fc1.bias", "prefix.fc2.weight", "prefix.fc2.bias".
-  void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
-    fc1_.collect_parameters(detail::join_name(prefix, "fc1"), out);
-    fc2_.collect_parameters(detail::join_name(prefix, "fc2"), out);
-  }
-
-  /// Sets every gradient to zero.
-  void zero_grad() {
-    fc1_.zero_grad();
-    fc2_.zero_grad();
-  }
-
-  /// Weights ~ Normal(0, stddev^2), biases zero.
-  void init(std::mt19937_64& rng, double stddev) {
-    fc1_.init(rng, stddev);
-    fc2_.init(rng, stddev);
+  /// The parts, in parameter order: "fc1", "fc2" (see CompositeLayer).
+  template <class Visit>
+  void for_each_part(Visit&& visit) {
+    visit("fc1", fc1_);
+    visit("fc2", fc2_);
   }
 
   /// The threads forward() and backward() may use.

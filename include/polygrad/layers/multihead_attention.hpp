@@ -15,6 +15,8 @@
 
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/method.hpp"
+#include "polygrad/layers/composite.hpp"
+#include "polygrad/layers/config.hpp"
 #include "polygrad/layers/linear.hpp"
 
 namespace polygrad {
@@ -78,7 +80,7 @@ struct AttentionGradients {
 /// Multi-head self-attention with H heads of size d_h = d_model / H. Parameters "q", "k", "v",
 /// "o", each a Linear d_model -> d_model with bias ("q.weight" [D, D], "q.bias" [D], ...).
 template <class T>
-class MultiHeadAttention {
+class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
  public:
   /// The gradients of the Q, K, V projections: what one thread accumulates over its rows (the
   /// output projection o is a Linear of its own).
@@ -86,34 +88,21 @@ class MultiHeadAttention {
     typename Linear<T>::Gradient q, k, v;
   };
 
-  /// `scale` is c in S = c Q K^T (1/sqrt(d_h) when absent). `qk_norm` = tau normalises q and k
-  /// per head to unit norm and uses c = tau (then `scale` is ignored). `method` computes the
+  /// A layer for `config` (validated: AttentionConfig::validate). `method` computes the
   /// attention itself; nullptr means ExactAttention<T>.
-  MultiHeadAttention(Index d_model, Index heads, bool causal = false,
-                     std::optional<double> scale = std::nullopt,
-                     std::optional<double> qk_norm = std::nullopt,
-                     std::shared_ptr<const AttentionMethod<T>> method = nullptr)
-      : d_model_(d_model),
-        heads_(heads),
-        causal_(causal),
-        qk_norm_(qk_norm),
-        q_(d_model, d_model),
-        k_(d_model, d_model),
-        v_(d_model, d_model),
-        o_(d_model, d_model),
+  explicit MultiHeadAttention(const AttentionConfig& config,
+                              std::shared_ptr<const AttentionMethod<T>> method = nullptr)
+      : d_model_((config.validate(), config.d_model)),
+        heads_(config.heads),
+        causal_(config.causal),
+        qk_norm_(config.qk_norm),
+        scale_(config.attention_scale()),
+        q_(config.d_model, config.d_model),
+        k_(config.d_model, config.d_model),
+        v_(config.d_model, config.d_model),
+        o_(config.d_model, config.d_model),
         inputs_(std::make_shared<AttentionInputs<T>>()),
         gradients_(std::make_shared<AttentionGradients<T>>()) {
-    require<ShapeError>(heads >= 1 && d_model % heads == 0, "d_model (", d_model,
-                        ") must be a positive multiple of the number of heads (", heads, ")");
-    require<Error>(!scale || (std::isfinite(*scale) && *scale > 0),
-                   "attention scale must be finite and positive, got ", scale ? *scale : 0.0);
-    require<Error>(!qk_norm || (std::isfinite(*qk_norm) && *qk_norm > 0),
-                   "qk_norm (tau) must be finite and positive, got ", qk_norm ? *qk_norm : 0.0);
-    if (qk_norm) {
-      scale_ = *qk_norm;
-    } else {
-      scale_ = scale ? *scale : 1.0 / std::sqrt(double(d_model / heads));
-    }
     set_attention(std::move(method));
   }
 
@@ -123,7 +112,7 @@ class MultiHeadAttention {
   Matrix<T> forward(const Matrix<T>& x) {
     detail::require_input(x, d_model_, "MultiHeadAttention input");
     ParameterList<T> params;
-    collect_parameters("", params);
+    this->collect_parameters("", params);
     detail::require_finite_parameters(params);
     context_.reset();  // a forward that throws below must not leave an older context usable
     const Index n = x.rows();
@@ -198,7 +187,7 @@ class MultiHeadAttention {
   }
 
   /// The attention method on the whole sequence: the output O (output()) and the context its
-  /// backward needs. The inputs are trusted to be finite (the caller checked its own input).
+  /// backward needs. Throws NumericError naming Q, K or V and the row if one is not finite.
   void attend(Index n) {
     AttentionInputs<T>& in = *inputs_;
     require<ShapeError>(in.Q.rows() == n, "MultiHeadAttention::attend: prepare(", n,
@@ -208,7 +197,9 @@ class MultiHeadAttention {
     shape.causal = causal_;
     shape.scale = scale_;
     shape.threading = threading_;
-    shape.inputs_checked = true;
+    // Q, K, V are checked here, so that an overflow in the projections is named where it
+    // happens; a split sequence leaves that to the model's check on every rank (no hang).
+    shape.inputs_checked = shard_.split();
     if (qk_norm_) shape.score_bound = *qk_norm_;  // |q| <= 1, |k| <= 1 and c = tau give |S| <= tau
     shape.shard = shard_;
     context_.reset();
@@ -290,28 +281,13 @@ class MultiHeadAttention {
 
   // ---- Parameters and configuration. ----
 
-  /// Appends the views of "prefix.q", "prefix.k", "prefix.v", "prefix.o" (weight, bias each).
-  void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
-    q_.collect_parameters(detail::join_name(prefix, "q"), out);
-    k_.collect_parameters(detail::join_name(prefix, "k"), out);
-    v_.collect_parameters(detail::join_name(prefix, "v"), out);
-    o_.collect_parameters(detail::join_name(prefix, "o"), out);
-  }
-
-  /// Sets every gradient to zero.
-  void zero_grad() {
-    q_.zero_grad();
-    k_.zero_grad();
-    v_.zero_grad();
-    o_.zero_grad();
-  }
-
-  /// Weights ~ Normal(0, stddev^2), biases zero (q, k, v, o in that order).
-  void init(std::mt19937_64& rng, double stddev) {
-    q_.init(rng, stddev);
-    k_.init(rng, stddev);
-    v_.init(rng, stddev);
-    o_.init(rng, stddev);
+  /// The parts, in parameter order: the Linears "q", "k", "v", "o" (see CompositeLayer).
+  template <class Visit>
+  void for_each_part(Visit&& visit) {
+    visit("q", q_);
+    visit("k", k_);
+    visit("v", v_);
+    visit("o", o_);
   }
 
   /// Replaces the attention method (nullptr: ExactAttention<T>). Takes effect at the next

@@ -30,7 +30,7 @@ struct LayerEvent {
 /// pass needs (block.hpp; with set_recompute(true) only its attention output and normalisers).
 /// Its input and parameters are checked once, in forward(); the blocks check nothing more.
 template <class T>
-class Transformer {
+class Transformer : public CompositeLayer<Transformer<T>, T> {
  public:
   /// The seed a fresh Transformer is initialised with.
   static constexpr std::uint64_t default_seed = 0x706f6c79;  // "poly"
@@ -48,13 +48,14 @@ class Transformer {
     init(default_seed);
   }
 
+  using CompositeLayer<Transformer<T>, T>::init;
+
   /// Deterministic initialisation from std::mt19937_64(seed): every Linear weight
   /// ~ Normal(0, stddev^2) (Box-Muller on the generator's raw output, so the same on every
   /// platform), drawn in parameter-name order; biases zero; LayerNorm gain 1, shift 0.
   void init(std::uint64_t seed, double stddev = default_init_std) {
     std::mt19937_64 rng(seed);
-    for (auto& block : blocks_) block.init(rng, stddev);
-    ln_f_.init(rng, stddev);
+    init(rng, stddev);
   }
 
   /// The output (n x D) for x (n x D); every block keeps what its backward needs. Throws
@@ -72,7 +73,12 @@ class Transformer {
     for (Index l = 0; l < L; ++l) {
       const auto start = std::chrono::steady_clock::now();
       TransformerBlock<T>& block = blocks_[std::size_t(l)];
-      block.forward(stream_[std::size_t(l)], stream_[std::size_t(l + 1)]);
+      Matrix<T>& out = stream_[std::size_t(l + 1)];
+      within(block_name(l), [&] {
+        block.forward(stream_[std::size_t(l)], out);
+        // Split sequences check the model's output on every rank at once instead (no hang).
+        if (!shard_.split()) require_finite(out, "the block's output");
+      });
       report(false, l, start, block.attn().attention_seconds().first);
     }
     Matrix<T> y(n, config_.d_model);
@@ -115,33 +121,28 @@ class Transformer {
     for (Index l = L - 1; l >= 0; --l) {
       const auto start = std::chrono::steady_clock::now();
       TransformerBlock<T>& block = blocks_[std::size_t(l)];
-      block.backward(stream_[std::size_t(l)], d);
+      within(block_name(l), [&] { block.backward(stream_[std::size_t(l)], d); });
       report(true, l, start, block.attn().attention_seconds().second);
     }
     cached_ = false;
     return d;
   }
 
-  /// Appends prefix.blocks.{i}.* and prefix.ln_f.* (see the class comment).
-  void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
-    for (std::size_t i = 0; i < blocks_.size(); ++i)
-      blocks_[i].collect_parameters(
-          detail::join_name(prefix, ("blocks." + std::to_string(i)).c_str()), out);
-    ln_f_.collect_parameters(detail::join_name(prefix, "ln_f"), out);
+  /// The parts, in parameter order: "blocks.0", ..., "blocks.{L-1}", "ln_f" (see
+  /// CompositeLayer).
+  template <class Visit>
+  void for_each_part(Visit&& visit) {
+    for (std::size_t i = 0; i < blocks_.size(); ++i) visit(block_name(Index(i)), blocks_[i]);
+    visit("ln_f", ln_f_);
   }
 
   /// Every parameter, named without a prefix ("blocks.0.ln1.weight", ..., "ln_f.bias").
   ParameterList<T> parameters() {
     ParameterList<T> out;
-    collect_parameters("", out);
+    this->collect_parameters("", out);
     return out;
   }
 
-  /// Sets every gradient to zero.
-  void zero_grad() {
-    for (auto& block : blocks_) block.zero_grad();
-    ln_f_.zero_grad();
-  }
 
   /// Uses `method` (nullptr: ExactAttention<T>) in every block from the next forward() on.
   void set_attention(std::shared_ptr<const AttentionMethod<T>> method) {
@@ -220,6 +221,9 @@ class Transformer {
   LayerNorm<T>& ln_f() { return ln_f_; }
 
  private:
+  /// "blocks.{l}": block l's name in parameter names and error locations.
+  static std::string block_name(Index l) { return "blocks." + std::to_string(l); }
+
   /// The checks of forward() on a split sequence, made on every rank at once so that all throw
   /// together: the input's shape and values, and the same parameters everywhere (their sum
   /// in double, taken in one order, is the same bit for bit when they are).

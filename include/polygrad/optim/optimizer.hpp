@@ -26,9 +26,10 @@ namespace detail {
 template <class T>
 void require_finite_gradients(const ParameterList<T>& params, const char* optimiser) {
   for (const auto& p : params) {
-    require<NumericError>(p.grads().allFinite(), optimiser, ": the gradient of parameter '", p.name,
-                          "' contains NaN or infinity; lower the learning rate, check the input ",
-                          "data, or clip gradients");
+    if (p.grads().allFinite()) continue;
+    throw NumericError(concat(optimiser, ": the gradient of parameter '", p.name, "' contains ",
+                              first_non_finite(as_rows(p.grad, p.shape)), "; lower the learning ",
+                              "rate, check the input data, or clip gradients"));
   }
 }
 
