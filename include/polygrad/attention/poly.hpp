@@ -13,6 +13,10 @@
 
 namespace polygrad {
 
+/// Polynomial-method attention (design.md sections 3-6): per head a PolyApproximation of exp
+/// planned from its queries and keys, the chunked forward pass and the backward route of the
+/// options. In automatic mode a head runs the exact kernels instead when they are predicted to
+/// cost less or no polynomial plan can be made. Configuration only, like every AttentionMethod.
 template <class T>
 class PolyAttention final : public AttentionMethod<T> {
  public:
@@ -22,6 +26,7 @@ class PolyAttention final : public AttentionMethod<T> {
       : options_(std::move(options)), automatic_(automatic) {}
 
   std::string name() const override { return automatic_ ? "auto" : "poly"; }
+  /// The options every head is planned with.
   const PolyOptions& options() const { return options_; }
 
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,

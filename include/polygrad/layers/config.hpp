@@ -8,6 +8,8 @@
 
 namespace polygrad {
 
+/// The shape of a Transformer (layers, widths, heads, mask, attention scale), as a checkpoint's
+/// metadata records it.
 struct TransformerConfig {
   Index layers = 2;       ///< L, the number of blocks
   Index d_model = 64;     ///< D, the width of the residual stream
@@ -32,7 +34,9 @@ struct TransformerConfig {
     return c;
   }
 
+  /// d_h = D / H.
   Index head_dim() const { return d_model / heads; }
+  /// The c the attention layers use: tau under QK normalisation, else scale, else 1/sqrt(d_h).
   double attention_scale() const {
     if (qk_norm) return *qk_norm;
     return scale ? *scale : 1.0 / std::sqrt(double(head_dim()));
