@@ -2,6 +2,14 @@
 // polygrad: transformer gradients, exact and through the polynomial method of Liang, Sha, Shi,
 // Song and Zhou (arXiv 2408.13233). This umbrella header includes every public header.
 
+/// \mainpage API reference
+/// Transformer gradients in almost linear time: this reference is generated from the comments
+/// of include/polygrad/. Start with the namespace polygrad. polygrad/polygrad.hpp includes
+/// every header but polygrad/parallel/mpi.hpp (namespace polygrad::mpi, which needs MPI) and
+/// the dense test references polygrad/attention/naive.hpp and poly_naive.hpp. The repository's
+/// README.md says how to build and run it; docs/architecture.md maps the headers, and
+/// docs/design.md holds the mathematics that the comments cite as "design.md section N".
+
 #include "polygrad/core/error.hpp"
 #include "polygrad/core/parameter.hpp"
 #include "polygrad/core/threading.hpp"

@@ -23,7 +23,9 @@ struct EntryBound {
 /// Sums and maxima of statistics over the processes that share a sequence: none for one
 /// process. A SequenceGroup (parallel/group.hpp) is the other kind.
 struct NoReduction {
+  /// Leaves data[0, count) as it is: the sum over one process.
   void sum(double*, Index) const {}
+  /// Leaves data[0, count) as it is: the maximum over one process.
   void max(double*, Index) const {}
 };
 

@@ -60,8 +60,9 @@ class SymmetricFeatures {
   Index parent(Index f) const { return parent_[static_cast<std::size_t>(f)]; }
   /// The largest coordinate index in feature f's monomial (0 for the constant feature).
   int last_coordinate(Index f) const { return last_[static_cast<std::size_t>(f)]; }
-  /// parent() and last_coordinate() of every feature, as arrays of size().
+  /// parent() of every feature, an array of size().
   const std::int32_t* parents() const { return parent_.data(); }
+  /// last_coordinate() of every feature, an array of size().
   const std::int32_t* last_coordinates() const { return last_.data(); }
   /// sqrt(|b_j| j! / alpha!) of feature f; phi carries the sign of b_j on top.
   double weight(Index f) const { return weight_[static_cast<std::size_t>(f)]; }

@@ -47,6 +47,7 @@ Index padded_rows(Index rows) {
 template <class T>
 class StripMatrix {
  public:
+  /// Columns per strip: one SIMD packet of T.
   static constexpr Index W = simd::width<T>;
 
   /// Shape k x C. Keeps the storage when the shape is unchanged, so the contents of rows < k
@@ -59,11 +60,15 @@ class StripMatrix {
     strips_ = strips;
     data_.setZero(strips_ * stride_, W);
   }
+  /// k, the rows in use.
   Index rows() const { return k_; }
+  /// C / W rounded up, the number of strips.
   Index strips() const { return strips_; }
   /// Distance between strips, in strip rows: k rounded up to a multiple of W.
   Index stride() const { return stride_; }
+  /// Strip s: row-major (stride(), W), columns [s W, s W + W), row f one packet.
   T* strip(Index s) { return data_.data() + s * stride_ * W; }
+  /// Strip s, read-only.
   const T* strip(Index s) const { return data_.data() + s * stride_ * W; }
   /// Element (f, r).
   T operator()(Index f, Index r) const { return strip(r / W)[f * W + r % W]; }
@@ -80,12 +85,14 @@ class StripMatrix {
 template <class T>
 class Monomials {
  public:
+  /// Rows of the block per strip: one SIMD packet of T.
   static constexpr Index W = simd::width<T>;
 
   /// k, all monomials.
   Index size() const { return k_; }
   /// The stored ones: features [0, stored()).
   Index stored() const { return M_.rows(); }
+  /// C / W rounded up, the number of strips.
   Index strips() const { return M_.strips(); }
   /// Strip s of the stored monomials: (stored, W), row f one packet.
   const T* strip(Index s) const { return M_.strip(s); }
@@ -120,8 +127,10 @@ class Monomials {
 template <class T>
 class MonomialBlock {
  public:
+  /// Rows per strip: one SIMD packet of T.
   static constexpr Index W = simd::width<T>;
 
+  /// The monomials of `features`, which must outlive this object (it keeps a reference).
   explicit MonomialBlock(const SymmetricFeatures& features) : features_(features) {
     // The order in which backward() visits the parents: degrees from g - 1 down to 0 (children
     // before parents), and within a degree grouped by last coordinate, so that a parent's

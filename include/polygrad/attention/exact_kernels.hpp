@@ -18,6 +18,8 @@
 
 namespace polygrad {
 
+/// Exact attention on one head, in O(n d) memory: the tiled kernels and their tile sizes
+/// (design.md section 2). ExactAttention runs them on every head.
 namespace exact {
 
 /// Tile sizes of the exact kernels: B_q query rows meet B_k key rows per tile. At 64 x 64 the two

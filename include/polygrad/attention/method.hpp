@@ -73,6 +73,7 @@ template <class T>
 class AttentionMethod {
  public:
   virtual ~AttentionMethod() = default;
+  /// The method's short name: "exact", "poly", "auto" or "naive".
   virtual std::string name() const = 0;
   /// Assigns O (its storage reused when it has the size already) and returns the state that backward() needs.
   virtual std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,

@@ -9,6 +9,7 @@
 
 namespace polygrad {
 
+/// The dense reference of exact attention, with the n x n scores in memory; for tests.
 namespace naive {
 
 /// A copy of head h of m: the n x d_h block of columns [h d_h, (h + 1) d_h), contiguous.

@@ -20,6 +20,7 @@ enum class PolyRoute {
   paper,    ///< the paper's formulas with f~ in place of f, O(n k d_h^2)
 };
 
+/// "adjoint" or "paper".
 inline std::string to_string(PolyRoute route) {
   return route == PolyRoute::adjoint ? "adjoint" : "paper";
 }
@@ -56,18 +57,21 @@ inline std::string to_string(BoundSource source) {
 
 /// One head's plan. Costs are predicted multiply-adds of forward + backward.
 struct HeadPlan {
-  HeadMethod method = HeadMethod::exact;
+  HeadMethod method = HeadMethod::exact;  ///< which path ran (or will run) this head
+  /// n, the rows of the whole sequence, and d_h, the head width.
+  ///@{
   Index n = 0, head_dim = 0;
-  bool causal = false;
+  ///@}
+  bool causal = false;          ///< the causal mask was applied
   // The fields below describe the polynomial approximation; for an exact head they describe
   // the approximation that was considered (when a choice was made) or stay at their defaults.
-  PolyRoute route = PolyRoute::adjoint;
-  PolynomialFamily family = PolynomialFamily::chebyshev;
-  BoundSource bound_source = BoundSource::none;
+  PolyRoute route = PolyRoute::adjoint;  ///< the backward route
+  PolynomialFamily family = PolynomialFamily::chebyshev;  ///< how P was fitted
+  BoundSource bound_source = BoundSource::none;  ///< where R came from
   double bound = 0;             ///< R: the scores used lie in [-R, R] when `certified`
   double cauchy_schwarz_bound = 0;  ///< what Cauchy-Schwarz gives on this data (O(n d) check)
   bool certified = false;       ///< the data provably satisfies |scores| <= R
-  bool keys_centred = false;
+  bool keys_centred = false;    ///< keys centred on their mean (R from the data, centre_keys)
   int degree = 0;               ///< g
   Index rank = 0;               ///< k = C(d_h + g, g)
   double exp_error = 0;         ///< certified max |P(s)/exp(s) - 1| on [-R, R]
@@ -98,6 +102,7 @@ struct HeadPlan {
   }
 };
 
+/// Predicted multiply-adds of one head's forward and backward passes (design.md section 6).
 namespace cost {
 
 /// Exact tiled attention, forward + backward: 2 n^2 d_h forward and 5 n^2 d_h backward

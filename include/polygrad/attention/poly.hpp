@@ -20,13 +20,20 @@ enum class PolyUse {
                  ///< cheaper or, if no plan can be made, exact (the "auto" method)
 };
 
+/// Polynomial-method attention (design.md sections 3-6): per head a PolyApproximation of exp
+/// planned from its queries and keys, the chunked forward pass and the backward route of the
+/// options. With PolyUse::when_cheaper a head runs the exact kernels instead when they are
+/// predicted to cost less or no polynomial plan can be made. Configuration only, like every
+/// AttentionMethod.
 template <class T>
 class PolyAttention final : public AttentionMethod<T> {
  public:
+  /// Plans every head with `options`; `use` says which heads run the polynomial method.
   explicit PolyAttention(PolyOptions options = {}, PolyUse use = PolyUse::every_head)
       : options_(std::move(options)), automatic_(use == PolyUse::when_cheaper) {}
 
   std::string name() const override { return automatic_ ? "auto" : "poly"; }
+  /// The options every head is planned with.
   const PolyOptions& options() const { return options_; }
 
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,

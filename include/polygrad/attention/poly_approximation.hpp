@@ -24,7 +24,9 @@ namespace polygrad {
 
 /// What the caller asks of the polynomial method.
 struct PolyOptions {
+  /// The backward route (design.md section 4).
   PolyRoute route = PolyRoute::adjoint;
+  /// How the polynomial approximates exp (approx/polynomial.hpp).
   PolynomialFamily family = PolynomialFamily::chebyshev;
   /// The degree g; 0 chooses the smallest degree whose certified error is <= epsilon.
   int degree = 0;
@@ -44,17 +46,22 @@ struct PolyOptions {
   double memory_budget = 1024.0 * 1024.0 * 1024.0;
   /// Query rows per head the audit compares against exact attention (0: no audit).
   Index audit_rows = 0;
+  /// Seed of the audit's row sample; head h draws with audit_seed + h.
   std::uint64_t audit_seed = 0x5eed;
 };
 
 /// The fixed approximation of one head.
 struct PolyApproximation {
-  ExpPolynomial polynomial;
-  SymmetricFeatures features;
+  ExpPolynomial polynomial;    ///< p(t) ~ exp(R t) on [-1, 1], R = plan.bound
+  SymmetricFeatures features;  ///< phi and psi of d_h coordinates for p's coefficients
   Vector<double> pair_weight;  ///< (k) phi_f psi_f weight products, see monomial_block.hpp
+  /// The scaled rows are qh = q q_scale and kh = (k - key_centre) k_scale, so that
+  /// p(qh . kh) ~ exp(c q . (k - key_centre)) with |qh . kh| <= 1 when certified.
+  ///@{
   double q_scale = 1, k_scale = 1;
+  ///@}
   Vector<double> key_centre;  ///< (d_h); empty when keys are not centred
-  HeadPlan plan;
+  HeadPlan plan;              ///< the head's plan: bound, degree, rank, errors, costs
 };
 
 namespace detail {

@@ -158,8 +158,11 @@ void require_positive_normalisers(const PolyApproximation& a, const ConstVectorR
 /// states run in forward order, the query states in reverse. `queries_first` runs the query
 /// pass first (a shard late in the sequence has its query start soonest).
 struct BackwardLinks {
+  /// The links of the key-state pass (forward order) and of the query-state pass (reverse).
+  ///@{
   ScanLink keys, queries;
-  bool queries_first = false;
+  ///@}
+  bool queries_first = false;  ///< run the query pass before the key pass
 
   /// Runs the two passes of a backward route in the order these links ask for.
   template <class KeyPass, class QueryPass>

@@ -7,6 +7,8 @@
 
 #include "polygrad/attention/poly_approximation.hpp"
 
+/// The dense reference of polynomial attention, with the n x n matrix P(S) in memory; for
+/// tests.
 namespace polygrad::poly_naive {
 
 /// The masked matrix A~ = M o p(Qh Kh^T) of one head: (n, n).

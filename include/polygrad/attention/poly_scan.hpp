@@ -16,13 +16,19 @@
 #include "polygrad/approx/feature_products.hpp"
 #include "polygrad/parallel/group.hpp"
 
+/// The polynomial method on one head: the chunk scan, the forward pass and the two backward
+/// routes (design.md sections 4-5). PolyAttention runs them on every head.
 namespace polygrad::poly {
 
 /// Rows [begin, begin + size) of the sequence.
 struct Chunk {
+  /// The chunk's first row and its number of rows.
+  ///@{
   Index begin, size;
+  ///@}
 };
 
+/// The direction of a chunk scan.
 enum class ScanOrder {
   forward,  ///< chunk 0 first: prefix states (rows before)
   reverse,  ///< the last chunk first: suffix states (rows after)
@@ -31,9 +37,12 @@ enum class ScanOrder {
 /// The chunks of rows [0, n) in scan order.
 class ChunkScan {
  public:
+  /// Chunks of `chunk` rows (the last may be shorter) visited in `order`; PlanError if
+  /// chunk < 1.
   ChunkScan(Index n, Index chunk, ScanOrder order) : n_(n), chunk_(chunk), order_(order) {
     require<PlanError>(chunk >= 1, "the chunk size must be at least 1, got ", chunk);
   }
+  /// The number of chunks, n / chunk rounded up.
   Index count() const { return (n_ + chunk_ - 1) / chunk_; }
   /// The i-th chunk visited.
   Chunk operator[](Index i) const {
@@ -41,7 +50,9 @@ class ChunkScan {
     const Index begin = c * chunk_;
     return {begin, std::min(chunk_, n_ - begin)};
   }
+  /// n, the rows scanned.
   Index rows() const { return n_; }
+  /// The direction of the scan.
   ScanOrder order() const { return order_; }
 
  private:
@@ -66,6 +77,8 @@ void for_each_strip(Chunk chunk, Body&& body) {
 template <class T>
 class FeatureState {
  public:
+  /// S = 0 for k features and rows of m columns; sums in T are folded into double once
+  /// `fold_rows` rows have entered.
   FeatureState(Index k, Index m, Index fold_rows)
       : sumT_(Matrix<double>::Zero(m, k)),
         partialT_(Matrix<T>::Zero(m, padded_rows<T>(k))),
@@ -119,8 +132,9 @@ class FeatureState {
 /// Without a split shard the scan is alone. Each joined pass uses two message tags: `tag` for
 /// the state handed along the shards and tag + 1 for the whole-sequence sum (non-causal).
 struct ScanLink {
-  SequenceShard shard;
-  int tag = 0;
+  SequenceShard shard;  ///< this process's part of the sequence; the scan is alone unless split
+  int tag = 0;          ///< the tag of the state handed along; tag + 1 for the sum of all states
+  /// Whether other shards take part in the scan.
   bool joined() const { return shard.split(); }
 };
 

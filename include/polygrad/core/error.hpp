@@ -15,9 +15,9 @@ namespace polygrad {
 /// reads "blocks.2.attn: Q contains NaN at row 17 (column 3); ...".
 class Error : public std::runtime_error {
  public:
+  /// An error that says `message` (what was wrong and what to change); no location yet.
   explicit Error(const std::string& message)
       : std::runtime_error(message), message_(message), text_(message) {}
-  explicit Error(const char* message) : Error(std::string(message)) {}
 
   /// The location and the message: "where: message", or the message alone.
   const char* what() const noexcept override { return text_.c_str(); }

@@ -14,20 +14,24 @@ namespace polygrad {
 /// contiguous and row-major, `size()` elements long. A view is valid while its layer lives.
 template <class T>
 struct ParameterView {
-  std::string name;
-  std::vector<Index> shape;
-  T* value = nullptr;
-  T* grad = nullptr;
+  std::string name;          ///< dotted name, e.g. "blocks.0.attn.q.weight"
+  std::vector<Index> shape;  ///< PyTorch's shape, e.g. [out, in] for a Linear weight
+  T* value = nullptr;        ///< the layer's values, size() contiguous elements
+  T* grad = nullptr;         ///< the layer's gradient buffer, size() contiguous elements
 
+  /// The number of elements, the product of `shape`.
   Index size() const {
     Index n = 1;
     for (Index s : shape) n *= s;
     return n;
   }
+  /// The values as a writable vector of size() (flattened row-major).
   Eigen::Map<Vector<T>> values() const { return {value, size()}; }
+  /// The gradient as a writable vector of size() (flattened row-major).
   Eigen::Map<Vector<T>> grads() const { return {grad, size()}; }
 };
 
+/// A model's parameters in a fixed order (the order of collect_parameters()).
 template <class T>
 using ParameterList = std::vector<ParameterView<T>>;
 

@@ -7,16 +7,23 @@
 #include <Eigen/Dense>
 #include <cstdint>
 
+/// Transformer gradients in almost linear time: layers and models, exact and polynomial-method
+/// attention, losses, optimisers, safetensors files and sequences split across processes.
+/// docs/architecture.md maps the headers; docs/design.md gives the mathematics.
 namespace polygrad {
 
+/// Sizes and indices: Eigen's signed index type (std::ptrdiff_t by default).
 using Index = Eigen::Index;
 
+/// A dynamic row-major matrix of T; activations are (n, d) with one token per row.
 template <class T>
 using Matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+/// A dynamic column vector of T.
 template <class T>
 using Vector = Eigen::Matrix<T, Eigen::Dynamic, 1>;
 
+/// A dynamic row vector of T.
 template <class T>
 using RowVector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 
@@ -25,10 +32,13 @@ using RowVector = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 /// callers pass row blocks and heads without copying them out.
 template <class T>
 using MatrixRef = Eigen::Ref<Matrix<T>>;
+/// A read-only MatrixRef; it also binds to expressions, which it evaluates into a temporary.
 template <class T>
 using ConstMatrixRef = Eigen::Ref<const Matrix<T>>;
+/// A writable view of a vector or of a contiguous segment of one.
 template <class T>
 using VectorRef = Eigen::Ref<Vector<T>>;
+/// A read-only VectorRef.
 template <class T>
 using ConstVectorRef = Eigen::Ref<const Vector<T>>;
 

@@ -11,8 +11,11 @@
 
 #include "polygrad/core/types.hpp"
 
+/// The SIMD operations of the feature and GELU kernels, on Eigen's packets.
 namespace polygrad::simd {
 
+/// Eigen's packet of T: one AVX-512, AVX, SSE or NEON register, or T itself when Eigen does
+/// not vectorise.
 template <class T>
 using Packet = typename Eigen::internal::packet_traits<T>::type;
 
@@ -20,21 +23,25 @@ using Packet = typename Eigen::internal::packet_traits<T>::type;
 template <class T>
 inline constexpr Index width = Eigen::internal::unpacket_traits<Packet<T>>::size;
 
+/// The width<T> scalars at p, which need no alignment.
 template <class T>
 Packet<T> load(const T* p) {
   return Eigen::internal::ploadu<Packet<T>>(p);
 }
 
+/// Writes the lanes of x to p[0, width<T>), which needs no alignment.
 template <class T>
 void store(T* p, const Packet<T>& x) {
   Eigen::internal::pstoreu(p, x);
 }
 
+/// x in every lane.
 template <class T>
 Packet<T> broadcast(T x) {
   return Eigen::internal::pset1<Packet<T>>(x);
 }
 
+/// 0 in every lane.
 template <class T>
 Packet<T> zero() {
   return broadcast(T(0));
@@ -46,21 +53,25 @@ P fma(const P& a, const P& b, const P& c) {
   return Eigen::internal::pmadd(a, b, c);
 }
 
+/// a + b, lane by lane.
 template <class P>
 P add(const P& a, const P& b) {
   return Eigen::internal::padd(a, b);
 }
 
+/// a * b, lane by lane.
 template <class P>
 P mul(const P& a, const P& b) {
   return Eigen::internal::pmul(a, b);
 }
 
+/// a / b, lane by lane.
 template <class P>
 P div(const P& a, const P& b) {
   return Eigen::internal::pdiv(a, b);
 }
 
+/// |x|, lane by lane.
 template <class P>
 P abs(const P& x) {
   return Eigen::internal::pabs(x);
@@ -89,12 +100,14 @@ P select_negative(const P& x, const P& if_negative, const P& otherwise) {
 /// A width x width tile of T held in `width` packets (rows), transposed in registers.
 template <class T>
 struct Tile {
+  /// The tile's rows, rows.packet[i] being row i.
   Eigen::internal::PacketBlock<Packet<T>, width<T>> rows;
 
   /// Rows i of the tile from p + i * stride.
   void load(const T* p, Index stride) {
     for (Index i = 0; i < width<T>; ++i) rows.packet[i] = simd::load(p + i * stride);
   }
+  /// Transposes the tile in place: row i becomes column i.
   void transpose() { Eigen::internal::ptranspose(rows); }
 };
 

@@ -14,6 +14,8 @@
 
 namespace polygrad {
 
+/// A safetensors file open for reading: its header is parsed and checked on opening, and
+/// tensors, or ranges of their rows, are read on demand into the caller's buffers.
 class SafetensorsReader {
  public:
   /// Opens `path` and validates its header. Throws FormatError if the file is missing,

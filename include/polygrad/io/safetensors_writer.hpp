@@ -16,6 +16,8 @@
 
 namespace polygrad {
 
+/// A safetensors file to be written: tensors are declared with the source of their values, and
+/// write() streams them to the file in name order; nothing is left behind if it fails.
 class SafetensorsWriter {
  public:
   /// Fills out[0, count) with elements [first, first + count) of a tensor, in row-major order.
@@ -66,6 +68,7 @@ class SafetensorsWriter {
   void add(const std::string& name, const Matrix<T>& m) {
     add<T>(name, {m.rows(), m.cols()}, m.data());
   }
+  /// Adds a vector ([size]) of float or double, by reference, like the matrix overload.
   template <class T>
   void add(const std::string& name, const Vector<T>& v) {
     add<T>(name, {v.size()}, v.data());

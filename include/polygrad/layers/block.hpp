@@ -128,6 +128,7 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
                    "pending backward pass first");
     recompute_ = on;
   }
+  /// Whether recomputation is on (set_recompute).
   bool recompute() const { return recompute_; }
 
   /// The threads its passes may use, here and in its attention method.
@@ -165,11 +166,15 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
   /// The head plans of the last attention pass.
   const std::vector<HeadPlan>& attention_plans() const { return attn_.attention_plans(); }
 
-  /// The sublayers.
+  /// The LayerNorm before attention, "ln1".
   LayerNorm<T>& ln1() { return ln1_; }
+  /// The attention layer, "attn".
   MultiHeadAttention<T>& attn() { return attn_; }
+  /// The attention layer, read-only.
   const MultiHeadAttention<T>& attn() const { return attn_; }
+  /// The LayerNorm before the MLP, "ln2".
   LayerNorm<T>& ln2() { return ln2_; }
+  /// The MLP, "mlp".
   MLP<T>& mlp() { return mlp_; }
 
  private:

@@ -11,8 +11,9 @@ namespace polygrad {
 
 /// CRTP base of a layer made of parts. Derived provides, public,
 ///
+/// \code
 ///   template <class Visit> void for_each_part(Visit&& visit)
-///
+/// \endcode
 /// which calls visit("name", part) for every part in parameter order (the order of a
 /// checkpoint's tensors and of init()'s random draws). Each part follows the layer interface of
 /// layer.hpp; Derived inherits the three members below, which walk the list.

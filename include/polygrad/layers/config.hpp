@@ -39,7 +39,8 @@ struct AttentionConfig {
   }
 };
 
-/// The configuration of a Transformer: everything a checkpoint's metadata records.
+/// The shape of a Transformer (layers, widths, heads, mask, attention scale), as a checkpoint's
+/// metadata records it.
 struct TransformerConfig {
   Index layers = 2;       ///< L, the number of blocks
   Index d_model = 64;     ///< D, the width of the residual stream

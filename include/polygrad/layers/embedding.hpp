@@ -59,6 +59,7 @@ class Embedding {
   Index dim() const { return D_; }
   /// The table, [vocab, D].
   Matrix<T>& weight() { return weight_; }
+  /// The table, read-only.
   const Matrix<T>& weight() const { return weight_; }
 
  private:

@@ -25,7 +25,10 @@ class LayerNorm {
 
   /// The parameters' gradients, shaped like them: what one thread accumulates over its rows.
   struct Gradient {
-    Vector<T> weight, bias;  // (D)
+    /// (D) each: the gradients of gamma and beta.
+    ///@{
+    Vector<T> weight, bias;
+    ///@}
   };
 
   /// Normalises every row of x (n x D); caches x (the backward pass recomputes each row's mean
@@ -127,9 +130,11 @@ class LayerNorm {
   Index features() const { return D_; }
   /// gamma, [D].
   Vector<T>& weight() { return weight_; }
+  /// gamma, read-only.
   const Vector<T>& weight() const { return weight_; }
   /// beta, [D].
   Vector<T>& bias() { return bias_; }
+  /// beta, read-only.
   const Vector<T>& bias() const { return bias_; }
 
  private:

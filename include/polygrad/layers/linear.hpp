@@ -21,8 +21,8 @@ class Linear {
 
   /// The parameters' gradients, shaped like them: what one thread accumulates over its rows.
   struct Gradient {
-    Matrix<T> weight;  // (out, in)
-    Vector<T> bias;    // (out), empty without a bias
+    Matrix<T> weight;  ///< (out, in), dL/dW
+    Vector<T> bias;    ///< (out), dL/db; empty without a bias
   };
 
   /// y = x W^T + b for x of shape n x in; caches x (for dW).
@@ -109,9 +109,11 @@ class Linear {
   bool has_bias() const { return has_bias_; }
   /// W, [out, in].
   Matrix<T>& weight() { return weight_; }
+  /// W, read-only.
   const Matrix<T>& weight() const { return weight_; }
   /// b, [out] (empty without a bias).
   Vector<T>& bias() { return bias_; }
+  /// b, read-only.
   const Vector<T>& bias() const { return bias_; }
   /// dL/dW accumulated by backward().
   const Matrix<T>& weight_grad() const { return weight_grad_; }

@@ -42,6 +42,7 @@ class LMHead {
 
   /// W, [vocab, D].
   Matrix<T>& weight() { return linear_.weight(); }
+  /// W, read-only.
   const Matrix<T>& weight() const { return linear_.weight(); }
 
  private:

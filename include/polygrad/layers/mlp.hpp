@@ -14,7 +14,10 @@ class MLP : public CompositeLayer<MLP<T>, T> {
  public:
   /// The parameters' gradients: what one thread accumulates over its rows.
   struct Gradient {
+    /// The gradients of fc1 and fc2.
+    ///@{
     typename Linear<T>::Gradient fc1, fc2;
+    ///@}
   };
 
   /// An MLP of width D with hidden width F.
@@ -104,9 +107,11 @@ class MLP : public CompositeLayer<MLP<T>, T> {
 
   /// The first linear layer, D -> F.
   Linear<T>& fc1() { return fc1_; }
+  /// fc1, read-only.
   const Linear<T>& fc1() const { return fc1_; }
   /// The second linear layer, F -> D.
   Linear<T>& fc2() { return fc2_; }
+  /// fc2, read-only.
   const Linear<T>& fc2() const { return fc2_; }
 
  private:

@@ -66,15 +66,26 @@ void normalise_head_rows_backward(MatrixRef<T> dY, const ConstMatrixRef<T>& Y,
 /// one layer's inputs are needed at a time.
 template <class T>
 struct AttentionInputs {
-  Matrix<T> Q, K, V;           // (n, D)
-  Matrix<T> q_norms, k_norms;  // (n, H), under QK normalisation only
+  /// (n, D) each, head h in columns [h d_h, (h + 1) d_h): the projected queries, keys and
+  /// values; under QK normalisation Q and K are divided, per row and head, by their norms.
+  ///@{
+  Matrix<T> Q, K, V;
+  ///@}
+  /// (n, H) each: the norm of every row's head segment of Q and K before normalisation;
+  /// filled under QK normalisation only.
+  ///@{
+  Matrix<T> q_norms, k_norms;
+  ///@}
 };
 
 /// The gradients of an attention layer's backward pass: dO (filled by the caller) and dQ, dK,
 /// dV (by the method). Needed only during one layer's backward pass, so a model's blocks share one.
 template <class T>
 struct AttentionGradients {
-  Matrix<T> dO, dQ, dK, dV;  // (n, D)
+  /// (n, D) each: the gradients of the attention output O and of its inputs Q, K, V.
+  ///@{
+  Matrix<T> dO, dQ, dK, dV;
+  ///@}
 };
 
 /// Multi-head self-attention with H heads of size d_h = d_model / H. Parameters "q", "k", "v",
@@ -85,7 +96,10 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   /// The gradients of the Q, K, V projections: what one thread accumulates over its rows (the
   /// output projection o is a Linear of its own).
   struct Gradient {
+    /// The gradients of the projections q, k and v.
+    ///@{
     typename Linear<T>::Gradient q, k, v;
+    ///@}
   };
 
   /// A layer for `config` (validated: AttentionConfig::validate). `method` computes the
@@ -303,6 +317,7 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   /// (parallel/group.hpp; design.md section 8): its rows are the layer's input, and the method
   /// joins its heads to the other shards'. The default is the whole sequence.
   void set_shard(const SequenceShard& shard) { shard_ = shard; }
+  /// The part of the sequence this process holds (set_shard).
   const SequenceShard& shard() const { return shard_; }
 
   /// The attention method in use.
@@ -324,11 +339,15 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   double scale() const { return scale_; }
   /// tau when QK normalisation is on.
   std::optional<double> qk_norm() const { return qk_norm_; }
-  /// The projections.
+  /// The query projection "q", D -> D.
   Linear<T>& q() { return q_; }
+  /// The key projection "k", D -> D.
   Linear<T>& k() { return k_; }
+  /// The value projection "v", D -> D.
   Linear<T>& v() { return v_; }
+  /// The output projection "o", D -> D.
   Linear<T>& o() { return o_; }
+  /// The output projection, read-only.
   const Linear<T>& o() const { return o_; }
 
  private:

@@ -14,7 +14,10 @@ namespace polygrad {
 /// What a model pass reports after each block, for progress lines and profiles.
 struct LayerEvent {
   bool backward = false;          ///< the backward pass (else the forward pass)
-  Index layer = 0, layers = 0;    ///< this block, and how many there are
+  /// This block (0 for the first) and how many there are.
+  ///@{
+  Index layer = 0, layers = 0;
+  ///@}
   double seconds = 0;             ///< wall time of this block in this pass
   double attention_seconds = 0;   ///< of which the attention method took this much
 };
@@ -159,6 +162,7 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
     for (auto& block : blocks_) block.set_recompute(on);
     share_buffers();
   }
+  /// Whether recomputation is on (set_recompute).
   bool recompute() const { return recompute_; }
 
   /// The threads every pass of the model may use (core/threading.hpp).
@@ -166,6 +170,7 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
     threading_ = threading;
     for (auto& block : blocks_) block.set_threading(threading);
   }
+  /// The threads the passes may use (set_threading).
   const Threading& threading() const { return threading_; }
 
   /// The part of the sequence this process holds when it is split across processes
@@ -178,6 +183,7 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
     shard_ = shard;
     for (auto& block : blocks_) block.set_shard(shard);
   }
+  /// The part of the sequence this process holds (set_shard).
   const SequenceShard& shard() const { return shard_; }
 
   /// Called after each block of each pass (progress lines, profiles); empty for none.

@@ -81,14 +81,16 @@ class OptimizerBase {
   const ParameterList<T>& parameters() const { return params_; }
 
  protected:
+  /// Takes the parameters to optimise and the options, which validate() checks (it throws on
+  /// a value out of range).
   OptimizerBase(ParameterList<T> params, Options options)
       : params_(std::move(params)), options_(options) {
     options_.validate();
   }
 
-  ParameterList<T> params_;
-  Options options_;
-  std::int64_t steps_ = 0;
+  ParameterList<T> params_;  ///< the parameters; state buffers follow their order
+  Options options_;          ///< the hyperparameters, validated
+  std::int64_t steps_ = 0;   ///< t, the number of step() calls so far (or as restored)
 };
 
 }  // namespace polygrad

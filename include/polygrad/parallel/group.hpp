@@ -20,7 +20,11 @@ namespace polygrad {
 
 /// Rows [begin, begin + rows) of a sequence.
 struct RowRange {
+  /// The first row and the number of rows.
+  ///@{
   Index begin = 0, rows = 0;
+  ///@}
+  /// One past the last row, begin + rows.
   Index end() const { return begin + rows; }
 };
 
@@ -41,7 +45,9 @@ inline RowRange balanced_shard(Index total, int rank, int size) {
 class PendingMessage {
  public:
   virtual ~PendingMessage() = default;
+  /// Blocks until the message has completed.
   virtual void wait() = 0;
+  /// Whether the message has completed; does not block.
   virtual bool done() = 0;
 };
 
@@ -53,7 +59,9 @@ class PendingMessage {
 class SequenceGroup {
  public:
   virtual ~SequenceGroup() = default;
+  /// This process's rank, 0 <= rank() < size(); shards are in rank order.
   virtual int rank() const = 0;
+  /// The number of processes sharing the sequence.
   virtual int size() const = 0;
   /// Whether several threads of this process may exchange messages at the same time.
   virtual bool threads_may_communicate() const = 0;
@@ -71,6 +79,7 @@ class SequenceGroup {
   /// attention), states always in double.
   virtual std::unique_ptr<PendingMessage> send(int to, int tag, const float* data,
                                                Index count) = 0;
+  /// Starts receiving count floats from rank `from` into `data`.
   virtual std::unique_ptr<PendingMessage> receive(int from, int tag, float* data,
                                                   Index count) = 0;
   /// Ends the program on every rank after printing `message`: the way out of an error that one
@@ -89,6 +98,7 @@ class Outbox {
   Outbox& operator=(const Outbox&) = delete;
   ~Outbox() { wait_all(); }
 
+  /// Sends a copy of `data`, as doubles, to rank `to` of `group` and returns without waiting.
   template <class Derived>
   void send(SequenceGroup& group, int to, int tag, const Eigen::MatrixBase<Derived>& data) {
     auto copy = std::make_unique<Matrix<double>>(data);
@@ -105,6 +115,7 @@ class Outbox {
     buffers_.push_back(std::move(copy));
     messages_.push_back(std::move(message));
   }
+  /// Waits until every send is done and releases their copies.
   void wait_all() {
     std::lock_guard<std::mutex> lock(mutex_);
     for (auto& message : messages_) message->wait();
@@ -121,16 +132,20 @@ class Outbox {
 /// This process's part of a sequence. Without a group the whole sequence is here. Copies
 /// share one outbox for the states they hand on.
 struct SequenceShard {
-  SequenceGroup* group = nullptr;
+  SequenceGroup* group = nullptr;  ///< the processes sharing the sequence; nullptr: all rows are here
   Index begin = 0;  ///< the global row of this shard's first row
   Index total = 0;  ///< rows of the whole sequence
-  std::shared_ptr<Outbox> outbox;
+  std::shared_ptr<Outbox> outbox;  ///< holds the sends of states handed to the next shard
 
   /// Whether other processes hold other rows of the sequence.
   bool split() const { return group != nullptr && group->size() > 1; }
+  /// This shard's rank (0 without a group).
   int rank() const { return group ? group->rank() : 0; }
+  /// The number of shards (1 without a group).
   int size() const { return group ? group->size() : 1; }
+  /// Whether this shard holds the start of the sequence (rank 0).
   bool first() const { return rank() == 0; }
+  /// Whether this shard holds the end of the sequence (the last rank).
   bool last() const { return rank() == size() - 1; }
 };
 

@@ -19,6 +19,8 @@
 
 #include "polygrad/parallel/group.hpp"
 
+/// SequenceGroup on MPI (design.md section 8); only code that includes parallel/mpi.hpp
+/// needs MPI.
 namespace polygrad::mpi {
 
 namespace detail {
@@ -47,6 +49,7 @@ inline int count_of(Index count) {
 /// and finalises it at the end. One per program.
 class Environment {
  public:
+  /// Calls MPI_Init_thread with main's arguments; Error if MPI is already initialised.
   Environment(int& argc, char**& argv) {
     int initialised = 0;
     MPI_Initialized(&initialised);
@@ -63,9 +66,12 @@ class Environment {
   int provided_ = MPI_THREAD_SINGLE;
 };
 
+/// A PendingMessage on one MPI request. A message dropped before it completed is waited for by
+/// its destructor (MPI_Abort if that fails), so its buffer is never touched after it is freed.
 class Message final : public PendingMessage {
  public:
   Message() = default;
+  /// The request that MPI_Isend or MPI_Irecv fills in (MPI_REQUEST_NULL until then).
   MPI_Request* request() { return &request_; }
   void wait() override {
     if (request_ == MPI_REQUEST_NULL) return;
@@ -92,6 +98,7 @@ class Message final : public PendingMessage {
 /// never match the caller's).
 class Communicator final : public SequenceGroup {
  public:
+  /// A group of the ranks of `comm`, on a duplicate of it (MPI_Comm_dup: a collective).
   explicit Communicator(MPI_Comm comm = MPI_COMM_WORLD) {
     detail::check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
     detail::check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
@@ -111,11 +118,12 @@ class Communicator final : public SequenceGroup {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   bool threads_may_communicate() const override { return threads_; }
+  /// The duplicated communicator polygrad's messages use.
   MPI_Comm comm() const { return comm_; }
 
-  /// Bytes this rank has sent in messages (the states handed between shards), and passed to
-  /// sums and maxima, since it was made.
+  /// Bytes this rank has sent in messages (the states handed between shards) since it was made.
   std::uint64_t bytes_sent() const { return bytes_sent_; }
+  /// Bytes this rank has passed to sums and maxima since it was made.
   std::uint64_t bytes_reduced() const { return bytes_reduced_; }
 
   void sum(double* data, Index count) override {

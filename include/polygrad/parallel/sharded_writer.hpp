@@ -21,6 +21,9 @@
 
 namespace polygrad {
 
+/// The safetensors file one process would have written, from a sequence split across ranks:
+/// rank 0 writes it, receiving the other ranks' rows of the sharded tensors piece by piece.
+/// Every rank adds the same tensors and calls write().
 class ShardedWriter {
  public:
   /// A file written at `path` by rank 0 of shard.group (or by this process when the sequence
@@ -37,6 +40,7 @@ class ShardedWriter {
     if (shard_.rank() == 0) writer_.add<T>(name, shape, data);
     ++whole_;
   }
+  /// A matrix every rank holds whole, [rows, cols], valid until write().
   template <class T>
   void add(const std::string& name, const Matrix<T>& m) {
     add<T>(name, {m.rows(), m.cols()}, m.data());
