@@ -171,7 +171,7 @@ template <class T>
 void run_model(const ModelOptions& o) {
   SafetensorsFile checkpoint = SafetensorsFile::read(o.model);
   // The configuration lives in the metadata, so --qk-norm edits it before the model is built.
-  if (o.qk_norm > 0) checkpoint.metadata()["qk_norm"] = detail::exact_double_string(o.qk_norm);
+  if (o.qk_norm > 0) checkpoint.metadata()["qk_norm"] = detail::round_trip_string(o.qk_norm);
   Transformer<T> model = load_transformer<T>(checkpoint, o.attention.make<T>());
   const TransformerConfig& config = model.config();
   Threading threading;
@@ -231,7 +231,7 @@ void run_model(const ModelOptions& o) {
   const auto descriptions = model.describe_attention();
   for (std::size_t i = 0; i < descriptions.size(); ++i)
     out.metadata()["plan.layer" + std::to_string(i)] = descriptions[i];
-  if (config.qk_norm) out.metadata()["qk_norm"] = detail::exact_double_string(*config.qk_norm);
+  if (config.qk_norm) out.metadata()["qk_norm"] = detail::round_trip_string(*config.qk_norm);
   out.write();
 
   const auto [forward_attention, backward_attention] = model.attention_seconds();
@@ -347,8 +347,8 @@ void run_attention(const AttentionOptions& o) {
   out.add_rows("dv", dV, H);
   out.metadata() = run_metadata(o.attention, o.dtype);
   out.metadata()["causal"] = o.causal ? "true" : "false";
-  out.metadata()["scale"] = detail::exact_double_string(attention.scale);
-  if (o.qk_norm > 0) out.metadata()["qk_norm"] = detail::exact_double_string(o.qk_norm);
+  out.metadata()["scale"] = detail::round_trip_string(attention.scale);
+  if (o.qk_norm > 0) out.metadata()["qk_norm"] = detail::round_trip_string(o.qk_norm);
   out.metadata()["plan"] = context->describe();
   out.write();
 

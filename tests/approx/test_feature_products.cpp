@@ -4,9 +4,10 @@
 #include <vector>
 
 #include "polygrad/approx/feature_products.hpp"
+#include "polygrad/approx/features_reference.hpp"
 
 // The chunk kernels of monomial_block.hpp and feature_products.hpp, each against a plain dense
-// evaluation: monomials from SymmetricFeatures' row-by-row psi (divided by its weights),
+// evaluation: monomials from the row-by-row psi of features_reference.hpp (divided by its weights),
 // products with Eigen, gradients by central differences in double.
 
 using namespace polygrad;
@@ -43,7 +44,7 @@ SymmetricFeatures features_for(Index dim, int degree) {
 // Dense monomials (k x C) of the rows of X, from the row-by-row feature builder.
 Matrix<double> dense_monomials(const SymmetricFeatures& F, const Matrix<double>& X) {
   Matrix<double> psi;
-  F.psi<double>(X, psi);  // (C, k)
+  poly::reference::psi<double>(F, X, psi);  // (C, k)
   Matrix<double> M = psi.transpose();
   for (Index f = 0; f < F.size(); ++f) M.row(f) /= F.weight(f);
   return M;

@@ -91,9 +91,9 @@ TEST_CASE("exact kernels match the naive reference in double", "[attention][exac
         const HeadData in(n, d, unsigned(1000 + 10 * n + d));
         const double scale = 1.0 / std::sqrt(double(d));
         const Matrix<double> O_ref =
-            naive::attention_forward<double>(in.Q, in.K, in.V, scale, causal);
+            exact::reference::attention_forward<double>(in.Q, in.K, in.V, scale, causal);
         Matrix<double> dQ_ref, dK_ref, dV_ref;
-        naive::attention_backward<double>(in.Q, in.K, in.V, in.dO, scale, causal, dQ_ref, dK_ref,
+        exact::reference::attention_backward<double>(in.Q, in.K, in.V, in.dO, scale, causal, dQ_ref, dK_ref,
                                           dV_ref);
         const Vector<double> lse_ref = dense_lse(in.Q, in.K, scale, causal);
         for (const exact::Tiles& tiles : tile_shapes) {
@@ -140,7 +140,7 @@ TEST_CASE("exact kernels survive large scores without overflow", "[attention][ex
     CHECK(f.O.allFinite());
     CHECK(f.dQ.allFinite());
     CHECK(relative_difference(f.O, ref.O) < 1e-4);
-    const Matrix<double> O_ref = naive::attention_forward<double>(in.Q, in.K, in.V, 50.0, causal);
+    const Matrix<double> O_ref = exact::reference::attention_forward<double>(in.Q, in.K, in.V, 50.0, causal);
     CHECK(relative_difference(ref.O, O_ref) < 1e-12);
   }
 }

@@ -31,8 +31,8 @@ TEST_CASE("poly_naive's adjoint gradient is the derivative of its forward pass",
       REQUIRE(a.key_centre.size() == d);
 
       Matrix<double> dQ, dK, dV;
-      poly_naive::backward_adjoint(Q, K, V, W, a, causal, dQ, dK, dV);
-      auto loss = [&] { return test::probe_loss(poly_naive::forward(Q, K, V, a, causal), W); };
+      poly::reference::backward_adjoint(Q, K, V, W, a, causal, dQ, dK, dV);
+      auto loss = [&] { return test::probe_loss(poly::reference::forward(Q, K, V, a, causal), W); };
       const Vector<double> nQ = test::numeric_gradient(loss, Q.data(), Q.size());
       const Vector<double> nK = test::numeric_gradient(loss, K.data(), K.size());
       const Vector<double> nV = test::numeric_gradient(loss, V.data(), V.size());

@@ -75,11 +75,11 @@ Result run_route(const PolyApproximation& a, const Problem& p, PolyRoute route, 
 Result run_reference(const PolyApproximation& a, const Problem& p, PolyRoute route) {
   Result r;
   const bool causal = p.shape.causal;
-  r.O = poly_naive::forward(p.Q, p.K, p.V, a, causal);
+  r.O = poly::reference::forward(p.Q, p.K, p.V, a, causal);
   if (route == PolyRoute::adjoint) {
-    poly_naive::backward_adjoint(p.Q, p.K, p.V, p.dO, a, causal, r.dQ, r.dK, r.dV);
+    poly::reference::backward_adjoint(p.Q, p.K, p.V, p.dO, a, causal, r.dQ, r.dK, r.dV);
   } else {
-    poly_naive::backward_paper(p.Q, p.K, p.V, p.dO, a, causal, p.shape.scale, r.dQ, r.dK, r.dV);
+    poly::reference::backward_paper(p.Q, p.K, p.V, p.dO, a, causal, p.shape.scale, r.dQ, r.dK, r.dV);
   }
   return r;
 }

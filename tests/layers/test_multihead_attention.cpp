@@ -76,7 +76,7 @@ Matrix<double> reference_mha(MultiHeadAttention<double>& mha, const Matrix<doubl
       q.rowwise().normalize();
       k.rowwise().normalize();
     }
-    O.middleCols(h * dh, dh) = naive::attention_forward<double>(
+    O.middleCols(h * dh, dh) = exact::reference::attention_forward<double>(
         q, k, V.middleCols(h * dh, dh), tau ? *tau : 1.0 / std::sqrt(double(dh)), mha.causal());
   }
   Matrix<double> y = O * mha.o().weight().transpose();

@@ -1,6 +1,8 @@
 #pragma once
 // Symmetric tensor features of a polynomial kernel: phi(x) . psi(y) = p(x . y) exactly
-// (design.md section 3, "Features").
+// (design.md section 3, "Features"). This header holds the index tables and weights; the fast
+// kernels that use them are monomial_block.hpp and feature_products.hpp, and the row-by-row
+// feature maps the tests compare them with are features_reference.hpp.
 //
 // Feature layout: ordered by degree j = 0..g; within a degree, the monomials x^alpha in the order
 // "children of parent 0, children of parent 1, ...", where a parent is a degree-(j-1) monomial
@@ -9,20 +11,12 @@
 // backward pass runs the same loop in reverse.
 
 #include <cmath>
-#include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "polygrad/core/error.hpp"
 #include "polygrad/core/types.hpp"
-
-#if defined(__GNUC__) || defined(_MSC_VER)
-#define POLYGRAD_RESTRICT __restrict
-#else
-#define POLYGRAD_RESTRICT
-#endif
 
 namespace polygrad {
 
@@ -67,28 +61,8 @@ class SymmetricFeatures {
   /// sqrt(|b_j| j! / alpha!) of feature f; phi carries the sign of b_j on top.
   double weight(Index f) const { return weight_[static_cast<std::size_t>(f)]; }
 
-  /// out (rows x size()) = phi of each row of X (rows x dim()); out is resized if needed.
-  template <class T>
-  void phi(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X, Matrix<T>& out) const {
-    features(X, weights<T>(true), out);
-  }
-  /// out (rows x size()) = psi of each row of X (rows x dim()); out is resized if needed.
-  template <class T>
-  void psi(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X, Matrix<T>& out) const {
-    features(X, weights<T>(false), out);
-  }
-  /// dX (rows x dim()) += J_phi(x_r)^T dPhi_r for every row r; dPhi is rows x size().
-  template <class T>
-  void phi_backward(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
-                    const Matrix<T>& dPhi, Matrix<T>& dX) const {
-    features_backward(X, weights<T>(true), dPhi, dX);
-  }
-  /// dX (rows x dim()) += J_psi(x_r)^T dPsi_r for every row r; dPsi is rows x size().
-  template <class T>
-  void psi_backward(const Eigen::Ref<const Matrix<detail::non_deduced_t<T>>>& X,
-                    const Matrix<T>& dPsi, Matrix<T>& dX) const {
-    features_backward(X, weights<T>(false), dPsi, dX);
-  }
+  /// phi's weight of feature f: weight(f) with the sign of b_j.
+  double phi_weight(Index f) const { return phi_weight_[static_cast<std::size_t>(f)]; }
 
   /// C(dim + degree, degree); PlanError if it does not fit in an Index.
   static Index count(Index dim, int degree) {
@@ -138,85 +112,6 @@ class SymmetricFeatures {
         phi_weight_[f] = b < 0 ? -weight_[f] : weight_[f];
       }
     }
-    weight_f_.assign(weight_.begin(), weight_.end());
-    phi_weight_f_.assign(phi_weight_.begin(), phi_weight_.end());
-  }
-
-  template <class T>
-  const T* weights(bool phi_side) const {
-    if constexpr (std::is_same_v<T, float>) {
-      return phi_side ? phi_weight_f_.data() : weight_f_.data();
-    } else {
-      static_assert(std::is_same_v<T, double>, "SymmetricFeatures supports float and double");
-      return phi_side ? phi_weight_.data() : weight_.data();
-    }
-  }
-
-  // The raw monomials x^alpha of one row into m[0..k): each parent's children are a contiguous
-  // block m[parent] * x[l..d).
-  template <class T>
-  void monomials(const T* x, T* m) const {
-    m[0] = T(1);
-    T* out = m + 1;
-    const Index parents = degree_begin_[static_cast<std::size_t>(degree_)];
-    for (Index p = 0; p < parents; ++p) {
-      const T mp = m[p];
-      const int l = last_[static_cast<std::size_t>(p)];
-      for (Index c = l; c < dim_; ++c) *out++ = mp * x[c];
-    }
-  }
-
-  template <class T>
-  void features(const Eigen::Ref<const Matrix<T>>& X, const T* w, Matrix<T>& out) const {
-    require<ShapeError>(X.cols() == dim_, "SymmetricFeatures: input rows have ", X.cols(),
-                        " coordinates, the features were built for ", dim_);
-    out.resize(X.rows(), size_);
-    for (Index r = 0; r < X.rows(); ++r) {
-      T* m = out.data() + r * size_;
-      monomials(X.data() + r * X.outerStride(), m);
-      for (Index f = 0; f < size_; ++f) m[f] *= w[f];
-    }
-  }
-
-  template <class T>
-  void features_backward(const Eigen::Ref<const Matrix<T>>& X, const T* w, const Matrix<T>& dF,
-                         Matrix<T>& dX) const {
-    require<ShapeError>(X.cols() == dim_, "SymmetricFeatures: input rows have ", X.cols(),
-                        " coordinates, the features were built for ", dim_);
-    require_shape(dF, X.rows(), size_, "feature gradient");
-    require_shape(dX, X.rows(), dim_, "dX");
-    // Scratch for one row: monomials, their adjoints, and the row's dx (kept apart from dX so
-    // that the compiler sees no aliasing in the inner loop).
-    std::vector<T> m_buffer(static_cast<std::size_t>(size_)), dm_buffer(static_cast<std::size_t>(size_));
-    std::vector<T> dx_buffer(static_cast<std::size_t>(dim_));
-    T* POLYGRAD_RESTRICT m = m_buffer.data();
-    T* POLYGRAD_RESTRICT dm = dm_buffer.data();
-    T* POLYGRAD_RESTRICT dx = dx_buffer.data();
-    const Index parents = degree_begin_[static_cast<std::size_t>(degree_)];
-    for (Index r = 0; r < X.rows(); ++r) {
-      const T* x = X.data() + r * X.outerStride();
-      const T* g = dF.data() + r * size_;
-      monomials(x, m);
-      for (Index f = 0; f < size_; ++f) dm[f] = w[f] * g[f];
-      std::fill(dx, dx + dim_, T(0));
-      // In the forward pass this was m[child] = m[p] * x[c] for c = l..d-1, children in order;
-      // walk the parents backwards so that each dm[p] is complete before p is visited.
-      Index child = size_;
-      for (Index p = parents - 1; p >= 0; --p) {
-        const int l = last_[static_cast<std::size_t>(p)];
-        child -= dim_ - l;
-        const T mp = m[p];
-        const T* dchild = dm + child - l;  // dchild[c] is the child through x_c
-        T acc = T(0);
-        for (Index c = l; c < dim_; ++c) {
-          acc += dchild[c] * x[c];
-          dx[c] += dchild[c] * mp;
-        }
-        dm[p] += acc;
-      }
-      T* out = dX.data() + r * dim_;
-      for (Index c = 0; c < dim_; ++c) out[c] += dx[c];
-    }
   }
 
   Index dim_ = 0;
@@ -226,7 +121,6 @@ class SymmetricFeatures {
   std::vector<std::int32_t> parent_;        // (k) parent feature; 0 for the constant
   std::vector<std::int32_t> last_;          // (k) largest coordinate of the monomial
   std::vector<double> weight_, phi_weight_; // (k) psi and phi weights
-  std::vector<float> weight_f_, phi_weight_f_;
 };
 
 }  // namespace polygrad

@@ -38,7 +38,7 @@ class ExactAttention final : public AttentionMethod<T> {
     if (!shape.shard.split()) {
       detail::check_attention_inputs(Q, K, V, shape);
       auto context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
-      detail::exact_forward_heads(Q, K, V, shape.heads, T(shape.scale), shape.causal, tiles_,
+      exact::detail::forward_heads(Q, K, V, shape.heads, T(shape.scale), shape.causal, tiles_,
                                   shape.threading, O, context->lse, context->threads);
       return context;
     }
@@ -50,7 +50,7 @@ class ExactAttention final : public AttentionMethod<T> {
       detail::check_attention_inputs(Q, K, V, shape);
       context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
       context->rows_of = std::move(rows_of);
-      detail::ring_forward(Q, K, V, shape, context->rows_of, tiles_, O, context->lse,
+      exact::detail::ring_forward(Q, K, V, shape, context->rows_of, tiles_, O, context->lse,
                            context->threads);
     } catch (const std::exception& e) {
       shape.shard.group->abort(e.what());
@@ -71,13 +71,13 @@ class ExactAttention final : public AttentionMethod<T> {
                   const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
       if (!shape.shard.split()) {
         detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
-        detail::exact_backward_heads(Q, K, V, O, lse, dO, shape.heads, T(shape.scale),
+        exact::detail::backward_heads(Q, K, V, O, lse, dO, shape.heads, T(shape.scale),
                                      shape.causal, tiles, shape.threading, dQ, dK, dV, threads);
         return;
       }
       try {
         detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
-        detail::ring_backward(Q, K, V, O, lse, dO, shape, rows_of, tiles, dQ, dK, dV, threads);
+        exact::detail::ring_backward(Q, K, V, O, lse, dO, shape, rows_of, tiles, dQ, dK, dV, threads);
       } catch (const std::exception& e) {
         shape.shard.group->abort(e.what());
       }

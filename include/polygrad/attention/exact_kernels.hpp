@@ -29,14 +29,15 @@ struct Tiles {
   Index key = 64;    ///< B_k
 };
 
-}  // namespace exact
-
+/// The helpers of the exact kernels below and of ring attention (exact_ring.hpp).
 namespace detail {
+
+using namespace polygrad::detail;  // the library's shared helpers, unqualified as elsewhere
 
 /// Sets the entries of a transposed tile (rows: keys j0.., columns: queries i0..) that the causal
 /// mask hides to `value`: query i0 + r sees key j0 + c only if j0 + c <= i0 + r.
 template <class T>
-void exact_mask_tile(Eigen::Map<Matrix<T>>& tile, Index i0, Index j0, T value) {
+void mask_tile(Eigen::Map<Matrix<T>>& tile, Index i0, Index j0, T value) {
   for (Index c = 0; c < tile.rows(); ++c) {
     tile.row(c).head(std::clamp<Index>(j0 + c - i0, 0, tile.cols())).setConstant(value);
   }
@@ -45,7 +46,7 @@ void exact_mask_tile(Eigen::Map<Matrix<T>>& tile, Index i0, Index j0, T value) {
 /// Checks the inputs of the single-head kernels: Q, K, V of one shape n x d_h (n, d_h >= 1),
 /// finite values unless the caller checked them, a finite positive scale and positive tiles.
 template <class Derived>
-void exact_check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<Derived>& K,
+void check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<Derived>& K,
                         const Eigen::MatrixBase<Derived>& V, double scale,
                         const exact::Tiles& tiles, bool inputs_checked) {
   require<ShapeError>(Q.rows() >= 1 && Q.cols() >= 1, "exact attention needs Q with at least one ",
@@ -68,7 +69,7 @@ void exact_check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::Matrix
 /// sees key j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp).
 /// Calls with the same stride and different `first` touch disjoint rows and may run in parallel.
 template <class T>
-void exact_forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
                           T scale, bool causal, const exact::Tiles& tiles, Index first,
                           Index stride, MatrixRef<T> O, VectorRef<T> lse) {
   const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
@@ -92,7 +93,7 @@ void exact_forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixR
       Eigen::Map<Matrix<T>> St(st_buffer.data(), bk, bq);
       St.noalias() = K.middleRows(j0, bk) * Qi.transpose();
       const bool diagonal = causal && j0 + bk - 1 > i0;
-      if (diagonal) exact_mask_tile(St, i0, j0, minus_inf);  // kept out of the row max
+      if (diagonal) mask_tile(St, i0, j0, minus_inf);  // kept out of the row max
       // Every query row sees key 0, so after the first tile m is finite and no -inf - -inf occurs.
       auto mb = m_new.head(bq);
       mb = St.row(0);
@@ -101,7 +102,7 @@ void exact_forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixR
       if (j0 > 0) mb = mb.cwiseMax(m.head(bq));
       for (Index c = 0; c < bk; ++c) St.row(c) = (scale * St.row(c).array() - mb.array()).exp();
       // Masked entries are zeroed explicitly: Eigen's vectorised exp(-inf) is not 0.
-      if (diagonal) exact_mask_tile(St, i0, j0, T(0));
+      if (diagonal) mask_tile(St, i0, j0, T(0));
       if (j0 == 0) {
         z.head(bq) = St.colwise().sum();
         acc.noalias() = St.transpose() * V.middleRows(j0, bk);
@@ -127,9 +128,9 @@ void exact_forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixR
 /// sum_j dS_ij k_j (dQ / c) into dQ_sum for every query row. delta_i = dO_i . O_i.
 /// Calls with the same stride and different `first` write disjoint rows of dK and dV, and need
 /// separate dQ_sum buffers to run in parallel. Q, dO: n x d_h; K, V, dK, dV: m x d_h, with m = n
-/// when causal (as in exact_forward_blocks).
+/// when causal (as in forward_blocks).
 template <class T>
-void exact_backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+void backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
                            ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
                            T scale, bool causal, const exact::Tiles& tiles, Index first,
                            Index stride, MatrixRef<T> dQ_sum, MatrixRef<T> dK, MatrixRef<T> dV) {
@@ -162,7 +163,7 @@ void exact_backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrix
       // P_ij = exp(c S_ij - lse_i), recomputed; masked entries zeroed explicitly.
       Pt.noalias() = Kj * Qi.transpose();
       for (Index c = 0; c < bk; ++c) Pt.row(c) = (scale * Pt.row(c).array() - lse_i).exp();
-      if (diagonal) exact_mask_tile(Pt, i0, j0, T(0));
+      if (diagonal) mask_tile(Pt, i0, j0, T(0));
       dV_acc.noalias() += Pt * dOi;
       // dS = P o (dP - delta 1^T) with dP = dO V^T; masked entries stay 0 because P is 0 there.
       dSt.noalias() = Vj * dOi.transpose();
@@ -180,15 +181,15 @@ void exact_backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrix
 /// How H heads of `blocks` tile rows each are shared out: `threads` threads, and each head's
 /// blocks dealt into `parts` interleaved parts, so that H heads keep every thread busy even
 /// when H is smaller than the thread count.
-struct ExactSplit {
+struct WorkSplit {
   int threads = 1;
   Index parts = 1;
 };
 
-inline ExactSplit exact_split(const Threading& threading, Index heads, Index blocks, Index n,
+inline WorkSplit work_split(const Threading& threading, Index heads, Index blocks, Index n,
                               Index dh, bool causal) {
   const double work = double(heads) * cost::exact(n, dh, causal);
-  ExactSplit split;
+  WorkSplit split;
   split.threads = threads_for(threading, heads * blocks, work);
   if (split.threads > 1) split.parts = std::min(blocks, (split.threads + heads - 1) / heads);
   return split;
@@ -208,8 +209,8 @@ inline Index distinct_threads(const std::vector<int>& ran_on, Index h, Index par
 /// 15% slower (n 65536, 8 heads of d_h 8). The polynomial routes read rows chunk by chunk and
 /// take views.
 template <class T>
-struct ExactHeads {
-  explicit ExactHeads(Index heads)
+struct Heads {
+  explicit Heads(Index heads)
       : Q(std::size_t(heads)), K(std::size_t(heads)), V(std::size_t(heads)), dO(std::size_t(heads)) {}
   /// to[h] = head h of `from`.
   static void copy(const Matrix<T>& from, std::vector<Matrix<T>>& to, Index h, Index dh) {
@@ -221,16 +222,16 @@ struct ExactHeads {
 /// Forward pass of H heads (columns [h d_h, (h + 1) d_h) of Q, K, V, O): assigns O and lse[h]
 /// (n each), and threads[h], the threads that ran head h.
 template <class T>
-void exact_forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, Index heads,
+void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, Index heads,
                          T scale, bool causal, const exact::Tiles& tiles,
                          const Threading& threading, Matrix<T>& O, std::vector<Vector<T>>& lse,
                          std::vector<Index>& threads) {
   const Index n = Q.rows(), dh = Q.cols() / heads;
   const Index blocks = (n + std::min(tiles.query, n) - 1) / std::min(tiles.query, n);
-  const ExactSplit split = exact_split(threading, heads, blocks, n, dh, causal);
+  const WorkSplit split = work_split(threading, heads, blocks, n, dh, causal);
   O.resize(n, Q.cols());
   lse.resize(std::size_t(heads));
-  ExactHeads<T> in(heads);
+  Heads<T> in(heads);
   parallel_for(heads, split.threads, [&](Index h) {
     in.copy(Q, in.Q, h, dh);
     in.copy(K, in.K, h, dh);
@@ -240,7 +241,7 @@ void exact_forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>
   std::vector<int> ran_on(std::size_t(heads * split.parts));
   parallel_for(heads * split.parts, split.threads, [&](Index w) {
     const std::size_t h = std::size_t(w / split.parts);
-    exact_forward_blocks<T>(in.Q[h], in.K[h], in.V[h], scale, causal, tiles, w % split.parts,
+    forward_blocks<T>(in.Q[h], in.K[h], in.V[h], scale, causal, tiles, w % split.parts,
                             split.parts, O.middleCols(Index(h) * dh, dh), lse[h]);
     ran_on[std::size_t(w)] = current_thread();
   });
@@ -248,19 +249,19 @@ void exact_forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>
   for (Index h = 0; h < heads; ++h) threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
 }
 
-/// Backward pass of H heads given what exact_forward_heads returned: assigns dQ, dK, dV
+/// Backward pass of H heads given what forward_heads returned: assigns dQ, dK, dV
 /// (n x H d_h, sized by prepare_backward) and threads[h].
 template <class T>
-void exact_backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                           const Matrix<T>& O, const std::vector<Vector<T>>& lse,
                           const Matrix<T>& dO, Index heads, T scale, bool causal,
                           const exact::Tiles& tiles, const Threading& threading, Matrix<T>& dQ,
                           Matrix<T>& dK, Matrix<T>& dV, std::vector<Index>& threads) {
   const Index n = Q.rows(), width = Q.cols(), dh = width / heads;
   const Index blocks = (n + std::min(tiles.key, n) - 1) / std::min(tiles.key, n);
-  const ExactSplit split = exact_split(threading, heads, blocks, n, dh, causal);
+  const WorkSplit split = work_split(threading, heads, blocks, n, dh, causal);
   // delta_i = dO_i . O_i per head; each part sums its dQ in a buffer of its own.
-  ExactHeads<T> in(heads);
+  Heads<T> in(heads);
   std::vector<Vector<T>> delta(static_cast<std::size_t>(heads));
   std::vector<Matrix<T>> dQ_parts(std::size_t(heads * split.parts));
   parallel_for(heads, split.threads, [&](Index h) {
@@ -275,7 +276,7 @@ void exact_backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T
   std::vector<int> ran_on(std::size_t(heads * split.parts));
   parallel_for(heads * split.parts, split.threads, [&](Index w) {
     const std::size_t h = std::size_t(w / split.parts);
-    exact_backward_blocks<T>(in.Q[h], in.K[h], in.V[h], in.dO[h], lse[h], delta[h], scale, causal,
+    backward_blocks<T>(in.Q[h], in.K[h], in.V[h], in.dO[h], lse[h], delta[h], scale, causal,
                              tiles, w % split.parts, split.parts, dQ_parts[std::size_t(w)],
                              dK.middleCols(Index(h) * dh, dh), dV.middleCols(Index(h) * dh, dh));
     ran_on[std::size_t(w)] = current_thread();
@@ -291,8 +292,6 @@ void exact_backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T
 
 }  // namespace detail
 
-namespace exact {
-
 /// Forward pass of one head: O = softmax(c Q K^T) V (causal: j <= i) and the per-row log-sum-exp
 /// lse_i = log sum_j exp(c q_i . k_j) over the visible j, which is all that backward() needs
 /// besides Q, K, V, O. Q, K, V: n x d_h. Tiled with online softmax (design.md section 2); the
@@ -303,10 +302,10 @@ template <class T>
 void forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, T scale, bool causal,
              Matrix<T>& O, Vector<T>& lse, const Tiles& tiles = Tiles{},
              const Threading& threading = Threading{}) {
-  detail::exact_check_inputs(Q, K, V, scale, tiles, false);
+  detail::check_inputs(Q, K, V, scale, tiles, false);
   std::vector<Vector<T>> lse_heads;
   std::vector<Index> threads;
-  detail::exact_forward_heads(Q, K, V, 1, scale, causal, tiles, threading, O, lse_heads, threads);
+  detail::forward_heads(Q, K, V, 1, scale, causal, tiles, threading, O, lse_heads, threads);
   lse = std::move(lse_heads.front());
 }
 
@@ -319,12 +318,12 @@ void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const 
               const Vector<T>& lse, const Matrix<T>& dO, T scale, bool causal, Matrix<T>& dQ,
               Matrix<T>& dK, Matrix<T>& dV, const Tiles& tiles = Tiles{},
               const Threading& threading = Threading{}) {
-  detail::exact_check_inputs(Q, K, V, scale, tiles, false);
+  detail::check_inputs(Q, K, V, scale, tiles, false);
   require<ShapeError>(lse.size() == Q.rows(), "lse must have ", Q.rows(),
                       " entries (one per query row, as forward() returns it), got ", lse.size());
   detail::prepare_backward(Q, K, V, O, dO, Q.rows(), Q.cols(), false, dQ, dK, dV);
   std::vector<Index> threads;
-  detail::exact_backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal,
+  detail::backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal,
                                tiles, threading, dQ, dK, dV, threads);
 }
 

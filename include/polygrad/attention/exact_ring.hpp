@@ -22,7 +22,7 @@
 
 #include "polygrad/attention/exact_kernels.hpp"
 
-namespace polygrad::detail {
+namespace polygrad::exact::detail {
 
 /// Message tags of the ring, above those of the polynomial scans (2 per pass and head, 6 H in
 /// all) and below MPI's guaranteed MPI_TAG_UB of 32767.
@@ -88,11 +88,11 @@ struct RingSchedule {
 
 /// How one step's work is shared between threads: heads x parts work items, each part a set of
 /// interleaved tiles of `tile_rows` rows (query rows forward, key rows backward) of `tile` each.
-inline ExactSplit ring_split(const Threading& threading, Index heads, Index tile_rows, Index tile,
+inline WorkSplit ring_split(const Threading& threading, Index heads, Index tile_rows, Index tile,
                              Index queries, Index keys, Index dh) {
   const Index blocks = std::max<Index>((tile_rows + tile - 1) / tile, 1);
   const double work = double(heads) * 4.0 * double(queries) * double(keys) * double(dh);
-  ExactSplit split;
+  WorkSplit split;
   split.threads = threads_for(threading, heads * blocks, work);
   if (split.threads > 1) split.parts = std::min(blocks, (split.threads + heads - 1) / heads);
   return split;
@@ -112,7 +112,7 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
   const T scale = T(shape.scale);
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
 
-  ExactHeads<T> in(H);
+  Heads<T> in(H);
   std::vector<Matrix<T>> O_step(static_cast<std::size_t>(H));  // (n_r, d_h) per head: one block's result
   std::vector<Vector<T>> lse_step(static_cast<std::size_t>(H));
   std::vector<Matrix<T>> O_run(static_cast<std::size_t>(H));  // (n_r, d_h) per head: merged so far
@@ -138,11 +138,11 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
     const Index m = held.rows();
     if (n > 0 && m > 0) {
       const bool diagonal = ring.diagonal(s);
-      const ExactSplit split = ring_split(shape.threading, H, n, tiles.query, n, m, dh);
+      const WorkSplit split = ring_split(shape.threading, H, n, tiles.query, n, m, dh);
       std::vector<int> ran_on(std::size_t(H * split.parts));
       parallel_for(H * split.parts, split.threads, [&](Index w) {
         const Index h = w / split.parts;
-        exact_forward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h), scale,
+        forward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h), scale,
                                 diagonal, tiles, w % split.parts, split.parts, O_step[std::size_t(h)],
                                 lse_step[std::size_t(h)]);
         ran_on[std::size_t(w)] = current_thread();
@@ -190,7 +190,7 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
     const Index m = rows_of[std::size_t(ring.source(s))];
     max_parts = std::max(max_parts, ring_split(shape.threading, H, m, tiles.key, n, m, dh).parts);
   }
-  ExactHeads<T> in(H);
+  Heads<T> in(H);
   std::vector<Vector<T>> delta(static_cast<std::size_t>(H));                  // (n_r) dO_i . O_i
   std::vector<Matrix<T>> dQ_parts(std::size_t(H * max_parts));   // (n_r, d_h) sums of dS K
   std::vector<Matrix<T>> dK_step(static_cast<std::size_t>(H));  // (m, d_h) per head
@@ -224,7 +224,7 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
     }
     const Index m = held.rows();
     if (n > 0 && m > 0) {
-      const ExactSplit split = ring_split(shape.threading, H, m, tiles.key, n, m, dh);
+      const WorkSplit split = ring_split(shape.threading, H, m, tiles.key, n, m, dh);
       const bool diagonal = ring.diagonal(s);
       for (Index h = 0; h < H; ++h) {
         dK_step[std::size_t(h)].resize(m, dh);
@@ -233,7 +233,7 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
       std::vector<int> ran_on(std::size_t(H * split.parts));
       parallel_for(H * split.parts, split.threads, [&](Index w) {
         const Index h = w / split.parts, p = w % split.parts;
-        exact_backward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h),
+        backward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h),
                                  in.dO[std::size_t(h)], lse[std::size_t(h)], delta[std::size_t(h)],
                                  scale, diagonal, tiles, p, split.parts,
                                  dQ_parts[std::size_t(h * max_parts + p)], dK_step[std::size_t(h)],
@@ -270,4 +270,4 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
   }
 }
 
-}  // namespace polygrad::detail
+}  // namespace polygrad::exact::detail

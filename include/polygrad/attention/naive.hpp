@@ -10,7 +10,7 @@
 namespace polygrad {
 
 /// The dense reference of exact attention, with the n x n scores in memory; for tests.
-namespace naive {
+namespace exact::reference {
 
 /// A copy of head h of m: the n x d_h block of columns [h d_h, (h + 1) d_h), contiguous.
 template <class T>
@@ -56,7 +56,7 @@ void attention_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>&
   dK = scale * dS.transpose() * Q;
 }
 
-}  // namespace naive
+}  // namespace exact::reference
 
 /// The naive reference as an AttentionMethod, so that layer tests can run it too.
 template <class T>
@@ -72,8 +72,8 @@ class NaiveAttention final : public AttentionMethod<T> {
     O.resize(Q.rows(), Q.cols());
     for (Index h = 0; h < shape.heads; ++h) {
       O.middleCols(h * dh, dh) =
-          naive::attention_forward<T>(naive::head_of(Q, h, dh), naive::head_of(K, h, dh),
-                                      naive::head_of(V, h, dh), T(shape.scale), shape.causal);
+          exact::reference::attention_forward<T>(exact::reference::head_of(Q, h, dh), exact::reference::head_of(K, h, dh),
+                                      exact::reference::head_of(V, h, dh), T(shape.scale), shape.causal);
     }
     return std::make_unique<Context>(shape, Q.rows(), Q.cols());
   }
@@ -89,8 +89,8 @@ class NaiveAttention final : public AttentionMethod<T> {
       const Index dh = width_ / shape_.heads;
       for (Index h = 0; h < shape_.heads; ++h) {
         Matrix<T> dq, dk, dv;
-        naive::attention_backward<T>(naive::head_of(Q, h, dh), naive::head_of(K, h, dh),
-                                     naive::head_of(V, h, dh), naive::head_of(dO, h, dh),
+        exact::reference::attention_backward<T>(exact::reference::head_of(Q, h, dh), exact::reference::head_of(K, h, dh),
+                                     exact::reference::head_of(V, h, dh), exact::reference::head_of(dO, h, dh),
                                      T(shape_.scale), shape_.causal, dq, dk, dv);
         dQ.middleCols(h * dh, dh) = dq;
         dK.middleCols(h * dh, dh) = dk;

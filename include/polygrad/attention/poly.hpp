@@ -91,7 +91,7 @@ class PolyAttention final : public AttentionMethod<T> {
       head.normalisers.resize(n);  // lse (exact head) or z~ (polynomial head)
       if (!head.approximation) {  // contiguous copies for the tiles (detail::ExactHeads)
         const Matrix<T> qc = q, kc = k, vc = v;
-        detail::exact_forward_blocks<T>(qc, kc, vc, T(shape.scale), shape.causal, exact::Tiles{},
+        exact::detail::forward_blocks<T>(qc, kc, vc, T(shape.scale), shape.causal, exact::Tiles{},
                                         0, 1, o, head.normalisers);
         return;
       }
@@ -202,7 +202,7 @@ class PolyAttention final : public AttentionMethod<T> {
           const Vector<T> delta = o.cwiseProduct(dO_h).rowwise().sum();  // (n) dO_i . O_i
           const Matrix<T> qc = q, kc = k, vc = v, dOc = dO_h;
           Matrix<T> dq_sum = Matrix<T>::Zero(n_, dh);
-          detail::exact_backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta, T(shape_.scale),
+          exact::detail::backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta, T(shape_.scale),
                                            shape_.causal, exact::Tiles{}, 0, 1, dq_sum, dk, dv);
           dq = T(shape_.scale) * dq_sum;
         } else {

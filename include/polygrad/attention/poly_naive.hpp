@@ -9,7 +9,10 @@
 
 /// The dense reference of polynomial attention, with the n x n matrix P(S) in memory; for
 /// tests.
-namespace polygrad::poly_naive {
+namespace polygrad::poly::reference {
+
+using polygrad::detail::scaled_keys;
+using polygrad::detail::scaled_queries;
 
 /// The masked matrix A~ = M o p(Qh Kh^T) of one head: (n, n).
 template <class T>
@@ -34,7 +37,7 @@ Matrix<T> approximate_scores(const Matrix<T>& Qh, const Matrix<T>& Kh,
 template <class T>
 Matrix<T> forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                   const PolyApproximation& a, bool causal) {
-  const Matrix<T> A = approximate_scores<T>(detail::scaled_queries(Q, a), detail::scaled_keys(K, a),
+  const Matrix<T> A = approximate_scores<T>(scaled_queries(Q, a), scaled_keys(K, a),
                                             a.polynomial, causal);
   const Vector<T> z = A.rowwise().sum();
   return (A * V).array().colwise() / z.array();
@@ -45,7 +48,7 @@ template <class T>
 void backward_adjoint(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                       const Matrix<T>& dO, const PolyApproximation& a, bool causal, Matrix<T>& dQ,
                       Matrix<T>& dK, Matrix<T>& dV) {
-  const Matrix<T> Qh = detail::scaled_queries(Q, a), Kh = detail::scaled_keys(K, a);
+  const Matrix<T> Qh = scaled_queries(Q, a), Kh = scaled_keys(K, a);
   Matrix<T> dp;  // p'(t), (n, n)
   const Matrix<T> A = approximate_scores<T>(Qh, Kh, a.polynomial, causal, &dp);
   const Vector<T> z = A.rowwise().sum();
@@ -66,7 +69,7 @@ template <class T>
 void backward_paper(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                     const Matrix<T>& dO, const PolyApproximation& a, bool causal, T scale,
                     Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) {
-  const Matrix<T> A = approximate_scores<T>(detail::scaled_queries(Q, a), detail::scaled_keys(K, a),
+  const Matrix<T> A = approximate_scores<T>(scaled_queries(Q, a), scaled_keys(K, a),
                                             a.polynomial, causal);
   const Vector<T> z = A.rowwise().sum();
   const Matrix<T> f = A.array().colwise() / z.array();      // (n, n)
@@ -79,4 +82,4 @@ void backward_paper(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
   dK = scale * p.transpose() * Q;
 }
 
-}  // namespace polygrad::poly_naive
+}  // namespace polygrad::poly::reference

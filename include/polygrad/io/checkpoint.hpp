@@ -124,7 +124,7 @@ std::map<std::string, std::string> load_parameters(const std::string& path,
 namespace detail {
 
 /// A double with enough digits to read back to the same value.
-inline std::string exact_double_string(double v) {
+inline std::string round_trip_string(double v) {
   std::ostringstream out;
   out.imbue(std::locale::classic());
   out.precision(std::numeric_limits<double>::max_digits10);
@@ -180,8 +180,8 @@ inline std::map<std::string, std::string> transformer_metadata(const Transformer
   m["heads"] = std::to_string(config.heads);
   m["d_ff"] = std::to_string(config.d_ff);
   m["causal"] = config.causal ? "true" : "false";
-  if (config.scale) m["scale"] = detail::exact_double_string(*config.scale);
-  if (config.qk_norm) m["qk_norm"] = detail::exact_double_string(*config.qk_norm);
+  if (config.scale) m["scale"] = detail::round_trip_string(*config.scale);
+  if (config.qk_norm) m["qk_norm"] = detail::round_trip_string(*config.qk_norm);
   return m;
 }
 
