@@ -25,6 +25,10 @@
 //   void set_threading(const Threading& threading)
 //       The threads its passes may use (core/threading.hpp); composite layers pass it on.
 //
+// Layers made of parts list them once in for_each_part and inherit collect_parameters,
+// zero_grad and init from CompositeLayer (composite.hpp); they prepend their parts' names to
+// the location of an error that passes out of a part (within(), core/error.hpp).
+//
 // Row-wise layers (Linear, LayerNorm, GELU, MLP) also offer their computation on a block of
 // rows, without cache or checks, which the composite layers call from their own row-block
 // loops: forward_rows(...) and backward_rows(...) (or add_gradients(...)), and a Gradient
