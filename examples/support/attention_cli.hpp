@@ -30,6 +30,7 @@ class AttentionCli {
   double epsilon = 1e-3;            ///< certified error target of the polynomial
   double bound = 0;                 ///< R fixed by the caller; 0: QK norm or Cauchy-Schwarz
   Index audit = -1;                 ///< rows per head the audit checks; -1: 32 for poly/auto
+  bool allow_causal_data_bound = false;  ///< PolyOptions::allow_causal_data_bound
 
   /// The rows audited when --audit is not given and the method is poly or auto.
   static constexpr Index default_audit_rows = 32;
@@ -66,6 +67,9 @@ class AttentionCli {
         app.add_option("--bound", bound, "entry bound R fixed in advance (default: tau under QK normalisation, else Cauchy-Schwarz on the data)")
             ->check(CLI::PositiveNumber));
     poly_options_.push_back(
+        app.add_flag("--allow-causal-data-bound", allow_causal_data_bound,
+                     "accept a causal model whose bound R comes from the whole sequence (then not exactly causal); without it such a model is refused: use --qk-norm or --bound instead"));
+    poly_options_.push_back(
         app.add_option("--audit", audit, "query rows per head compared against exact attention (default 32 for poly/auto; 0 disables)")
             ->check(CLI::NonNegativeNumber));
   }
@@ -92,6 +96,7 @@ class AttentionCli {
     PolyOptions o;
     o.route = route == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
     o.family = parse_family(family);
+    o.allow_causal_data_bound = allow_causal_data_bound;
     o.degree = degree;
     o.epsilon = epsilon;
     o.bound = bound;

@@ -249,3 +249,38 @@ TEMPLATE_TEST_CASE("float polynomial attention agrees with double", "[attention]
     CHECK(frobenius_error(dV.cast<double>(), d.dV) < 1e-4);
   }
 }
+
+TEST_CASE("causal attention with R from the data is refused unless the caller accepts it",
+          "[attention][poly][plan]") {
+  Problem p = qk_normalised_problem(40, 2, 4, true, 2.0, 3);
+  p.shape.score_bound = 0;  // no QK normalisation: R would come from the whole sequence
+  Matrix<double> O;
+  SECTION("refused by default, with a message that says what to use instead") {
+    CHECK_THROWS_AS(PolyAttention<double>().forward(p.Q, p.K, p.V, p.shape, O), PlanError);
+    CHECK_THROWS_WITH(PolyAttention<double>().forward(p.Q, p.K, p.V, p.shape, O),
+                      Catch::Matchers::Contains("QK normalisation") &&
+                          Catch::Matchers::Contains("fixed bound") &&
+                          Catch::Matchers::Contains("allow_causal_data_bound"));
+  }
+  SECTION("accepted on request, and then reported as not exactly causal") {
+    PolyOptions options;
+    options.allow_causal_data_bound = true;
+    auto context = PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O);
+    for (const HeadPlan& plan : context->plans()) CHECK_FALSE(plan.exactly_causal);
+    CHECK_THAT(context->describe(), Catch::Matchers::Contains("NOT exactly causal"));
+  }
+  SECTION("a fixed bound or QK normalisation needs no opt-in and is exactly causal") {
+    PolyOptions fixed;
+    fixed.bound = 2.0;
+    auto context = PolyAttention<double>(fixed).forward(p.Q, p.K, p.V, p.shape, O);
+    CHECK(context->plans().at(0).exactly_causal);
+    p.shape.score_bound = 2.0;
+    context = PolyAttention<double>().forward(p.Q, p.K, p.V, p.shape, O);
+    CHECK(context->plans().at(0).exactly_causal);
+  }
+  SECTION("without the mask R from the data changes nothing about causality") {
+    p.shape.causal = false;
+    auto context = PolyAttention<double>().forward(p.Q, p.K, p.V, p.shape, O);
+    CHECK(context->plans().at(0).exactly_causal);
+  }
+}

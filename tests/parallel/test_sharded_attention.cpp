@@ -69,6 +69,7 @@ TEST_CASE("polynomial attention split across ranks equals the whole-sequence com
     for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
       for (bool fixed : {true, false}) {
         PolyOptions options;
+        options.allow_causal_data_bound = true;  // compared as one approximation, not for causality
         options.route = route;
         options.degree = 4;
         options.chunk = 6;  // several chunks per shard, and shards that start inside a chunk

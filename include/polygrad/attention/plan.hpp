@@ -63,6 +63,9 @@ struct HeadPlan {
   Index n = 0, head_dim = 0;
   ///@}
   bool causal = false;          ///< the causal mask was applied
+  /// Under the causal mask, whether row i depends on rows <= i only: false when R or the key
+  /// centre came from the whole sequence (PolyOptions::allow_causal_data_bound).
+  bool exactly_causal = true;
   // The fields below describe the polynomial approximation; for an exact head they describe
   // the approximation that was considered (when a choice was made) or stay at their defaults.
   PolyRoute route = PolyRoute::adjoint;  ///< the backward route
@@ -95,6 +98,7 @@ struct HeadPlan {
       << " k=" << rank << " R=" << bound << " (" << to_string(bound_source)
       << (certified ? "" : ", NOT certified: Cauchy-Schwarz gives ");
     if (!certified) s << cauchy_schwarz_bound;
+    if (!exactly_causal) s << ", NOT exactly causal: R from the whole sequence";
     s << ") exp-error<=" << exp_error << " output-error<=" << output_error << "*max|v|"
       << " cost " << poly_cost / exact_cost << "x exact";
     if (audit_rows > 0) s << " audit(" << audit_rows << " rows)=" << audit_error;

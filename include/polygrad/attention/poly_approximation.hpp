@@ -40,6 +40,10 @@ struct PolyOptions {
   double bound = 0;
   /// Centre the keys when R comes from the data (softmax is shift-invariant along a row).
   bool centre_keys = true;
+  /// Causal attention whose R (and key centre) come from the data is refused: through them every
+  /// row would depend on later rows (design.md section 3). Set this to accept such a model; its
+  /// plans then report exactly_causal = false.
+  bool allow_causal_data_bound = false;
   /// Rows per chunk in the causal routes (design.md section 5).
   Index chunk = 64;
   /// Largest memory, in bytes, the per-head feature states and chunk buffers may take.
@@ -118,6 +122,13 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
     plan.certified = cs.R <= plan.bound * (1 + 1e-6);
     q_scale = c / plan.bound;
   } else {
+    require<PlanError>(!shape.causal || options.allow_causal_data_bound,
+                       "causal polynomial attention with the bound R taken from the data ",
+                       "(Cauchy-Schwarz over the whole sequence", centre_keys ? ", keys centred on their mean" : "",
+                       ") lets every row depend on later rows through R: use QK normalisation ",
+                       "(TransformerConfig::qk_norm) or a fixed bound (PolyOptions::bound), or set ",
+                       "PolyOptions::allow_causal_data_bound to accept a model that is not exactly causal");
+    plan.exactly_causal = !shape.causal;
     // R is kept away from 0 so that t = S / R still carries the score gradient when every
     // score is 0 (all queries zero, say).
     plan.bound = std::max(cs.R, 1e-3);
