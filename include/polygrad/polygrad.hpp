@@ -40,7 +40,9 @@
 #include "polygrad/loss/mse.hpp"
 
 #include "polygrad/optim/adamw.hpp"
+#include "polygrad/optim/clip.hpp"
 #include "polygrad/optim/optimizer.hpp"
+#include "polygrad/optim/schedule.hpp"
 #include "polygrad/optim/sgd.hpp"
 
 #include "polygrad/parallel/group.hpp"  // MPI itself: polygrad/parallel/mpi.hpp, not included here
