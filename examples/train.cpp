@@ -5,13 +5,16 @@
 //   polygrad_train [--text FILE] [--steps N] [--attention poly|auto] [--route adjoint|paper] ...
 //
 // Model: token and position embeddings -> Transformer (causal, QK normalisation, so the
-// polynomial plan R = tau is fixed in advance) -> LM head, mean cross-entropy. Optimiser AdamW
-// with linear warm-up and cosine decay. The default text is Genesis from the King James Version
-// (public domain; examples/data/README.md says where it came from).
+// polynomial plan R = tau is fixed in advance) -> LM head, mean cross-entropy (LanguageModel).
+// Optimiser AdamW (weight decay on matrices only) with linear warm-up and cosine decay
+// (WarmupCosine) and the global gradient norm clipped (clip_gradient_norm). The default text is
+// Genesis from the King James Version (public domain; examples/data/README.md says where it came
+// from).
 //
-// Writes to --out-dir: train_curves.csv, train_curves.svg, and the checkpoints
-// train_exact.safetensors and train_approx.safetensors (model, AdamW state, loss curves), from
-// which --resume continues.
+// Writes to --out-dir: train_curves.csv, train_curves.svg, the training state
+// train_state.safetensors (every --checkpoint-every steps: both runs' models, AdamW states and
+// loss curves, from which --resume continues) and, at the end, each run on its own in
+// train_exact.safetensors and train_approx.safetensors.
 //
 // Built with MPI, `mpirun -np P polygrad_train ...` splits every sequence across the P ranks
 // (docs/sequence_parallel.md): each rank runs its rows of each window, attention joins the ranks
@@ -40,11 +43,11 @@
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"
-#include "polygrad/layers/embedding.hpp"
-#include "polygrad/layers/lm_head.hpp"
-#include "polygrad/layers/transformer.hpp"
+#include "polygrad/layers/language_model.hpp"
 #include "polygrad/loss/cross_entropy.hpp"
 #include "polygrad/optim/adamw.hpp"
+#include "polygrad/optim/clip.hpp"
+#include "polygrad/optim/schedule.hpp"
 #include "polygrad/parallel/reduce.hpp"
 #if defined(POLYGRAD_TRAIN_WITH_MPI)
 #include "polygrad/parallel/mpi.hpp"
@@ -106,6 +109,7 @@ struct TrainOptions {
   double qk_norm = 4.0;
   Index seq_len = 256, batch = 4;
   int steps = 200, warmup = 20, eval_every = 25, checkpoint_every = 50;
+  double clip_norm = 1.0;  // 0: no clipping
   Index eval_seqs = 16;
   double holdout = 0.1;
   AdamWOptions adamw = [] {
@@ -163,81 +167,11 @@ std::string hex(const std::string& bytes) {
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// The model: embeddings -> Transformer -> LM head.
-
-template <class T>
-class CharModel {
- public:
-  CharModel(Index vocab, Index seq_len, const TransformerConfig& config, std::uint64_t seed)
-      : tokens_(vocab, config.d_model), positions_(seq_len, config.d_model), transformer_(config),
-        head_(config.d_model, vocab) {
-    transformer_.init(seed);
-    std::mt19937_64 rng(seed + 1);
-    tokens_.init(rng, Transformer<T>::default_init_std);
-    positions_.init(rng, Transformer<T>::default_init_std);
-    head_.init(rng, Transformer<T>::default_init_std);
-  }
-
-  /// Logits (n x vocab) for ids, the positions [first, first + n) of a window of at most
-  /// seq_len; caches for backward().
-  Matrix<T> forward(const std::vector<int>& ids) {
-    std::vector<int> where(ids.size());
-    for (std::size_t i = 0; i < ids.size(); ++i) where[i] = int(first_ + Index(i));
-    const Matrix<T> x = tokens_.forward(ids) + positions_.forward(where);
-    return head_.forward(transformer_.forward(x));
-  }
-
-  /// Accumulates every parameter gradient for dL/dlogits.
-  void backward(const Matrix<T>& dlogits) {
-    const Matrix<T> dx = transformer_.backward(head_.backward(dlogits));
-    tokens_.backward(dx);
-    positions_.backward(dx);
-  }
-
-  /// tok_emb.weight, pos_emb.weight, transformer.*, lm_head.weight.
-  ParameterList<T> parameters() {
-    ParameterList<T> out;
-    tokens_.collect_parameters("tok_emb", out);
-    positions_.collect_parameters("pos_emb", out);
-    transformer_.collect_parameters("transformer", out);
-    head_.collect_parameters("lm_head", out);
-    return out;
-  }
-
-  void zero_grad() {
-    tokens_.zero_grad();
-    positions_.zero_grad();
-    transformer_.zero_grad();
-    head_.zero_grad();
-  }
-
-  void set_attention(std::shared_ptr<const AttentionMethod<T>> method) {
-    transformer_.set_attention(std::move(method));
-  }
-  void set_threading(const Threading& threading) {
-    transformer_.set_threading(threading);
-    head_.set_threading(threading);
-  }
-  std::vector<std::string> describe_attention() const { return transformer_.describe_attention(); }
-  /// Splits every window across processes: forward() then takes this rank's rows of it.
-  void set_split(const WindowSplit& split) {
-    if (split.split()) transformer_.set_shard(split.shard);
-    first_ = split.rows.begin;
-  }
-
- private:
-  Index first_ = 0;  // the position of the first row forward() receives
-  Embedding<T> tokens_, positions_;
-  Transformer<T> transformer_;
-  LMHead<T> head_;
-};
-
 /// A run: one model, its optimiser, its attention for training and its loss curve.
 template <class T>
 struct Run {
   std::string name;  // "exact" or "approx"
-  std::unique_ptr<CharModel<T>> model;
+  std::unique_ptr<LanguageModel<T>> model;
   std::unique_ptr<AdamW<T>> optimiser;
   std::shared_ptr<const AttentionMethod<T>> attention;
   std::vector<double> curve_step, curve_train, curve_eval;  // one entry per evaluation
@@ -270,24 +204,22 @@ LossResult<T> window_loss(const Matrix<T>& logits, const std::vector<int>& next,
 
 /// Mean held-out cross-entropy (nats per character) with exact attention; restores `training`.
 template <class T>
-double evaluate(CharModel<T>& model, const Corpus& c, const TrainOptions& o,
+double evaluate(LanguageModel<T>& model, const Corpus& c, const TrainOptions& o,
                 const std::shared_ptr<const AttentionMethod<T>>& training, const WindowSplit& split) {
   model.set_attention(std::make_shared<ExactAttention<T>>());
   double total = 0;
   const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
   for (std::size_t start : starts) {
-    const Matrix<T> logits = model.forward(split.part(c.held_out, start));
+    const Matrix<T> logits = model.forward(split.part(c.held_out, start), split.rows.begin);
     total += window_loss(logits, split.part(c.held_out, start + 1), split, o.seq_len).value;
   }
   model.set_attention(training);
   return total / double(starts.size());
 }
 
-/// The learning rate at step s (1-based): linear warm-up, then cosine decay to 10%.
-double learning_rate(const TrainOptions& o, int s) {
-  if (s <= o.warmup) return o.adamw.lr * double(s) / double(std::max(1, o.warmup));
-  const double progress = double(s - o.warmup) / double(std::max(1, o.steps - o.warmup));
-  return o.adamw.lr * (0.1 + 0.9 * 0.5 * (1 + std::cos(3.14159265358979323846 * std::min(1.0, progress))));
+/// The learning rate of every step: linear warm-up, then a half cosine down to 10%.
+WarmupCosine schedule(const TrainOptions& o) {
+  return WarmupCosine{o.adamw.lr, 0.1 * o.adamw.lr, o.warmup, std::max(o.steps, o.warmup)};
 }
 
 /// One AdamW step on the batch of step s (the same batch for both runs). Returns the mean loss.
@@ -301,60 +233,118 @@ double train_step(Run<T>& run, const Corpus& c, const TrainOptions& o, int s,
   double loss = 0;
   for (Index b = 0; b < o.batch; ++b) {
     const std::size_t start = pick(rng);  // the same on every rank
-    const Matrix<T> logits = run.model->forward(split.part(c.train, start));
+    const Matrix<T> logits = run.model->forward(split.part(c.train, start), split.rows.begin);
     LossResult<T> result = window_loss(logits, split.part(c.train, start + 1), split, o.seq_len);
     run.model->backward(result.grad / T(o.batch));  // the batch loss is the mean over sequences
     loss += result.value / double(o.batch);
   }
   if (split.split()) sum_gradients(run.model->parameters(), *split.shard.group);
-  run.plan = run.model->describe_attention().front();
-  run.optimiser->set_lr(learning_rate(o, s));
+  if (o.clip_norm > 0) clip_gradient_norm(run.model->parameters(), o.clip_norm);
+  run.plan = run.model->transformer().describe_attention().front();
+  run.optimiser->set_lr(schedule(o)(s));
   run.optimiser->step();
   run.seconds += clock.seconds();
   return loss;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Checkpoints: model.<parameter>, optim.<AdamW state>, curve.{step,train,eval}; the metadata
-// records what must match to resume.
+// Checkpoints. A run's tensors are model.<parameter>, optim.<AdamW state>, curve.{step,train,eval}
+// and curve.pending (the training losses summed since the last evaluation, and their count).
+// The training state, train_state.safetensors, holds both runs' (under "exact." and "approx.")
+// in one file, so that a resumed training never pairs runs saved at different steps; it is the
+// only file --resume reads. Each run's own file, train_<run>.safetensors, is written at the
+// end. Every file is written to a temporary and renamed into place (SafetensorsWriter), so a
+// process killed while writing leaves the previous file whole. The data position and random
+// state are the step: step s trains on the windows std::mt19937_64(seed * 1000003 + s) draws.
 
-std::map<std::string, std::string> checkpoint_metadata(const TrainOptions& o, const Corpus& c,
-                                                       const std::string& run) {
+/// What must match to resume, and what a run's file says about the model and the text.
+std::map<std::string, std::string> checkpoint_metadata(const TrainOptions& o, const Corpus& c) {
   TransformerConfig config = o.config;
   config.qk_norm = o.qk_norm;
   auto m = transformer_metadata(config);
   m["program"] = program_name;
-  m["run"] = run;
   m["vocab_hex"] = hex(c.vocab);
   m["seq_len"] = std::to_string(o.seq_len);
   m["seed"] = std::to_string(o.seed);
-  m["attention"] = run == "exact" ? "exact" : o.attention.summary();
   return m;
 }
 
+/// The attention a run trains with, as the metadata records it.
+std::string attention_summary(const TrainOptions& o, const std::string& run) {
+  return run == "exact" ? "exact" : o.attention.summary();
+}
+
+/// Adds `run`'s tensors to `file`, each name under `prefix`.
 template <class T>
-void save_checkpoint(Run<T>& run, const TrainOptions& o, const Corpus& c, const std::string& path) {
-  SafetensorsFile file;
-  store_parameters(file, run.model->parameters(), "model.");
+void store_run(SafetensorsFile& file, Run<T>& run, const std::string& prefix) {
+  store_parameters(file, run.model->parameters(), prefix + "model.");
   for (const auto& [name, buffer] : run.optimiser->state())
-    file.add<T>("optim." + name, {buffer->size()}, buffer->data());
+    file.add<T>(prefix + "optim." + name, {buffer->size()}, buffer->data());
   const Index points = Index(run.curve_step.size());
-  file.add<double>("curve.step", {points}, run.curve_step.data());
-  file.add<double>("curve.train", {points}, run.curve_train.data());
-  file.add<double>("curve.eval", {points}, run.curve_eval.data());
-  file.metadata() = checkpoint_metadata(o, c, run.name);
+  file.add<double>(prefix + "curve.step", {points}, run.curve_step.data());
+  file.add<double>(prefix + "curve.train", {points}, run.curve_train.data());
+  file.add<double>(prefix + "curve.eval", {points}, run.curve_eval.data());
+  const double pending[2] = {run.train_sum, double(run.train_count)};
+  file.add<double>(prefix + "curve.pending", {2}, pending);
+}
+
+/// Restores `run` from the tensors under `prefix` of `file`.
+template <class T>
+void restore_run(const SafetensorsFile& file, Run<T>& run, const std::string& prefix) {
+  const std::string& path = file.source();
+  restore_parameters(file, run.model->parameters(), prefix + "model.");
+  for (const auto& [name, buffer] : run.optimiser->state()) {
+    const std::vector<T> values = file.values<T>(prefix + "optim." + name);
+    require<FormatError>(Index(values.size()) == buffer->size(), path, ": optimiser state '",
+                         prefix, name, "' has ", values.size(), " values, expected ",
+                         buffer->size());
+    *buffer = Eigen::Map<const Vector<T>>(values.data(), Index(values.size()));
+  }
+  run.curve_step = file.values<double>(prefix + "curve.step");
+  run.curve_train = file.values<double>(prefix + "curve.train");
+  run.curve_eval = file.values<double>(prefix + "curve.eval");
+  require<FormatError>(run.curve_train.size() == run.curve_step.size() &&
+                           run.curve_eval.size() == run.curve_step.size(),
+                       path, ": the loss curves of run '", run.name, "' have different lengths");
+  const std::vector<double> pending = file.values<double>(prefix + "curve.pending");
+  require<FormatError>(pending.size() == 2, path, ": ", prefix, "curve.pending must hold 2 values");
+  run.train_sum = pending[0];
+  run.train_count = int(pending[1]);
+}
+
+/// Writes one run's model, optimiser state and curves to `path`.
+template <class T>
+void save_run(Run<T>& run, const TrainOptions& o, const Corpus& c, const std::string& path) {
+  SafetensorsFile file;
+  store_run(file, run, "");
+  file.metadata() = checkpoint_metadata(o, c);
+  file.metadata()["run"] = run.name;
+  file.metadata()["attention"] = attention_summary(o, run.name);
   file.metadata()["step"] = std::to_string(run.optimiser->step_count());
   file.write(path);
 }
 
-/// Restores `run` from `path`; returns the step it was saved at. Throws FormatError if the file
-/// was written for another text, model or run.
+/// Writes the training state: both runs, at the same step.
 template <class T>
-int load_checkpoint(Run<T>& run, const TrainOptions& o, const Corpus& c, const std::string& path) {
+void save_state(std::vector<Run<T>>& runs, const TrainOptions& o, const Corpus& c,
+                const std::string& path) {
+  SafetensorsFile file;
+  file.metadata() = checkpoint_metadata(o, c);
+  for (Run<T>& run : runs) {
+    store_run(file, run, run.name + ".");
+    file.metadata()["attention." + run.name] = attention_summary(o, run.name);
+  }
+  file.metadata()["step"] = std::to_string(runs.front().optimiser->step_count());
+  file.write(path);
+}
+
+/// Restores both runs from the training state at `path`; returns the step it was saved at.
+/// Throws FormatError if the file was written for another text, model or seed, or is not whole.
+template <class T>
+int load_state(std::vector<Run<T>>& runs, const TrainOptions& o, const Corpus& c,
+               const std::string& path) {
   const SafetensorsFile file = SafetensorsFile::read(path);
-  const auto expected = checkpoint_metadata(o, c, run.name);
-  for (const auto& [key, value] : expected) {
-    if (key == "attention") continue;  // a resumed run may change the polynomial settings
+  for (const auto& [key, value] : checkpoint_metadata(o, c)) {
     const auto it = file.metadata().find(key);
     require<FormatError>(it != file.metadata().end() && it->second == value, path,
                          ": cannot resume: metadata \"", key, "\" is \"",
@@ -362,21 +352,10 @@ int load_checkpoint(Run<T>& run, const TrainOptions& o, const Corpus& c, const s
                          "\" but this run has \"", value.size() > 40 ? value.substr(0, 40) + "..." : value,
                          "\"; use the text, model flags and --seed the checkpoint was made with");
   }
-  restore_parameters(file, run.model->parameters(), "model.");
-  for (const auto& [name, buffer] : run.optimiser->state()) {
-    const std::vector<T> values = file.values<T>("optim." + name);
-    require<FormatError>(Index(values.size()) == buffer->size(), path, ": optimiser state '", name,
-                         "' has ", values.size(), " values, expected ", buffer->size());
-    *buffer = Eigen::Map<const Vector<T>>(values.data(), Index(values.size()));
-  }
-  run.curve_step = file.values<double>("curve.step");
-  run.curve_train = file.values<double>("curve.train");
-  run.curve_eval = file.values<double>("curve.eval");
-  require<FormatError>(run.curve_train.size() == run.curve_step.size() &&
-                           run.curve_eval.size() == run.curve_step.size(),
-                       path, ": the loss curves have different lengths");
+  // A resumed run may change the polynomial settings: the attention is not checked.
+  for (Run<T>& run : runs) restore_run(file, run, run.name + ".");
   const int step = int(detail::metadata_index(file.metadata(), "step", path));
-  run.optimiser->set_step_count(step);
+  for (Run<T>& run : runs) run.optimiser->set_step_count(step);
   return step;
 }
 
@@ -420,26 +399,24 @@ void train(const TrainOptions& o) {
   runs[0].attention = std::make_shared<ExactAttention<T>>();
   runs[1].name = "approx";
   runs[1].attention = o.attention.make<T>();
+  LanguageModelConfig model_config;
+  model_config.vocab = vocab;
+  model_config.context = o.seq_len;
+  model_config.transformer = config;
   for (Run<T>& run : runs) {
-    run.model = std::make_unique<CharModel<T>>(vocab, o.seq_len, config, o.seed);
-    run.model->set_attention(run.attention);
+    run.model = std::make_unique<LanguageModel<T>>(model_config, run.attention, o.seed);
     run.model->set_threading(Threading{o.threads});
-    run.model->set_split(split);
+    if (split.split()) run.model->transformer().set_shard(split.shard);
     run.optimiser = std::make_unique<AdamW<T>>(run.model->parameters(), o.adamw);
   }
 
   if (split.root()) std::filesystem::create_directories(o.out_dir);
-  const auto checkpoint_path = [&](const Run<T>& run) {
+  const auto run_path = [&](const Run<T>& run) {
     return (std::filesystem::path(o.out_dir) / ("train_" + run.name + ".safetensors")).string();
   };
+  const std::string state_path = (std::filesystem::path(o.out_dir) / "train_state.safetensors").string();
   int start = 0;
-  if (o.resume) {
-    const int a = load_checkpoint(runs[0], o, corpus, checkpoint_path(runs[0]));
-    const int b = load_checkpoint(runs[1], o, corpus, checkpoint_path(runs[1]));
-    require<FormatError>(a == b, "cannot resume: ", checkpoint_path(runs[0]), " is at step ", a,
-                         " but ", checkpoint_path(runs[1]), " at step ", b);
-    start = a;
-  }
+  if (o.resume) start = load_state(runs, o, corpus, state_path);
 
   std::cout << "text " << o.text << ": " << corpus.train.size() << " training and "
             << corpus.held_out.size() << " held-out characters, vocabulary " << vocab << "\n";
@@ -449,7 +426,10 @@ void train(const TrainOptions& o) {
             << o.dtype << "\n";
   std::cout << "training: " << o.steps << " steps of " << o.batch << " x " << o.seq_len
             << " characters, AdamW lr " << o.adamw.lr << " (warm-up " << o.warmup
-            << ", cosine to 10%), seed " << o.seed
+            << ", cosine to 10%; weight decay " << o.adamw.weight_decay << " on matrices only), "
+            << (o.clip_norm > 0 ? "gradient norm clipped at " + fixed(o.clip_norm, 2)
+                                : std::string("no clipping"))
+            << ", seed " << o.seed
             << (start > 0 ? ", resumed at step " + std::to_string(start) : std::string()) << "\n";
   if (split.split()) {
     std::cout << "every window split across " << split.shard.size() << " ranks\n";
@@ -503,10 +483,11 @@ void train(const TrainOptions& o) {
       print_point(runs[0].curve_step.size() - 1);
     }
     if ((s % o.checkpoint_every == 0 || s == o.steps) && split.root())
-      for (Run<T>& run : runs) save_checkpoint(run, o, corpus, checkpoint_path(run));
+      save_state(runs, o, corpus, state_path);
   }
   progress.done();
   if (!split.root()) return;
+  for (Run<T>& run : runs) save_run(run, o, corpus, run_path(run));
 
   // The curves as CSV and SVG.
   const std::filesystem::path dir(o.out_dir);
@@ -534,8 +515,8 @@ void train(const TrainOptions& o) {
   const std::string& plan = runs[1].plan;
   if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
   std::cout << "wrote " << (dir / "train_curves.csv").string() << ", "
-            << (dir / "train_curves.svg").string() << " and the checkpoints "
-            << checkpoint_path(runs[0]) << ", " << checkpoint_path(runs[1]) << "\n";
+            << (dir / "train_curves.svg").string() << ", the runs " << run_path(runs[0]) << ", "
+            << run_path(runs[1]) << " and the training state " << state_path << "\n";
 }
 
 }  // namespace
@@ -565,6 +546,9 @@ int main(int argc, char** argv) {
   app.add_option("--weight-decay", o.adamw.weight_decay, "AdamW decoupled weight decay")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--clip-norm", o.clip_norm, "clip the global gradient norm to this (0: no clipping)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--warmup", o.warmup, "warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--eval-every", o.eval_every, "steps between held-out evaluations")->check(CLI::Range(1, 10000000))->capture_default_str();
   app.add_option("--eval-seqs", o.eval_seqs, "held-out windows per evaluation")->check(CLI::Range(1, 100000))->capture_default_str();
@@ -575,7 +559,7 @@ int main(int argc, char** argv) {
   o.attention.method = "poly";
   o.attention.add(app);
   app.add_option("--out-dir", o.out_dir, "where the curves and checkpoints go")->capture_default_str();
-  app.add_flag("--resume", o.resume, "continue from the checkpoints in --out-dir");
+  app.add_flag("--resume", o.resume, "continue from the training state in --out-dir (train_state.safetensors)");
   app.add_option("--threads", o.threads, "threads (0: OMP_NUM_THREADS or every core)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();

@@ -58,7 +58,11 @@ class SvgPlot {
 
   /// The SVG document.
   std::string svg() const {
-    const double left = 80, right = 170, top = 44, bottom = 56;
+    // The title is centred on the canvas and wrapped to fit its width; every extra line moves
+    // the plot down.
+    const std::vector<std::string> title = wrap(title_, title_font_size, width_ - 2 * title_margin);
+    const double left = 80, right = 170, bottom = 56;
+    const double top = 44 + title_line_height * double(title.size() - 1);
     const double pw = width_ - left - right, ph = height_ - top - bottom;
     Range xr = range(true), yr = range(false);
     const auto px = [&](double x) { return left + pw * (xr.map(x) - xr.lo) / (xr.hi - xr.lo); };
@@ -69,8 +73,11 @@ class SvgPlot {
       << height_ << "\" viewBox=\"0 0 " << width_ << ' ' << height_
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
     s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-    s << "<text x=\"" << left + pw / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">"
-      << escape(title_) << "</text>\n";
+    for (std::size_t line = 0; line < title.size(); ++line) {
+      s << "<text x=\"" << width_ / 2.0 << "\" y=\"" << 24 + title_line_height * double(line)
+        << "\" text-anchor=\"middle\" font-size=\"" << title_font_size << "\">"
+        << escape(title[line]) << "</text>\n";
+    }
 
     // Grid and tick labels.
     for (double t : ticks(xr)) {
@@ -135,6 +142,22 @@ class SvgPlot {
     bool log;
     double map(double v) const { return log ? std::log10(v) : v; }
   };
+
+  static constexpr double title_font_size = 15, title_line_height = 19, title_margin = 10;
+
+  /// The words of `text` in lines that fit `width` pixels at `font_size`, estimating a
+  /// character of a sans-serif font at 0.6 em (wider than most, so that lines stay inside).
+  static std::vector<std::string> wrap(const std::string& text, double font_size, double width) {
+    const std::size_t per_line = std::max<std::size_t>(1, std::size_t(width / (0.6 * font_size)));
+    std::vector<std::string> lines(1);
+    std::istringstream words(text);
+    for (std::string word; words >> word;) {
+      if (!lines.back().empty() && lines.back().size() + 1 + word.size() > per_line)
+        lines.emplace_back();
+      lines.back() += (lines.back().empty() ? "" : " ") + word;
+    }
+    return lines;
+  }
 
   static bool usable(double v, bool log) { return std::isfinite(v) && (!log || v > 0); }
 

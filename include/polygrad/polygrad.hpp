@@ -28,6 +28,7 @@
 #include "polygrad/layers/config.hpp"
 #include "polygrad/layers/embedding.hpp"
 #include "polygrad/layers/gelu.hpp"
+#include "polygrad/layers/language_model.hpp"
 #include "polygrad/layers/layer_norm.hpp"
 #include "polygrad/layers/linear.hpp"
 #include "polygrad/layers/lm_head.hpp"
@@ -50,6 +51,7 @@
 #include "polygrad/parallel/sharded_writer.hpp"
 
 #include "polygrad/io/checkpoint.hpp"
+#include "polygrad/io/language_model_file.hpp"
 #include "polygrad/io/safetensors.hpp"
 #include "polygrad/io/safetensors_format.hpp"
 #include "polygrad/io/safetensors_reader.hpp"

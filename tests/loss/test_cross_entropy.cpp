@@ -48,3 +48,29 @@ TEST_CASE("Cross-entropy rejects bad targets and NaN", "[loss][cross_entropy]") 
   bad(1, 1) = INFINITY;
   CHECK_THROWS_AS(cross_entropy_loss(bad, {0, 0}), NumericError);
 }
+
+TEST_CASE("Cross-entropy skips ignored targets: the mean of the rows that count",
+          "[loss][cross_entropy]") {
+  std::mt19937_64 rng(103);
+  const Matrix<double> logits = test::random_matrix(5, 4, rng, 2.0);
+  const std::vector<int> targets = {ignore_target, 2, ignore_target, 0, 3};
+  // The same loss as the three counted rows on their own.
+  Matrix<double> kept(3, 4);
+  kept << logits.row(1), logits.row(3), logits.row(4);
+  const auto alone = cross_entropy_loss(kept, {2, 0, 3});
+  const auto masked = cross_entropy_loss(logits, targets);
+  CHECK(masked.value == Approx(alone.value).epsilon(1e-15));
+  CHECK(masked.grad.row(0).isZero(0));
+  CHECK(masked.grad.row(2).isZero(0));
+  CHECK(test::relative_error(masked.grad.row(1), alone.grad.row(0)) <= 1e-15);
+  CHECK(test::relative_error(masked.grad.row(4), alone.grad.row(2)) <= 1e-15);
+  // An ignored row's logits do not matter, even when they are not finite.
+  Matrix<double> poisoned = logits;
+  poisoned(2, 1) = NAN;
+  CHECK(cross_entropy_loss(poisoned, targets).value == Approx(alone.value).epsilon(1e-15));
+
+  CHECK_THROWS_WITH(cross_entropy_loss(logits, std::vector<int>(5, ignore_target)),
+                    Catch::Contains("all 5 targets are ignore_target"));
+  CHECK_THROWS_WITH(cross_entropy_loss(logits, {-1, 0, 0, 0, 0}),
+                    Catch::Contains("is not ignore_target (-100)"));
+}

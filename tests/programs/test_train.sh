@@ -25,6 +25,8 @@ for run_name in exact approx; do
     fail "checkpoint train_$run_name holds no AdamW state"
 done
 
+[ -s out/train_state.safetensors ] || fail "no training state train_state.safetensors"
+
 # Resume: two more steps, the curve grows by one point.
 run 0 "${tiny[@]}" --steps 6 --out-dir out --resume
 grep -q 'resumed at step 4' out.txt || fail "--resume did not start at step 4: $(cat out.txt)"
@@ -46,9 +48,9 @@ run 1 "${tiny[@]}" --steps 2 --out-dir empty --resume
 expect_stderr "polygrad_train: cannot read"
 run 1 "${tiny[@]}" --steps 8 --out-dir out --resume --seed 2
 expect_stderr "cannot resume: metadata \"seed\""
-printf 'garbage' >out/train_exact.safetensors
+printf 'garbage' >out/train_state.safetensors
 run 1 "${tiny[@]}" --steps 8 --out-dir out --resume
-expect_stderr "polygrad_train: out/train_exact.safetensors"
+expect_stderr "polygrad_train: out/train_state.safetensors"
 run 2 --attention exact
 run 2 --steps 0
 run 2 --degree 5 --epsilon 1e-3

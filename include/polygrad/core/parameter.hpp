@@ -8,6 +8,26 @@
 
 namespace polygrad {
 
+/// What a parameter is to the layer that owns it. Optimisers group parameters by it: AdamW
+/// decays only `matrix` parameters by default (optim/adamw.hpp).
+enum class ParameterRole {
+  matrix,     ///< the weight of a linear map (Linear, the LM head)
+  bias,       ///< an additive bias of a linear map
+  norm,       ///< a LayerNorm gain or shift
+  embedding,  ///< a lookup table (token or position embedding)
+};
+
+/// "matrix", "bias", "norm" or "embedding".
+inline const char* to_string(ParameterRole role) {
+  switch (role) {
+    case ParameterRole::bias: return "bias";
+    case ParameterRole::norm: return "norm";
+    case ParameterRole::embedding: return "embedding";
+    case ParameterRole::matrix: break;
+  }
+  return "matrix";
+}
+
 /// A view of one parameter tensor owned by a layer: its name (as in a checkpoint, e.g.
 /// "blocks.0.attn.q.weight"), its shape in PyTorch's convention ([out, in] for weights), and
 /// pointers to its values and to the gradient that backward() accumulates into. Both buffers are
@@ -18,6 +38,7 @@ struct ParameterView {
   std::vector<Index> shape;  ///< PyTorch's shape, e.g. [out, in] for a Linear weight
   T* value = nullptr;        ///< the layer's values, size() contiguous elements
   T* grad = nullptr;         ///< the layer's gradient buffer, size() contiguous elements
+  ParameterRole role = ParameterRole::matrix;  ///< what it is to its layer
 
   /// The number of elements, the product of `shape`.
   Index size() const {
@@ -49,13 +70,15 @@ Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajo
 }
 
 template <class T>
-ParameterView<T> view_of(std::string name, Matrix<T>& value, Matrix<T>& grad) {
-  return {std::move(name), {value.rows(), value.cols()}, value.data(), grad.data()};
+ParameterView<T> view_of(std::string name, Matrix<T>& value, Matrix<T>& grad,
+                         ParameterRole role = ParameterRole::matrix) {
+  return {std::move(name), {value.rows(), value.cols()}, value.data(), grad.data(), role};
 }
 
 template <class T>
-ParameterView<T> view_of(std::string name, Vector<T>& value, Vector<T>& grad) {
-  return {std::move(name), {value.size()}, value.data(), grad.data()};
+ParameterView<T> view_of(std::string name, Vector<T>& value, Vector<T>& grad,
+                         ParameterRole role = ParameterRole::matrix) {
+  return {std::move(name), {value.size()}, value.data(), grad.data(), role};
 }
 
 }  // namespace detail

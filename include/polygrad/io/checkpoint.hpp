@@ -170,6 +170,17 @@ inline double transformer_parameter_count(const TransformerConfig& c) {
   return double(c.layers) * per_block + 2 * D;
 }
 
+/// Throws FormatError unless `file` holds about as many values as the `parameters` its metadata
+/// promises. Corrupt metadata must not make a loader allocate a huge model; the slack lets a
+/// small mismatch reach the precise per-tensor messages of restore_parameters instead.
+inline void require_values_for(const SafetensorsFile& file, double parameters) {
+  double stored = 0;
+  for (const auto& entry : file.tensors()) stored += double(entry.second.numel());
+  require<FormatError>(parameters <= 2 * stored + 1e6, file.source(), ": metadata describes a ",
+                       "model with ", parameters, " parameters, but the file holds only ", stored,
+                       " values; the checkpoint is incomplete or corrupt");
+}
+
 }  // namespace detail
 
 /// The metadata that save_transformer records for `config`.
@@ -222,15 +233,7 @@ template <class T>
 Transformer<T> load_transformer(const SafetensorsFile& file,
                                 std::shared_ptr<const AttentionMethod<T>> method = nullptr) {
   const TransformerConfig config = transformer_config(file.metadata(), file.source());
-  // Corrupt metadata must not make us allocate a huge model: a checkpoint holds as many values
-  // as the model it describes. The slack lets a small mismatch reach the precise per-tensor
-  // messages of restore_parameters instead.
-  double stored = 0;
-  for (const auto& entry : file.tensors()) stored += double(entry.second.numel());
-  require<FormatError>(detail::transformer_parameter_count(config) <= 2 * stored + 1e6, file.source(),
-                       ": metadata describes a model with ",
-                       detail::transformer_parameter_count(config), " parameters, but the file ",
-                       "holds only ", stored, " values; the checkpoint is incomplete or corrupt");
+  detail::require_values_for(file, detail::transformer_parameter_count(config));
   Transformer<T> model(config, std::move(method));
   restore_parameters(file, model.parameters());
   return model;

@@ -44,7 +44,8 @@ class Embedding {
 
   /// Appends "prefix.weight".
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
-    out.push_back(detail::view_of(detail::join_name(prefix, "weight"), weight_, weight_grad_));
+    out.push_back(detail::view_of(detail::join_name(prefix, "weight"), weight_, weight_grad_,
+                                  ParameterRole::embedding));
   }
 
   /// Sets the gradient to zero.

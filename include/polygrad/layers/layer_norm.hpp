@@ -110,8 +110,10 @@ class LayerNorm {
 
   /// Appends "prefix.weight" (gamma) and "prefix.bias" (beta).
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
-    out.push_back(detail::view_of(detail::join_name(prefix, "weight"), weight_, weight_grad_));
-    out.push_back(detail::view_of(detail::join_name(prefix, "bias"), bias_, bias_grad_));
+    out.push_back(detail::view_of(detail::join_name(prefix, "weight"), weight_, weight_grad_,
+                                  ParameterRole::norm));
+    out.push_back(detail::view_of(detail::join_name(prefix, "bias"), bias_, bias_grad_,
+                                  ParameterRole::norm));
   }
 
   /// Sets the gamma and beta gradients to zero.

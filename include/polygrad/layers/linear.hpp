@@ -86,7 +86,8 @@ class Linear {
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
     out.push_back(detail::view_of(detail::join_name(prefix, "weight"), weight_, weight_grad_));
     if (has_bias_)
-      out.push_back(detail::view_of(detail::join_name(prefix, "bias"), bias_, bias_grad_));
+      out.push_back(detail::view_of(detail::join_name(prefix, "bias"), bias_, bias_grad_,
+                                    ParameterRole::bias));
   }
 
   /// Sets the weight and bias gradients to zero.

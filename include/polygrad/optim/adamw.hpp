@@ -1,12 +1,18 @@
 #pragma once
 // AdamW (Loshchilov and Hutter), decoupled weight decay and bias correction, as PyTorch's AdamW:
-//   w *= 1 - lr wd
+//   w *= 1 - lr wd              (by default only for the weights of linear maps: DecayOn)
 //   m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
 //   w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
 #include "polygrad/optim/optimizer.hpp"
 
 namespace polygrad {
+
+/// Which parameters AdamW's weight decay shrinks.
+enum class DecayOn {
+  matrices,  ///< the weights of linear maps only: not biases, LayerNorm or embeddings
+  all,       ///< every parameter (PyTorch's AdamW given one parameter group)
+};
 
 /// AdamW hyperparameters.
 struct AdamWOptions {
@@ -15,6 +21,9 @@ struct AdamWOptions {
   double beta2 = 0.999;        ///< second-moment decay in [0, 1)
   double eps = 1e-8;           ///< added to sqrt(v hat), > 0
   double weight_decay = 1e-2;  ///< decoupled: w *= 1 - lr wd, >= 0
+  /// The parameters weight decay applies to, by their ParameterRole; the others are updated
+  /// with weight_decay 0 (the two parameter groups of most transformer training recipes).
+  DecayOn decay_on = DecayOn::matrices;
 
   /// Throws Error naming the first value out of range.
   void validate() const {
@@ -46,6 +55,11 @@ class AdamW : public OptimizerBase<T, AdamWOptions> {
     }
   }
 
+  /// Whether weight decay applies to parameter i (in the order of the list it was given).
+  bool decays(std::size_t i) const {
+    return options_.decay_on == DecayOn::all || params_.at(i).role == ParameterRole::matrix;
+  }
+
   /// One update of every parameter. Throws NumericError naming the parameter if a gradient is
   /// not finite (nothing is updated then, and the step count stays).
   void step() {
@@ -66,7 +80,7 @@ class AdamW : public OptimizerBase<T, AdamWOptions> {
       const auto g = params_[i].grads();
       Vector<T>& m = exp_avg_[i];
       Vector<T>& v = exp_avg_sq_[i];
-      w *= decay;
+      if (decays(i)) w *= decay;
       m = b1 * m + (T(1) - b1) * g;
       v = b2 * v + (T(1) - b2) * g.cwiseAbs2();
       w.array() -= lr * (m.array() / correction1) / (v.array().sqrt() / correction2_sqrt + eps);
