@@ -6,7 +6,9 @@ and scale 2 (QK normalisation with tau = 2, as in polygrad_bench), n = 4096, 819
 PyTorch runs the textbook eager attention (S = c q k^T, masked softmax, P v) and its autograd
 backward, one head at a time (the n x n buffers of all four heads at once would need ~20 GB);
 polygrad's exact and polynomial paths are timed by polygrad_bench, run by this script with a
-filter and --benchmark_format=json, in the same run.
+filter and --benchmark_format=json, in the same run, and -- when the Python module is built
+(--python-path) -- the same calls through polygrad.torch.attention (forward + backward of a
+[1, H, n, d_h] tensor), against polygrad_bench's times.
 
 Fairness: torch.set_num_threads(2), because polygrad_bench uses the two cores this machine has
 (OpenMP's default); on a machine with more cores set OMP_NUM_THREADS to match --threads.
@@ -54,6 +56,31 @@ def torch_time(torch, n, repeats):
     return times[len(times) // 2]
 
 
+def polygrad_torch_time(torch, attention, n, method, degree, repeats):
+    """Median seconds of one forward + backward through polygrad.torch.attention, on the inputs
+    polygrad_bench uses (unit q and k rows, scale 2, so that R = 2 bounds every score)."""
+    gen = torch.Generator().manual_seed(n)
+    shape = (1, HEADS, n, HEAD_DIM)
+    q = torch.nn.functional.normalize(torch.randn(shape, generator=gen), dim=-1)
+    k = torch.nn.functional.normalize(torch.randn(shape, generator=gen), dim=-1)
+    v, d_o = torch.randn(shape, generator=gen), torch.randn(shape, generator=gen)
+    for t in (q, k, v):
+        t.requires_grad_(True)
+    options = dict(causal=True, scale=SCALE, method=method)
+    if method == "poly":
+        options.update(route="adjoint", degree=degree, bound=SCALE)
+    times = []
+    for _ in range(repeats + 1):  # the first call warms up, as polygrad_bench's check does
+        start = time.perf_counter()
+        o = attention(q, k, v, **options)
+        o.backward(d_o)
+        times.append(time.perf_counter() - start)
+        for t in (q, k, v):
+            t.grad = None
+    times = sorted(times[1:])
+    return times[len(times) // 2]
+
+
 def polygrad_times(bench, sizes, degree, repetitions):
     """{(method, n): median seconds} from polygrad_bench's JSON output."""
     n_alt = "|".join(str(n) for n in sizes)
@@ -88,7 +115,13 @@ def main():
     parser.add_argument("--degree", type=int, default=4, choices=(4, 5),
                         help="polynomial degree at d_h 16 (registered: 4 and 5)")
     parser.add_argument("--repetitions", type=int, default=1, help="runs per size (median)")
+    parser.add_argument("--torch-repetitions", type=int, default=None,
+                        help="runs of PyTorch eager per size (default: --repetitions; each takes "
+                             "minutes at n = 16384)")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--python-path", default=os.path.join(root, "build", "python"),
+                        help="where the polygrad Python package was built (timed through "
+                             "polygrad.torch when it imports)")
     args = parser.parse_args()
 
     try:
@@ -109,15 +142,31 @@ def main():
         return 1
     poly = polygrad_times(args.bench, sizes, args.degree, args.repetitions)
 
+    sys.path.insert(0, args.python_path)
+    try:
+        from polygrad.torch import attention
+    except ImportError as e:
+        print(f"polygrad.torch not timed: {e} (build with -DPOLYGRAD_BUILD_PYTHON=ON and pass "
+              f"--python-path)")
+        attention = None
+
     header = (f"{'n':>7} {'torch s':>9} {'exact s':>9} {'adjoint s':>10} {'paper s':>9} "
               f"{'torch/exact':>12} {'torch/adjoint':>14} {'torch/paper':>12}")
+    if attention:
+        header += f" {'via-torch exact s':>18} {'/C++':>6} {'via-torch adjoint s':>20} {'/C++':>6}"
     print(header)
     for n in sizes:
-        t = torch_time(torch, n, args.repetitions)
+        t = torch_time(torch, n, args.torch_repetitions or args.repetitions)
         e, a, p = (poly.get((m, n), float("nan")) for m in ("Exact", "PolyAdjoint", "PolyPaper"))
-        print(f"{n:>7} {t:>9.3f} {e:>9.3f} {a:>10.3f} {p:>9.3f} {t / e:>12.2f} {t / a:>14.2f} "
-              f"{t / p:>12.2f}", flush=True)
-    print(f"(poly: degree {args.degree}; ratios > 1 mean polygrad is faster)")
+        line = (f"{n:>7} {t:>9.3f} {e:>9.3f} {a:>10.3f} {p:>9.3f} {t / e:>12.2f} {t / a:>14.2f} "
+                f"{t / p:>12.2f}")
+        if attention:
+            te = polygrad_torch_time(torch, attention, n, "exact", args.degree, args.repetitions)
+            ta = polygrad_torch_time(torch, attention, n, "poly", args.degree, args.repetitions)
+            line += f" {te:>18.3f} {te / e:>6.3f} {ta:>20.3f} {ta / a:>6.3f}"
+        print(line, flush=True)
+    print(f"(poly: degree {args.degree}; ratios > 1 mean polygrad is faster; /C++ is the time "
+          f"through polygrad.torch over polygrad_bench's)")
     return 0
 
 
