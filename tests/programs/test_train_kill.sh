@@ -17,7 +17,7 @@ run 0 "${tiny[@]}" --steps $steps --out-dir whole
 # Attempts alternate between two ways to die. Odd ones: killed after a random delay -- the
 # start-up time (about 0.35 s here) plus up to 0.3 s, some 25 steps of about 12 ms; after an
 # attempt that saved nothing the delay grows by 0.1 s, so that a slower machine still gets on.
-# Even ones: killed the moment a temporary of the state appears, that is while it is written.
+# Even ones: killed while a temporary of the state is being written.
 RANDOM=20261202
 kills=0 resumes=0 in_write=0 base=350
 for attempt in $(seq 1 200); do
@@ -29,10 +29,21 @@ for attempt in $(seq 1 200); do
     timeout -s KILL "$((delay_ms / 1000)).$(printf '%03d' $((delay_ms % 1000)))" "$program" "${flags[@]}" >out.txt 2>err.txt
     status=$?
   else
+    # Seen a temporary: stop the program at once; if the temporary is still there it is caught
+    # mid-write and killed, else (renamed meanwhile) it goes on. SECONDS bounds the wait.
     "$program" "${flags[@]}" >out.txt 2>err.txt &
     pid=$!
-    until [ -e killed/train_state.safetensors.tmp ] || ! kill -0 $pid 2>/dev/null; do :; done
-    kill -KILL $pid 2>/dev/null
+    start=$SECONDS
+    while kill -0 $pid 2>/dev/null && ((SECONDS - start < 60)); do
+      [ -e killed/train_state.safetensors.tmp ] || continue
+      kill -STOP $pid 2>/dev/null
+      if [ -e killed/train_state.safetensors.tmp ]; then
+        kill -KILL $pid 2>/dev/null
+        break
+      fi
+      kill -CONT $pid 2>/dev/null
+    done
+    kill -KILL $pid 2>/dev/null  # still running after 60 s
     wait $pid
     status=$?
   fi
