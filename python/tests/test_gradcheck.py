@@ -55,9 +55,9 @@ def test_paper_route_is_within_its_error_of_the_exact_gradient(causal):
     o = reference_attention(qn, kn, v, causal=causal, scale=2.0)
     normalised_exact = torch.autograd.grad(o, (q, k, v), grad_o)
     for a, p, e in zip(adjoint, paper, normalised_exact):
-        # Degree 8 on [-2, 2] certifies exp to about 4e-5 relative; the gradients carry a few
-        # times that.
-        assert relative_error(p, e) <= 1e-3
-        assert relative_error(a, e) <= 1e-3
+        # Degree 8 on [-2, 2] certifies exp to 3.2e-5 relative. Measured on these inputs: the
+        # paper route's gradients within 6e-6 of the exact ones, the adjoint route's within 3e-5.
+        assert relative_error(p, e) <= 1e-4
+        assert relative_error(a, e) <= 1e-4
     # The routes share dV (the approximate probabilities times dO) and differ in dQ and dK.
     assert relative_error(paper[0], adjoint[0]) > 0 and relative_error(paper[1], adjoint[1]) > 0
