@@ -14,7 +14,9 @@
 // Writes to --out-dir: train_curves.csv, train_curves.svg, the training state
 // train_state.safetensors (every --checkpoint-every steps: both runs' models, AdamW states and
 // loss curves, from which --resume continues) and, at the end, each run on its own in
-// train_exact.safetensors and train_approx.safetensors.
+// train_exact.safetensors and train_approx.safetensors, and each model as a LanguageModel file
+// with its vocabulary, model_exact.safetensors and model_approx.safetensors (polygrad_sample
+// reads them).
 //
 // Built with MPI, `mpirun -np P polygrad_train ...` splits every sequence across the P ranks
 // (docs/sequence_parallel.md): each rank runs its rows of each window, attention joins the ranks
@@ -43,7 +45,7 @@
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"
-#include "polygrad/layers/language_model.hpp"
+#include "polygrad/io/language_model_file.hpp"
 #include "polygrad/loss/cross_entropy.hpp"
 #include "polygrad/optim/adamw.hpp"
 #include "polygrad/optim/clip.hpp"
@@ -53,6 +55,7 @@
 #include "polygrad/parallel/mpi.hpp"
 #endif
 #include "support/attention_cli.hpp"
+#include "support/byte_vocabulary.hpp"
 #include "support/csv.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
@@ -159,14 +162,6 @@ Corpus read_corpus(const TrainOptions& o) {
   return c;
 }
 
-/// The vocabulary as hex, so that any byte survives the JSON metadata.
-std::string hex(const std::string& bytes) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  for (unsigned char b : bytes) out += {digits[b >> 4], digits[b & 15]};
-  return out;
-}
-
 /// A run: one model, its optimiser, its attention for training and its loss curve.
 template <class T>
 struct Run {
@@ -263,7 +258,7 @@ std::map<std::string, std::string> checkpoint_metadata(const TrainOptions& o, co
   config.qk_norm = o.qk_norm;
   auto m = transformer_metadata(config);
   m["program"] = program_name;
-  m["vocab_hex"] = hex(c.vocab);
+  m["vocab_hex"] = examples::to_hex(c.vocab);
   m["seq_len"] = std::to_string(o.seq_len);
   m["seed"] = std::to_string(o.seed);
   return m;
@@ -414,6 +409,9 @@ void train(const TrainOptions& o) {
   const auto run_path = [&](const Run<T>& run) {
     return (std::filesystem::path(o.out_dir) / ("train_" + run.name + ".safetensors")).string();
   };
+  const auto model_path = [&](const Run<T>& run) {
+    return (std::filesystem::path(o.out_dir) / ("model_" + run.name + ".safetensors")).string();
+  };
   const std::string state_path = (std::filesystem::path(o.out_dir) / "train_state.safetensors").string();
   int start = 0;
   if (o.resume) start = load_state(runs, o, corpus, state_path);
@@ -487,7 +485,12 @@ void train(const TrainOptions& o) {
   }
   progress.done();
   if (!split.root()) return;
-  for (Run<T>& run : runs) save_run(run, o, corpus, run_path(run));
+  for (Run<T>& run : runs) {
+    save_run(run, o, corpus, run_path(run));
+    save_language_model(model_path(run), *run.model,
+                        {{"vocab_hex", examples::to_hex(corpus.vocab)}, {"program", program_name},
+                         {"run", run.name}, {"step", std::to_string(o.steps)}});
+  }
 
   // The curves as CSV and SVG.
   const std::filesystem::path dir(o.out_dir);
@@ -516,7 +519,8 @@ void train(const TrainOptions& o) {
   if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
   std::cout << "wrote " << (dir / "train_curves.csv").string() << ", "
             << (dir / "train_curves.svg").string() << ", the runs " << run_path(runs[0]) << ", "
-            << run_path(runs[1]) << " and the training state " << state_path << "\n";
+            << run_path(runs[1]) << ", their models for polygrad_sample " << model_path(runs[0])
+            << ", " << model_path(runs[1]) << " and the training state " << state_path << "\n";
 }
 
 }  // namespace
