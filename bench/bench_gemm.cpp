@@ -120,7 +120,8 @@ const std::map<std::string, std::string>& filter_shortcuts() {
   static const std::map<std::string, std::string> shortcuts{
       {"default",
        "^BM_GemmRate/|^BM_FmaPeak|^BM_Attention[A-Za-z]+/n:(1024|2048|4096)/|"
-       "^BM_ModelGradient/[a-z_]+/n:(256|1024)/"},
+       "^BM_ModelGradient/[a-z_]+/n:(256|1024)/|^BM_BatchGradient/"},
+      {"batch", "^BM_BatchGradient/"},
       {"scaling",
        "^BM_AttentionPoly(Adjoint|Paper)/n:(16384|32768|65536|131072|262144)/dh:8/heads:8/causal:1/|"
        "^BM_AttentionExact/n:(16384|32768|65536)/dh:8/heads:8/causal:1/"},

@@ -5,6 +5,12 @@
 // Checked once per (method, n) before timing, at min(n, 2048) tokens: the exact model against
 // the same model with the naive dense attention, each polynomial model against the exact model,
 // by the relative error of all parameter gradients together. Counter: tokens/s.
+//
+// BM_BatchGradient/exact/{packed,loop}: the same model on a batch of `batch`
+// sequences of n tokens each, one forward + MSE + backward for the whole batch: packed into one
+// matrix with its offsets (attention/packed.hpp), or one sequence after another with the
+// gradients accumulated. Checked once before timing: the packed gradients against the loop's.
+// Counter: tokens/s (all sequences).
 
 #include <benchmark/benchmark.h>
 
@@ -18,6 +24,7 @@
 #include "bench_support.hpp"
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/naive.hpp"
+#include "polygrad/attention/packed.hpp"
 #include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/loss/mse.hpp"
@@ -104,9 +111,77 @@ void model_benchmark(benchmark::State& state, std::string method) {
   }
 }
 
+/// One forward + MSE + backward of a batch of equal-length sequences stacked in x; packed in
+/// one pass, or one pass per sequence. Returns the summed loss. Gradients are zeroed first.
+double batch_step(Transformer<float>& model, const Matrix<float>& x, const Matrix<float>& target,
+                  const SequenceOffsets& offsets, bool packed) {
+  model.zero_grad();
+  if (packed) {
+    const LossResult<float> loss = mse_loss(model.forward(x, offsets), target);
+    model.backward(loss.grad);
+    return loss.value;
+  }
+  double total = 0;
+  const Index B = Index(offsets.size()) - 1;
+  for (Index b = 0; b < B; ++b) {
+    const Index begin = offsets[std::size_t(b)], rows = offsets[std::size_t(b + 1)] - begin;
+    // mse_loss is a sum over rows: the batch's is the sum of the sequences'.
+    const LossResult<float> loss = mse_loss(model.forward(x.middleRows(begin, rows)),
+                                            Matrix<float>(target.middleRows(begin, rows)));
+    model.backward(loss.grad);
+    total += loss.value;
+  }
+  return total;
+}
+
+void batch_benchmark(benchmark::State& state, std::string method, bool packed) {
+  const Index batch = state.range(0), n = state.range(1);
+  try {
+    const SequenceOffsets offsets = offsets_of_lengths(std::vector<Index>(std::size_t(batch), n));
+    const Matrix<float> x = random_normal<float>(batch * n, 64, 31);
+    const Matrix<float> target = random_normal<float>(batch * n, 64, 32);
+    Transformer<float> model(TransformerConfig::demo(), make_method(method));
+    static std::map<std::pair<std::string, Index>, double> checked;
+    const auto key = std::make_pair(method, batch * n);
+    if (!checked.count(key)) {
+      batch_step(model, x, target, offsets, true);
+      const Vector<float> packed_gradients = all_gradients(model);
+      batch_step(model, x, target, offsets, false);
+      checked[key] = relative_error(packed_gradients, all_gradients(model));
+    }
+    state.counters["check_err"] = checked[key];
+    if (!(checked[key] <= 1e-4)) {  // float sums in another order
+      state.SkipWithError(("packed and per-sequence gradients disagree: relative error " +
+                           std::to_string(checked[key])).c_str());
+      return;
+    }
+    double loss = 0, seconds = 0;
+    for (auto _ : state) {
+      const auto start = std::chrono::steady_clock::now();
+      loss = batch_step(model, x, target, offsets, packed);
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    benchmark::DoNotOptimize(loss);
+    state.counters["tokens/s"] = double(batch * n) * double(state.iterations()) / seconds;
+  } catch (const std::exception& e) {
+    state.SkipWithError(e.what());
+  }
+}
+
 }  // namespace
 
 void register_model_benchmarks() {
+  // Exact only: at 256 tokens the polynomial rank (6,435 at degree 7) exceeds n.
+  for (const std::string method : {"exact"}) {
+    for (const bool packed : {true, false}) {
+      const std::string name = "BM_BatchGradient/" + method + (packed ? "/packed" : "/loop");
+      benchmark::RegisterBenchmark(name.c_str(), batch_benchmark, method, packed)
+          ->ArgNames({"batch", "n"})
+          ->Args({8, 256})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
   for (const std::string method : {"exact", "poly_adjoint", "poly_paper"}) {
     for (int log_n = 8; log_n <= 14; ++log_n) {
       auto* b = benchmark::RegisterBenchmark(("BM_ModelGradient/" + method).c_str(),

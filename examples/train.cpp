@@ -197,6 +197,25 @@ LossResult<T> window_loss(const Matrix<T>& logits, const std::vector<int>& next,
   return result;
 }
 
+/// Windows of a text packed into one batch (attention/packed.hpp): their tokens, the tokens
+/// after them (the targets) and their offsets.
+struct Batch {
+  std::vector<int> ids, next;
+  SequenceOffsets offsets;
+};
+
+Batch pack_windows(const std::vector<int>& text, const std::vector<std::size_t>& starts,
+                   Index seq_len) {
+  Batch batch;
+  for (std::size_t start : starts) {
+    const auto first = text.begin() + std::ptrdiff_t(start);
+    batch.ids.insert(batch.ids.end(), first, first + std::ptrdiff_t(seq_len));
+    batch.next.insert(batch.next.end(), first + 1, first + 1 + std::ptrdiff_t(seq_len));
+  }
+  batch.offsets = offsets_of_lengths(std::vector<Index>(starts.size(), seq_len));
+  return batch;
+}
+
 /// Mean held-out cross-entropy (nats per character) with exact attention; restores `training`.
 template <class T>
 double evaluate(LanguageModel<T>& model, const Corpus& c, const TrainOptions& o,
@@ -204,6 +223,12 @@ double evaluate(LanguageModel<T>& model, const Corpus& c, const TrainOptions& o,
   model.set_attention(std::make_shared<ExactAttention<T>>());
   double total = 0;
   const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
+  if (!split.split()) {  // one packed pass over all the windows
+    const Batch batch = pack_windows(c.held_out, starts, o.seq_len);
+    const double loss = cross_entropy_loss(model.forward_packed(batch.ids, batch.offsets), batch.next).value;
+    model.set_attention(training);
+    return loss;  // every window has seq_len targets: the mean over rows is the mean over windows
+  }
   for (std::size_t start : starts) {
     const Matrix<T> logits = model.forward(split.part(c.held_out, start), split.rows.begin);
     total += window_loss(logits, split.part(c.held_out, start + 1), split, o.seq_len).value;
@@ -226,12 +251,22 @@ double train_step(Run<T>& run, const Corpus& c, const TrainOptions& o, int s,
   std::uniform_int_distribution<std::size_t> pick(0, c.train.size() - std::size_t(o.seq_len) - 1);
   run.model->zero_grad();
   double loss = 0;
-  for (Index b = 0; b < o.batch; ++b) {
-    const std::size_t start = pick(rng);  // the same on every rank
-    const Matrix<T> logits = run.model->forward(split.part(c.train, start), split.rows.begin);
-    LossResult<T> result = window_loss(logits, split.part(c.train, start + 1), split, o.seq_len);
-    run.model->backward(result.grad / T(o.batch));  // the batch loss is the mean over sequences
-    loss += result.value / double(o.batch);
+  if (!split.split()) {  // one forward and one backward over the packed batch
+    std::vector<std::size_t> starts(std::size_t(o.batch));
+    for (auto& start : starts) start = pick(rng);
+    const Batch batch = pack_windows(c.train, starts, o.seq_len);
+    const LossResult<T> result =
+        cross_entropy_loss(run.model->forward_packed(batch.ids, batch.offsets), batch.next);
+    run.model->backward(result.grad);  // the mean over rows is the mean over sequences
+    loss = result.value;
+  } else {  // split across ranks: one window at a time
+    for (Index b = 0; b < o.batch; ++b) {
+      const std::size_t start = pick(rng);  // the same on every rank
+      const Matrix<T> logits = run.model->forward(split.part(c.train, start), split.rows.begin);
+      LossResult<T> result = window_loss(logits, split.part(c.train, start + 1), split, o.seq_len);
+      run.model->backward(result.grad / T(o.batch));  // the batch loss is the mean over sequences
+      loss += result.value / double(o.batch);
+    }
   }
   if (split.split()) sum_gradients(run.model->parameters(), *split.shard.group);
   if (o.clip_norm > 0) clip_gradient_norm(run.model->parameters(), o.clip_norm);

@@ -21,6 +21,7 @@
 
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/method.hpp"
+#include "polygrad/attention/packed.hpp"
 #include "polygrad/attention/plan.hpp"
 #include "polygrad/attention/poly.hpp"
 

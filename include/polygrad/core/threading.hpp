@@ -89,22 +89,33 @@ class ExceptionSlot {
   std::exception_ptr error_;
 };
 
-/// Calls body(i) for i in [0, count) on `threads` threads, item i on thread i % threads (work
-/// items of similar cost, like heads, or a head's interleaved parts). Exceptions are rethrown
-/// after the loop.
+/// How parallel_for hands out its items: item i to thread i % threads (items of similar cost,
+/// like heads, or a head's interleaved parts), or each to the next free thread (items of
+/// unequal cost, ordered longest first).
+enum class Schedule { round_robin, next_free };
+
+/// Calls body(i) for i in [0, count) on `threads` threads, handed out as `schedule` says.
+/// body(i) must not depend on which thread runs it. Exceptions are rethrown after the loop.
 template <class Body>
-void parallel_for(Index count, int threads, Body&& body) {
+void parallel_for(Index count, int threads, Body&& body, Schedule schedule = Schedule::round_robin) {
   ExceptionSlot slot;
 #if defined(_OPENMP)
   threads = int(std::clamp<Index>(threads, 1, std::max<Index>(count, 1)));
+  const bool next_free = schedule == Schedule::next_free;
 #pragma omp parallel num_threads(threads)
   {
     omp_set_num_threads(1);  // this region's tasks only: nested products stay serial
+    if (next_free) {
+#pragma omp for schedule(dynamic, 1)
+      for (Index i = 0; i < count; ++i) slot.run([&] { body(i); });
+    } else {
 #pragma omp for schedule(static, 1)
-    for (Index i = 0; i < count; ++i) slot.run([&] { body(i); });
+      for (Index i = 0; i < count; ++i) slot.run([&] { body(i); });
+    }
   }
 #else
   (void)threads;
+  (void)schedule;
   for (Index i = 0; i < count; ++i) slot.run([&] { body(i); });
 #endif
   slot.rethrow();

@@ -36,9 +36,12 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
         ln2_(config.d_model),
         mlp_(config.d_model, config.d_ff) {}
 
-  /// y for x (n x D), checked; keeps a copy of x for backward(dy).
-  Matrix<T> forward(const Matrix<T>& x) {
+  /// y for x (n x D), checked, or for a packed batch of sequences that `offsets` delimits
+  /// (attention/packed.hpp); keeps a copy of x for backward(dy).
+  Matrix<T> forward(const Matrix<T>& x, const SequenceOffsets& offsets = {}) {
     detail::require_input(x, D_, "TransformerBlock input");
+    check_offsets(offsets, x.rows(), "TransformerBlock");
+    set_sequences(offsets);
     ParameterList<T> params;
     this->collect_parameters("", params);
     detail::require_finite_parameters(params);
@@ -139,6 +142,9 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
 
   /// The part of the sequence this process holds (MultiHeadAttention::set_shard).
   void set_shard(const SequenceShard& shard) { attn_.set_shard(shard); }
+
+  /// The sequences of the rows the next forward(x, y) receives (MultiHeadAttention::set_sequences).
+  void set_sequences(const SequenceOffsets& offsets) { attn_.set_sequences(offsets); }
 
   /// Uses shared buffers for attention's Q, K, V and gradients (see MultiHeadAttention).
   void share_buffers(std::shared_ptr<AttentionInputs<T>> inputs,

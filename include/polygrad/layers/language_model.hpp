@@ -70,10 +70,28 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
                         " tokens or build the model with a longer context");
     std::vector<int> positions(ids.size());
     for (Index i = 0; i < n; ++i) positions[std::size_t(i)] = int(first + i);
-    Matrix<T> x = within("tok_emb", [&] { return tok_emb_.forward(ids); });
-    x += pos_emb_.forward(positions);
-    const Matrix<T> y = within("transformer", [&] { return transformer_.forward(x); });
-    return lm_head_.forward(y);
+    return forward_positions(ids, positions, {});
+  }
+
+  /// Logits (n x vocab) of a packed batch: the sequences that `offsets` delimits in `ids`
+  /// (attention/packed.hpp), each at positions 0, 1, ... of its own and attending to itself
+  /// only, in one pass over all n rows; keeps what backward() needs. Throws ShapeError for bad
+  /// offsets or a sequence longer than the context.
+  Matrix<T> forward_packed(const std::vector<int>& ids, const SequenceOffsets& offsets) {
+    const Index n = Index(ids.size());
+    check_offsets(offsets, n, "LanguageModel::forward_packed");
+    require<ShapeError>(!offsets.empty(), "LanguageModel::forward_packed: pass the offsets of ",
+                        "the sequences (offsets_of_lengths), or call forward() for one sequence");
+    std::vector<int> positions(ids.size());
+    for (std::size_t b = 0; b + 1 < offsets.size(); ++b) {
+      const Index length = offsets[b + 1] - offsets[b];
+      require<ShapeError>(length <= config_.context, "LanguageModel: sequence ", b, " of the ",
+                          "batch has ", length, " tokens, more than its context of ",
+                          config_.context, " positions; split it or build the model with a ",
+                          "longer context");
+      for (Index i = 0; i < length; ++i) positions[std::size_t(offsets[b] + i)] = int(i);
+    }
+    return forward_positions(ids, positions, offsets);
   }
 
   /// Accumulates every parameter gradient for dL/dlogits (n x vocab).
@@ -119,6 +137,15 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
   const Transformer<T>& transformer() const { return transformer_; }
 
  private:
+  /// tok_emb[ids] + pos_emb[positions] through the Transformer and the head.
+  Matrix<T> forward_positions(const std::vector<int>& ids, const std::vector<int>& positions,
+                              const SequenceOffsets& offsets) {
+    Matrix<T> x = within("tok_emb", [&] { return tok_emb_.forward(ids); });
+    x += pos_emb_.forward(positions);
+    const Matrix<T> y = within("transformer", [&] { return transformer_.forward(x, offsets); });
+    return lm_head_.forward(y);
+  }
+
   LanguageModelConfig config_;
   Embedding<T> tok_emb_, pos_emb_;
   Transformer<T> transformer_;

@@ -15,6 +15,7 @@
 
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/method.hpp"
+#include "polygrad/attention/packed.hpp"
 #include "polygrad/layers/composite.hpp"
 #include "polygrad/layers/config.hpp"
 #include "polygrad/layers/linear.hpp"
@@ -120,11 +121,14 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
     set_attention(std::move(method));
   }
 
-  /// concat_h softmax(c Q_h K_h^T) V_h Wo^T + bo for x (n x d_model). Checks x and the
-  /// parameters; caches x, Q, K, V (normalised, with their norms, under qk_norm), the
-  /// attention output and the method's context.
-  Matrix<T> forward(const Matrix<T>& x) {
+  /// concat_h softmax(c Q_h K_h^T) V_h Wo^T + bo for x (n x d_model), or for a packed batch of
+  /// sequences that `offsets` delimits (attention/packed.hpp), each attending to itself only.
+  /// Checks x and the parameters; caches x, Q, K, V (normalised, with their norms, under
+  /// qk_norm), the attention output and the method's context.
+  Matrix<T> forward(const Matrix<T>& x, const SequenceOffsets& offsets = {}) {
     detail::require_input(x, d_model_, "MultiHeadAttention input");
+    check_offsets(offsets, x.rows(), "MultiHeadAttention");
+    set_sequences(offsets);
     ParameterList<T> params;
     this->collect_parameters("", params);
     detail::require_finite_parameters(params);
@@ -200,8 +204,8 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
     }
   }
 
-  /// The attention method on the whole sequence: the output O (output()) and the context its
-  /// backward needs. Throws NumericError naming Q, K or V and the row if one is not finite.
+  /// The attention method on the whole sequence, or on each sequence of the packed batch that
+  /// set_sequences() named: the output O (output()) and the context its backward needs. Throws NumericError naming Q, K or V and the row if one is not finite.
   void attend(Index n) {
     AttentionInputs<T>& in = *inputs_;
     require<ShapeError>(in.Q.rows() == n, "MultiHeadAttention::attend: prepare(", n,
@@ -218,7 +222,8 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
     shape.shard = shard_;
     context_.reset();
     const auto start = std::chrono::steady_clock::now();
-    context_ = method_->forward(in.Q, in.K, in.V, shape, O_);
+    check_offsets(offsets_, n, "MultiHeadAttention::attend");
+    context_ = attention_forward_packed(*method_, in.Q, in.K, in.V, shape, offsets_, O_);
     attention_seconds_.first = seconds_since(start);
     plans_ = context_->plans();
     description_ = context_->describe();
@@ -320,13 +325,20 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   /// The part of the sequence this process holds (set_shard).
   const SequenceShard& shard() const { return shard_; }
 
+  /// The sequences of the rows that the next attend() receives: a packed batch
+  /// (attention/packed.hpp); empty for one sequence. forward() sets it from its argument.
+  void set_sequences(const SequenceOffsets& offsets) { offsets_ = offsets; }
+  /// The sequences of the last or next attend() (set_sequences).
+  const SequenceOffsets& sequences() const { return offsets_; }
+
   /// The attention method in use.
   const AttentionMethod<T>& attention() const { return *method_; }
 
   /// describe() of the context of the last forward() (empty before the first forward).
   std::string describe_attention() const { return description_; }
 
-  /// plans() of the context of the last pass: one HeadPlan per head (attention/plan.hpp).
+  /// plans() of the context of the last pass: one HeadPlan per head (attention/plan.hpp); for a
+  /// packed batch of B sequences, B H plans, sequence by sequence.
   const std::vector<HeadPlan>& attention_plans() const { return plans_; }
 
   /// d_model.
@@ -375,6 +387,7 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   std::pair<double, double> attention_seconds_{0.0, 0.0};
   Threading threading_;
   SequenceShard shard_;
+  SequenceOffsets offsets_;  // the sequences of a packed batch; empty for one sequence
 };
 
 }  // namespace polygrad

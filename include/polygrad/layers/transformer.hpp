@@ -1,6 +1,7 @@
 #pragma once
 // The model: L pre-LN blocks and a final LayerNorm, model(x) = LN_f(block_L(...block_1(x)))
-// (design.md section 1). Per sequence: a batch is a loop over sequences.
+// (design.md section 1), on one sequence or on a packed batch of sequences (attention/packed.hpp):
+// the row-wise layers run on all rows at once, attention on each sequence alone.
 
 #include <chrono>
 #include <functional>
@@ -61,14 +62,21 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
     init(rng, stddev);
   }
 
-  /// The output (n x D) for x (n x D); every block keeps what its backward needs. Throws
-  /// NumericError if x or a parameter holds NaN or infinity.
-  Matrix<T> forward(const Matrix<T>& x) {
+  /// The output (n x D) for x (n x D); every block keeps what its backward needs. With
+  /// `offsets`, x is a packed batch of sequences (attention/packed.hpp) and each sequence attends
+  /// to itself only: the rows of one sequence never change another's output or gradients.
+  /// Throws NumericError if x or a parameter holds NaN or infinity.
+  Matrix<T> forward(const Matrix<T>& x, const SequenceOffsets& offsets = {}) {
     if (shard_.split()) {
+      require<Error>(offsets.size() <= 2, "Transformer: a packed batch of sequences cannot also ",
+                     "be split across processes; split one long sequence, or pack sequences on ",
+                     "each process without a shard");
       check_shard(x);
     } else {
       detail::require_input(x, config_.d_model, "Transformer input");
     }
+    check_offsets(offsets, x.rows(), "Transformer");
+    for (auto& block : blocks_) block.set_sequences(offsets);
     detail::require_finite_parameters(parameters());
     const Index n = x.rows(), L = Index(blocks_.size());
     stream_.resize(std::size_t(L + 1));
