@@ -15,7 +15,7 @@ summary=$(grep '^held-out loss after 4 steps' out.txt)
 echo "$summary" | sed 's/,//g' | awk '{ u = $10; e = $12; a = $14;
   if (!(e < u && a < u)) exit 1; d = a / e - 1; if (d < 0) d = -d; if (d > 0.02) exit 1 }' ||
   fail "unexpected losses: $summary"
-grep -q 'approx plan, layer 0 head 0: poly adjoint' out.txt || fail "the approx run did not use poly: $(cat out.txt)"
+grep -q 'approx plan, layer 0 sequence 0, head 0: poly adjoint' out.txt || fail "the approx run did not use poly: $(cat out.txt)"
 [ "$(wc -l <out/train_curves.csv)" -eq 4 ] || fail "train_curves.csv: $(cat out/train_curves.csv)"
 grep -q '</svg>' out/train_curves.svg || fail "train_curves.svg was not written"
 for run_name in exact approx; do
@@ -36,7 +36,7 @@ grep -q '^held-out loss after 6 steps' out.txt || fail "the resumed run did not 
 # The auto method and the paper route, on another text.
 awk 'BEGIN { for (i = 0; i < 400; ++i) print "the quick brown fox jumps over the lazy dog " i }' >fox.txt
 run 0 "${tiny[@]}" --steps 2 --text fox.txt --attention poly --route paper --out-dir fox
-grep -q 'approx plan, layer 0 head 0: poly paper' out.txt || fail "--route paper not used: $(cat out.txt)"
+grep -q 'approx plan, layer 0 sequence 0, head 0: poly paper' out.txt || fail "--route paper not used: $(cat out.txt)"
 
 # Errors.
 run 1 "${tiny[@]}" --steps 2 --text missing.txt --out-dir err
