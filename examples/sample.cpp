@@ -5,9 +5,12 @@
 //                   [--seed S] [--attention exact|poly|auto ...]
 //
 // Each new character is drawn from softmax(logits / T) of the last position, restricted to the
-// K likeliest characters when --top-k is given; --temperature 0 takes the likeliest. The model
-// sees the last `context` characters (its position table's length). Every token runs the whole
-// forward pass over that window, so a token costs what a forward pass of the window costs.
+// K likeliest characters when --top-k is given; --temperature 0 takes the likeliest. The prompt
+// (its last `context` characters, the length of the model's position table) runs in one pass,
+// then each character is one step of a Decoder (inference/decoder.hpp): with --attention poly
+// from each head's polynomial state, O(k d_h) per head whatever the length so far; with exact
+// attention from the cached keys and values. When the context is full, the decoder starts
+// again from the last half of it. --attention auto cannot decode token by token.
 // Prints the prompt and the generated text on stdout.
 //
 // Exit status: 0 success, 1 a run-time error, 2 a usage error.
@@ -23,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "polygrad/inference/decoder.hpp"
 #include "polygrad/io/language_model_file.hpp"
 #include "support/attention_cli.hpp"
 #include "support/byte_vocabulary.hpp"
@@ -83,14 +87,20 @@ void sample(const SampleOptions& o) {
   }
   std::cout << o.prompt << std::flush;
   std::mt19937_64 rng(o.seed);
-  const std::size_t context = std::size_t(model.config().context);
+  const Index context = model.config().context;
+  Decoder<float> decoder(model);
+  // The last `keep` characters in one pass.
+  const auto restart = [&](Index keep) {
+    const std::size_t from = ids.size() - std::size_t(std::min<Index>(keep, Index(ids.size())));
+    return decoder.prefill(std::vector<int>(ids.begin() + std::ptrdiff_t(from), ids.end()));
+  };
+  Vector<float> logits = restart(context);
   for (int t = 0; t < o.tokens; ++t) {
-    const std::size_t from = ids.size() > context ? ids.size() - context : 0;
-    const std::vector<int> window(ids.begin() + std::ptrdiff_t(from), ids.end());
-    const Matrix<float> logits = model.forward(window);
-    const int next = draw(logits.bottomRows(1).cast<double>(), o, rng);
+    const int next = draw(logits.transpose().cast<double>(), o, rng);
     ids.push_back(next);
     std::cout << vocab[std::size_t(next)] << std::flush;
+    if (t + 1 == o.tokens) break;
+    logits = decoder.position() < context ? decoder.step(next) : restart(std::max<Index>(context / 2, 1));
   }
   std::cout << "\n";
 }

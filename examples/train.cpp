@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "polygrad/attention/exact.hpp"
+#include "polygrad/inference/forward.hpp"
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/safetensors.hpp"
 #include "polygrad/io/language_model_file.hpp"
@@ -220,15 +221,15 @@ Batch pack_windows(const std::vector<int>& text, const std::vector<std::size_t>&
 template <class T>
 double evaluate(LanguageModel<T>& model, const Corpus& c, const TrainOptions& o,
                 const std::shared_ptr<const AttentionMethod<T>>& training, const WindowSplit& split) {
-  model.set_attention(std::make_shared<ExactAttention<T>>());
-  double total = 0;
+  const auto exact = std::make_shared<ExactAttention<T>>();
   const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
-  if (!split.split()) {  // one packed pass over all the windows
+  if (!split.split()) {  // one packed pass over all the windows, nothing kept for a backward
     const Batch batch = pack_windows(c.held_out, starts, o.seq_len);
-    const double loss = cross_entropy_loss(model.forward_packed(batch.ids, batch.offsets), batch.next).value;
-    model.set_attention(training);
-    return loss;  // every window has seq_len targets: the mean over rows is the mean over windows
+    // Every window has seq_len targets: the mean over rows is the mean over windows.
+    return cross_entropy_loss(infer_logits<T>(model, batch.ids, batch.offsets, exact), batch.next).value;
   }
+  model.set_attention(exact);
+  double total = 0;
   for (std::size_t start : starts) {
     const Matrix<T> logits = model.forward(split.part(c.held_out, start), split.rows.begin);
     total += window_loss(logits, split.part(c.held_out, start + 1), split, o.seq_len).value;

@@ -51,6 +51,9 @@
 #include "polygrad/parallel/reduce.hpp"
 #include "polygrad/parallel/sharded_writer.hpp"
 
+#include "polygrad/inference/decoder.hpp"
+#include "polygrad/inference/forward.hpp"
+
 #include "polygrad/io/checkpoint.hpp"
 #include "polygrad/io/language_model_file.hpp"
 #include "polygrad/io/safetensors.hpp"

@@ -32,6 +32,10 @@ run 0 --model out/model_exact.safetensors --prompt "the quick" --tokens 40 --tem
 run 0 --model out/model_approx.safetensors --prompt "the" --tokens 100 --top-k 3 --attention poly
 [ "$(head -c 103 out.txt | wc -c)" -eq 103 ] || fail "sliding window: $(cat out.txt)"
 
+# Method auto chooses each head's path from the length, which decoding token by token cannot.
+run 1 --model out/model_approx.safetensors --attention auto
+expect_stderr "decode with method poly or exact"
+
 run 1 --model missing.safetensors
 expect_stderr "polygrad_sample: cannot read missing.safetensors"
 run 1 --model out/train_state.safetensors

@@ -82,16 +82,24 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
     check_offsets(offsets, n, "LanguageModel::forward_packed");
     require<ShapeError>(!offsets.empty(), "LanguageModel::forward_packed: pass the offsets of ",
                         "the sequences (offsets_of_lengths), or call forward() for one sequence");
-    std::vector<int> positions(ids.size());
-    for (std::size_t b = 0; b + 1 < offsets.size(); ++b) {
-      const Index length = offsets[b + 1] - offsets[b];
-      require<ShapeError>(length <= config_.context, "LanguageModel: sequence ", b, " of the ",
-                          "batch has ", length, " tokens, more than its context of ",
-                          config_.context, " positions; split it or build the model with a ",
-                          "longer context");
-      for (Index i = 0; i < length; ++i) positions[std::size_t(offsets[b] + i)] = int(i);
+    return forward_positions(ids, positions(n, offsets), offsets);
+  }
+
+  /// The position of each of n rows: 0, 1, ... from the start of its sequence (`offsets`, which
+  /// the caller has checked; empty: one sequence of n rows). Throws ShapeError for a sequence
+  /// longer than the context.
+  std::vector<int> positions(Index n, const SequenceOffsets& offsets) const {
+    const SequenceOffsets whole = {0, n};
+    const SequenceOffsets& bounds = offsets.empty() ? whole : offsets;
+    std::vector<int> out(std::size_t(n), 0);
+    for (std::size_t b = 0; b + 1 < bounds.size(); ++b) {
+      const Index length = bounds[b + 1] - bounds[b];
+      require<ShapeError>(length <= config_.context, "LanguageModel: sequence ", b, " has ",
+                          length, " tokens, more than its context of ", config_.context,
+                          " positions; split it or build the model with a longer context");
+      for (Index i = 0; i < length; ++i) out[std::size_t(bounds[b] + i)] = int(i);
     }
-    return forward_positions(ids, positions, offsets);
+    return out;
   }
 
   /// Accumulates every parameter gradient for dL/dlogits (n x vocab).
@@ -131,6 +139,12 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
 
   /// The configuration the model was built with.
   const LanguageModelConfig& config() const { return config_; }
+  /// The token embedding "tok_emb", [vocab, D] (for inference/forward.hpp and the Decoder).
+  Embedding<T>& token_embedding() { return tok_emb_; }
+  /// The position embedding "pos_emb", [context, D].
+  Embedding<T>& position_embedding() { return pos_emb_; }
+  /// The LM head "lm_head", D -> vocab.
+  LMHead<T>& head() { return lm_head_; }
   /// The Transformer between the embeddings and the head (for its recompute, shard, plans).
   Transformer<T>& transformer() { return transformer_; }
   /// The Transformer, read-only.

@@ -317,6 +317,7 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
 
   /// The threads its passes (and its attention method's) may use.
   void set_threading(const Threading& threading) { threading_ = threading; }
+  const Threading& threading() const { return threading_; }
 
   /// The part of the sequence this process holds when it is split across processes
   /// (parallel/group.hpp; design.md section 8): its rows are the layer's input, and the method
