@@ -84,8 +84,9 @@ void run(const SpeedOptions& o) {
     model.set_attention(exact);
     const auto [exact_prefill, exact_step] = measure(model, context, o.steps);
     std::cout << std::setw(7) << context << std::fixed << std::setprecision(3) << std::setw(14)
-              << 1e3 * poly_step << std::setw(15) << 1e3 * exact_step << std::setprecision(2)
-              << std::setw(12) << exact_step / poly_step << std::setprecision(1) << std::setw(16)
+              << 1e3 * poly_step << std::setw(15) << 1e3 * exact_step << std::defaultfloat
+              << std::setprecision(3) << std::setw(12) << exact_step / poly_step << std::fixed
+              << std::setprecision(1) << std::setw(16)
               << poly_prefill << std::setw(17) << exact_prefill << "\n"
               << std::flush;
   }

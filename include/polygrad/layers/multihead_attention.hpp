@@ -317,6 +317,7 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
 
   /// The threads its passes (and its attention method's) may use.
   void set_threading(const Threading& threading) { threading_ = threading; }
+  /// The threads its passes may use (set_threading).
   const Threading& threading() const { return threading_; }
 
   /// The part of the sequence this process holds when it is split across processes
