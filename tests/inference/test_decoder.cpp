@@ -89,7 +89,7 @@ TEST_CASE("decoding from the polynomial state gives the full forward pass's logi
   CHECK(largest_row_error<double>(logits.cast<double>(), truth) <= 1e-5);
   CHECK(largest_row_error(logits, full) <= 1e-4);
   // The same approximation as the forward pass's plan.
-  const HeadPlan& forward_plan = model.transformer().attention_plans()[1][1];
+  const HeadPlan forward_plan = model.transformer().attention_plans()[1][1];  // a copy: the list is a temporary
   CHECK(decoder.plan(1, 1).degree == forward_plan.degree);
   CHECK(decoder.plan(1, 1).bound == forward_plan.bound);
   CHECK_THROWS_WITH(decoder.step(0), Catch::Contains("context of 1000 positions is full"));
