@@ -11,7 +11,8 @@
 // Genesis from the King James Version (public domain; examples/data/README.md says where it came
 // from).
 //
-// Writes to --out-dir: train_curves.csv, train_curves.svg, the training state
+// Writes to --out-dir: train_curves.csv and .svg (losses against tokens), train_clock.svg
+// (held-out loss against training seconds), train_clock.csv (see below), the training state
 // train_state.safetensors (every --checkpoint-every steps: both runs' models, AdamW states and
 // loss curves, from which --resume continues) and, at the end, each run on its own in
 // train_exact.safetensors and train_approx.safetensors, and each model as a LanguageModel file
@@ -28,8 +29,10 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -171,9 +174,10 @@ struct Run {
   std::unique_ptr<AdamW<T>> optimiser;
   std::shared_ptr<const AttentionMethod<T>> attention;
   std::vector<double> curve_step, curve_train, curve_eval;  // one entry per evaluation
+  std::vector<double> curve_seconds;  // training seconds up to each evaluation (NaN: unknown)
   double train_sum = 0;  // training losses since the last evaluation
   int train_count = 0;
-  double seconds = 0;    // time spent in training steps
+  double seconds = 0;    // time spent in training steps since step 0 (train_clock.csv)
   std::string plan;      // the attention plan of the last training step, layer 0
 };
 
@@ -391,6 +395,42 @@ int load_state(std::vector<Run<T>>& runs, const TrainOptions& o, const Corpus& c
 }
 
 // ---------------------------------------------------------------------------------------------
+// The training clock, train_clock.csv: each run's training seconds (steps only, not evaluations)
+// since step 0 at every evaluation and every checkpoint, one row per step. Times differ from run
+// to run, so they stay out of the training state, which a resumed run reproduces byte for byte.
+// The clock is written (to a temporary, renamed into place) just before the state: a resumed
+// run finds the row of its step unless the file was removed, and then counts from zero.
+
+using Clock = std::map<int, std::array<double, 2>>;  // step -> seconds of (exact, approx)
+
+void save_clock(const Clock& clock, const std::string& path) {
+  examples::CsvWriter csv({"step", "seconds_exact", "seconds_approx"});
+  for (const auto& [step, seconds] : clock)
+    csv.row().cell(static_cast<long long>(step)).cell(seconds[0]).cell(seconds[1]);
+  csv.write(path + ".tmp");
+  std::filesystem::rename(path + ".tmp", path);
+}
+
+/// The rows of the clock at `path` up to `last_step`; empty if there is no such file.
+Clock load_clock(const std::string& path, int last_step) {
+  Clock clock;
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);  // the header
+  while (std::getline(in, line)) {
+    std::array<std::string, 3> cells;
+    std::istringstream fields(line);
+    for (auto& cell : cells) std::getline(fields, cell, ',');
+    const auto number = [](const std::string& cell) {
+      return cell.empty() ? std::nan("") : std::strtod(cell.c_str(), nullptr);
+    };
+    const int step = std::atoi(cells[0].c_str());
+    if (step <= last_step) clock[step] = {number(cells[1]), number(cells[2])};
+  }
+  return clock;
+}
+
+// ---------------------------------------------------------------------------------------------
 
 std::string fixed(double v, int precision) {
   std::ostringstream s;
@@ -449,8 +489,24 @@ void train(const TrainOptions& o) {
     return (std::filesystem::path(o.out_dir) / ("model_" + run.name + ".safetensors")).string();
   };
   const std::string state_path = (std::filesystem::path(o.out_dir) / "train_state.safetensors").string();
+  const std::string clock_path = (std::filesystem::path(o.out_dir) / "train_clock.csv").string();
   int start = 0;
-  if (o.resume) start = load_state(runs, o, corpus, state_path);
+  Clock clock;
+  if (o.resume) {
+    start = load_state(runs, o, corpus, state_path);
+    clock = load_clock(clock_path, start);
+    if (!clock.count(start))
+      std::cout << "no training clock for step " << start << " in " << clock_path
+                << ": training seconds count from this session\n";
+    const auto seconds_at = [&](int step, std::size_t run) {
+      const auto it = clock.find(step);
+      return it == clock.end() ? std::nan("") : it->second[run];
+    };
+    for (std::size_t r = 0; r < runs.size(); ++r) {
+      runs[r].seconds = clock.count(start) ? seconds_at(start, r) : 0.0;
+      for (double step : runs[r].curve_step) runs[r].curve_seconds.push_back(seconds_at(int(step), r));
+    }
+  }
 
   std::cout << "text " << o.text << ": " << corpus.train.size() << " training and "
             << corpus.held_out.size() << " held-out characters, vocabulary " << vocab << "\n";
@@ -493,9 +549,11 @@ void train(const TrainOptions& o) {
       run.curve_step.push_back(step);
       run.curve_train.push_back(run.train_count ? run.train_sum / run.train_count : std::nan(""));
       run.curve_eval.push_back(held);
+      run.curve_seconds.push_back(run.seconds);
       run.train_sum = 0;
       run.train_count = 0;
     }
+    clock[step] = {runs[0].seconds, runs[1].seconds};
   };
 
   header();
@@ -516,8 +574,11 @@ void train(const TrainOptions& o) {
       progress.done();
       print_point(runs[0].curve_step.size() - 1);
     }
-    if ((s % o.checkpoint_every == 0 || s == o.steps) && split.root())
+    if ((s % o.checkpoint_every == 0 || s == o.steps) && split.root()) {
+      clock[s] = {runs[0].seconds, runs[1].seconds};
+      save_clock(clock, clock_path);
       save_state(runs, o, corpus, state_path);
+    }
   }
   progress.done();
   if (!split.root()) return;
@@ -530,18 +591,27 @@ void train(const TrainOptions& o) {
 
   // The curves as CSV and SVG.
   const std::filesystem::path dir(o.out_dir);
-  examples::CsvWriter csv({"step", "train_exact", "train_approx", "heldout_exact", "heldout_approx"});
+  std::vector<double> tokens;  // training tokens seen at each evaluation
+  for (double step : runs[0].curve_step) tokens.push_back(step * double(o.batch * o.seq_len));
+  examples::CsvWriter csv({"step", "tokens", "seconds_exact", "seconds_approx", "train_exact",
+                           "train_approx", "heldout_exact", "heldout_approx"});
   for (std::size_t i = 0; i < runs[0].curve_step.size(); ++i)
-    csv.row().cell(runs[0].curve_step[i]).cell(runs[0].curve_train[i]).cell(runs[1].curve_train[i])
+    csv.row().cell(runs[0].curve_step[i]).cell(tokens[i]).cell(runs[0].curve_seconds[i])
+        .cell(runs[1].curve_seconds[i]).cell(runs[0].curve_train[i]).cell(runs[1].curve_train[i])
         .cell(runs[0].curve_eval[i]).cell(runs[1].curve_eval[i]);
   csv.write((dir / "train_curves.csv").string());
-  examples::SvgPlot plot("Character LM trained with exact and approximate gradients", "step",
-                         "cross-entropy (nats/char)");
-  plot.add("train, exact", runs[0].curve_step, runs[0].curve_train)
-      .add("train, approx", runs[1].curve_step, runs[1].curve_train)
-      .add("held-out, exact", runs[0].curve_step, runs[0].curve_eval)
-      .add("held-out, approx", runs[1].curve_step, runs[1].curve_eval);
+  examples::SvgPlot plot("Character LM trained with exact and approximate gradients",
+                         "training tokens", "cross-entropy (nats/char)");
+  plot.add("train, exact", tokens, runs[0].curve_train)
+      .add("train, approx", tokens, runs[1].curve_train)
+      .add("held-out, exact", tokens, runs[0].curve_eval)
+      .add("held-out, approx", tokens, runs[1].curve_eval);
   plot.write((dir / "train_curves.svg").string());
+  examples::SvgPlot clock_plot("Held-out loss against training time (exact attention at evaluation)",
+                               "training seconds (steps only)", "held-out cross-entropy (nats/char)");
+  clock_plot.add("exact gradients", runs[0].curve_seconds, runs[0].curve_eval)
+      .add("approx gradients", runs[1].curve_seconds, runs[1].curve_eval);
+  clock_plot.write((dir / "train_clock.svg").string());
 
   const double exact_final = runs[0].curve_eval.back(), approx_final = runs[1].curve_eval.back();
   std::cout << "\nheld-out loss after " << int(runs[0].curve_step.back())
@@ -549,12 +619,13 @@ void train(const TrainOptions& o) {
             << ", exact-trained " << fixed(exact_final, 4) << ", approx-trained "
             << fixed(approx_final, 4) << " (" << (approx_final >= exact_final ? "+" : "")
             << fixed(100 * (approx_final / exact_final - 1), 3) << "%)\n";
-  std::cout << "training time this session: exact " << fixed(runs[0].seconds, 1) << " s, approx "
+  std::cout << "training time (steps only): exact " << fixed(runs[0].seconds, 1) << " s, approx "
             << fixed(runs[1].seconds, 1) << " s\n";
   const std::string& plan = runs[1].plan;
   if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
   std::cout << "wrote " << (dir / "train_curves.csv").string() << ", "
-            << (dir / "train_curves.svg").string() << ", the runs " << run_path(runs[0]) << ", "
+            << (dir / "train_curves.svg").string() << ", " << (dir / "train_clock.svg").string()
+            << ", the runs " << run_path(runs[0]) << ", "
             << run_path(runs[1]) << ", their models for polygrad_sample " << model_path(runs[0])
             << ", " << model_path(runs[1]) << " and the training state " << state_path << "\n";
 }

@@ -18,6 +18,16 @@ echo "$summary" | sed 's/,//g' | awk '{ u = $10; e = $12; a = $14;
 grep -q 'approx plan, layer 0 sequence 0, head 0: poly adjoint' out.txt || fail "the approx run did not use poly: $(cat out.txt)"
 [ "$(wc -l <out/train_curves.csv)" -eq 4 ] || fail "train_curves.csv: $(cat out/train_curves.csv)"
 grep -q '</svg>' out/train_curves.svg || fail "train_curves.svg was not written"
+grep -q '</svg>' out/train_clock.svg || fail "train_clock.svg was not written"
+# Tokens are step x 2 x 48; each run's training seconds start at 0 and grow with the steps.
+clock_ok() {
+  awk -F, 'NR == 1 { if ($2 != "tokens" || $3 != "seconds_exact" || $4 != "seconds_approx") exit 1; next }
+    { if ($2 != $1 * 96 || $3 == "" || $4 == "") exit 1
+      if (NR == 2 && ($3 != 0 || $4 != 0)) exit 1
+      if (NR > 2 && !($3 > e && $4 > a)) exit 1
+      e = $3; a = $4 }' "$1"
+}
+clock_ok out/train_curves.csv || fail "tokens or seconds wrong: $(cat out/train_curves.csv)"
 for run_name in exact approx; do
   [ -s "out/train_$run_name.safetensors" ] || fail "no checkpoint train_$run_name.safetensors"
   head -c 65536 "out/train_$run_name.safetensors" | tr -c '[:print:]' '\n' |
@@ -32,6 +42,14 @@ run 0 "${tiny[@]}" --steps 6 --out-dir out --resume
 grep -q 'resumed at step 4' out.txt || fail "--resume did not start at step 4: $(cat out.txt)"
 grep -q '^held-out loss after 6 steps' out.txt || fail "the resumed run did not reach step 6"
 [ "$(wc -l <out/train_curves.csv)" -eq 5 ] || fail "resumed curve: $(cat out/train_curves.csv)"
+# The seconds go on from those of step 4 (train_clock.csv); without that file they are unknown
+# before the resumed step and count from the resumed session.
+clock_ok out/train_curves.csv || fail "resumed seconds do not continue: $(cat out/train_curves.csv)"
+rm out/train_clock.csv
+run 0 "${tiny[@]}" --steps 8 --out-dir out --resume
+grep -q 'no training clock for step 6' out.txt || fail "a missing clock was not reported: $(cat out.txt)"
+awk -F, 'NR > 1 && NR < 6 && $3 != "" { exit 1 } NR == 6 && !($3 > 0) { exit 1 }' out/train_curves.csv ||
+  fail "seconds before a lost clock should be empty: $(cat out/train_curves.csv)"
 
 # The auto method and the paper route, on another text.
 awk 'BEGIN { for (i = 0; i < 400; ++i) print "the quick brown fox jumps over the lazy dog " i }' >fox.txt
