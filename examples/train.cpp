@@ -177,7 +177,7 @@ struct Run {
   std::vector<double> curve_seconds;  // training seconds up to each evaluation (NaN: unknown)
   double train_sum = 0;  // training losses since the last evaluation
   int train_count = 0;
-  double seconds = 0;    // time spent in training steps since step 0 (train_clock.csv)
+  double seconds = 0;    // time in training steps since step 0 (since resuming if the clock was lost)
   std::string plan;      // the attention plan of the last training step, layer 0
 };
 
