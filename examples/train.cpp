@@ -1,6 +1,8 @@
 // polygrad_train: a character-level language model trained twice from the same seed, once with
 // exact attention gradients and once with the polynomial method's, both evaluated on held-out
-// text with exact attention.
+// text with exact attention. At the end it prints the final losses beside the untrained and the
+// unigram model's, each run's training seconds, and when the approx run first reached the exact
+// run's final loss.
 //
 //   polygrad_train [--text FILE] [--steps N] [--attention poly|auto] [--route adjoint|paper] ...
 //
@@ -38,6 +40,7 @@
 #include <iomanip>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <random>
@@ -242,6 +245,21 @@ double evaluate(LanguageModel<T>& model, const Corpus& c, const TrainOptions& o,
   return total / double(starts.size());
 }
 
+/// The baseline a trained model must beat: the held-out cross-entropy (nats per character) of
+/// the unigram model, character frequencies of the training text with add-one smoothing (a
+/// character may occur only in the held-out part), on the targets `evaluate` scores.
+double unigram_loss(const Corpus& c, const TrainOptions& o) {
+  std::vector<double> count(c.vocab.size(), 1.0);
+  for (int id : c.train) count[std::size_t(id)] += 1;
+  const double total = double(c.train.size() + c.vocab.size());
+  double sum = 0;
+  const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
+  for (std::size_t start : starts)
+    for (std::size_t i = start + 1; i <= start + std::size_t(o.seq_len); ++i)
+      sum -= std::log(count[std::size_t(c.held_out[i])] / total);
+  return sum / double(starts.size() * std::size_t(o.seq_len));
+}
+
 /// The learning rate of every step: linear warm-up, then a half cosine down to 10%.
 WarmupCosine schedule(const TrainOptions& o) {
   return WarmupCosine{o.adamw.lr, 0.1 * o.adamw.lr, o.warmup, std::max(o.steps, o.warmup)};
@@ -438,6 +456,12 @@ std::string fixed(double v, int precision) {
   return s.str();
 }
 
+std::string scientific(double v, int precision) {
+  std::ostringstream s;
+  s << std::scientific << std::setprecision(precision) << v;
+  return s.str();
+}
+
 /// Sends std::cout to nowhere for its lifetime on ranks other than 0, which compute but do not
 /// report.
 class QuietUnlessRoot {
@@ -619,8 +643,31 @@ void train(const TrainOptions& o) {
             << ", exact-trained " << fixed(exact_final, 4) << ", approx-trained "
             << fixed(approx_final, 4) << " (" << (approx_final >= exact_final ? "+" : "")
             << fixed(100 * (approx_final / exact_final - 1), 3) << "%)\n";
+  std::cout << "unigram model (training-text character frequencies): "
+            << fixed(unigram_loss(corpus, o), 4) << "\n";
   std::cout << "training time (steps only): exact " << fixed(runs[0].seconds, 1) << " s, approx "
             << fixed(runs[1].seconds, 1) << " s\n";
+  // The first evaluation at which the approx-trained model is as good as the exact-trained one
+  // ends, up to the evaluation's precision (its logits are in T): the time to the same loss is
+  // at most that run's seconds there.
+  const double tolerance = 10 * double(std::numeric_limits<T>::epsilon());
+  const std::string reached_what = "the exact-trained final held-out loss " + fixed(exact_final, 4) +
+                                   " (to " + scientific(tolerance, 1) + " relative, 10 " +
+                                   o.dtype + " epsilons)";
+  std::size_t reach = 0;
+  while (reach < runs[1].curve_eval.size() &&
+         !(runs[1].curve_eval[reach] <= exact_final * (1 + tolerance)))
+    ++reach;
+  if (reach == runs[1].curve_eval.size()) {
+    std::cout << "the approx-trained model did not reach " << reached_what << " by step "
+              << int(runs[1].curve_step.back()) << "\n";
+  } else {
+    const double at = runs[1].curve_seconds[reach];
+    std::cout << "the approx-trained model reached " << reached_what << " at step "
+              << int(runs[1].curve_step[reach]) << ", after " << fixed(at, 1)
+              << " s of training: " << fixed(at / runs[0].seconds, 3) << "x exact's "
+              << fixed(runs[0].seconds, 1) << " s\n";
+  }
   const std::string& plan = runs[1].plan;
   if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
   std::cout << "wrote " << (dir / "train_curves.csv").string() << ", "

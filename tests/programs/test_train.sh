@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # polygrad_train for a few steps of a tiny model: both runs report held-out losses (the approx run
-# within 2% of the exact one), the curves and checkpoints are written, --resume continues, and
+# within 2% of the exact one), the time to exact's final loss and the unigram baseline are those
+# of the curves and the text, the curves and checkpoints are written, --resume continues, and
 # missing or unsuitable files fail with a message.
 #   test_train.sh <path to polygrad_train> <scratch directory>
 source "$(dirname "$0")/lib.sh" "$@"
@@ -15,6 +16,13 @@ summary=$(grep '^held-out loss after 4 steps' out.txt)
 echo "$summary" | sed 's/,//g' | awk '{ u = $10; e = $12; a = $14;
   if (!(e < u && a < u)) exit 1; d = a / e - 1; if (d < 0) d = -d; if (d > 0.02) exit 1 }' ||
   fail "unexpected losses: $summary"
+# The step at which the approx run first reached the exact run's final held-out loss (to 10 float
+# epsilons), from the CSV.
+reach=$(awk -F, 'NR > 1 { step[NR] = $1; approx[NR] = $8; last = $7; n = NR }
+  END { for (i = 2; i <= n; ++i) if (approx[i] <= last * (1 + 1.1920929e-6)) { print "at step " step[i] ","; exit }
+        print "by step " step[n] }' out/train_curves.csv)
+grep -Eq "^the approx-trained model (reached|did not reach) the exact-trained final held-out loss [0-9.]+ \(to 1.2e-06 relative, 10 float epsilons\) $reach" out.txt ||
+  fail "the time to exact's final loss is not that of the curves ($reach): $(cat out.txt)"
 grep -q 'approx plan, layer 0 sequence 0, head 0: poly adjoint' out.txt || fail "the approx run did not use poly: $(cat out.txt)"
 [ "$(wc -l <out/train_curves.csv)" -eq 4 ] || fail "train_curves.csv: $(cat out/train_curves.csv)"
 grep -q '</svg>' out/train_curves.svg || fail "train_curves.svg was not written"
@@ -55,6 +63,14 @@ awk -F, 'NR > 1 && NR < 6 && $3 != "" { exit 1 } NR == 6 && !($3 > 0) { exit 1 }
 awk 'BEGIN { for (i = 0; i < 400; ++i) print "the quick brown fox jumps over the lazy dog " i }' >fox.txt
 run 0 "${tiny[@]}" --steps 2 --text fox.txt --attention poly --route paper --out-dir fox
 grep -q 'approx plan, layer 0 sequence 0, head 0: poly paper' out.txt || fail "--route paper not used: $(cat out.txt)"
+
+# The unigram baseline: in "aab" repeated, held-out windows of 48 targets hold 32 a and 16 b, and
+# the training frequencies are 2/3 and 1/3 (add-one smoothing moves them by 1e-4), so the
+# cross-entropy is -(2/3 ln 2/3 + 1/3 ln 1/3) = 0.6365.
+awk 'BEGIN { for (i = 0; i < 1000; ++i) printf "aab" }' >aab.txt
+run 0 "${tiny[@]}" --steps 2 --text aab.txt --out-dir aab
+grep -q '^unigram model (training-text character frequencies): 0.636[45]$' out.txt ||
+  fail "unigram baseline of aab.txt: $(cat out.txt)"
 
 # Errors.
 run 1 "${tiny[@]}" --steps 2 --text missing.txt --out-dir err
