@@ -19,14 +19,6 @@ using namespace polygrad;
 
 namespace {
 
-/// Keeps Eigen from parallelising the dense reference products while alive: each is small, and on
-/// a loaded machine (ctest -j2) every parallel region can stall for a scheduler time slice. The
-/// exact kernels choose their own threads and are unaffected.
-struct SerialReference {
-  SerialReference() { Eigen::setNbThreads(1); }
-  ~SerialReference() { Eigen::setNbThreads(0); }  // 0: back to OpenMP's thread count
-};
-
 /// max |a - b| / max |reference|: the agreement measure of these tests.
 template <class A, class B>
 double relative_difference(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& reference) {
@@ -84,7 +76,6 @@ const std::vector<exact::Tiles> tile_shapes = {{64, 64}, {16, 8}, {8, 16}, {5, 5
 }  // namespace
 
 TEST_CASE("exact kernels match the naive reference in double", "[attention][exact]") {
-  const SerialReference serial_reference;
   for (const bool causal : {false, true}) {
     for (const Index n : {1, 7, 63, 65, 130, 257}) {
       for (const Index d : {1, 8, 16}) {
@@ -131,7 +122,6 @@ TEST_CASE("exact kernels in float agree with double", "[attention][exact]") {
 }
 
 TEST_CASE("exact kernels survive large scores without overflow", "[attention][exact]") {
-  const SerialReference serial_reference;
   // Scores up to about 400: exp would overflow in float without the running max.
   const HeadData in(130, 8, 77);
   for (const bool causal : {false, true}) {
@@ -197,7 +187,6 @@ TEMPLATE_TEST_CASE("exact kernels are causal", "[attention][exact][causal]", flo
 
 TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
                    "[attention][exact]", float, double) {
-  const SerialReference serial_reference;
   using T = TestType;
   const double tol = std::is_same<T, float>::value ? 1e-4 : 1e-12;
   for (const bool causal : {false, true}) {
@@ -236,7 +225,6 @@ TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
 
 TEST_CASE("ExactAttention splits one head between threads, and says so in its plan",
           "[attention][exact]") {
-  const SerialReference serial_reference;
   // One head with two threads and no work threshold: its tile rows run as two interleaved parts
   // on two threads, each part with its own dQ sum. The plan reports the threads that ran the
   // head, so a split that silently ran serially fails here. Threading::serial() is the control.

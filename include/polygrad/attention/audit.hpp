@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/core/types.hpp"
 
 namespace polygrad {
@@ -69,5 +70,12 @@ double audit_relative_error(const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>&
   }
   return norm > 0 ? std::sqrt(diff / norm) : std::sqrt(diff);
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_AUDIT_INSTANCES(how, T)                                                           \
+  how double audit_relative_error<T>(const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,           \
+                                     const ConstMatrixRef<T>&, double, bool,                       \
+                                     const ConstMatrixRef<T>&, const std::vector<Index>&);
+POLYGRAD_INSTANCES(POLYGRAD_AUDIT_INSTANCES)
 
 }  // namespace polygrad

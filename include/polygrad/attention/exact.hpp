@@ -9,6 +9,7 @@
 
 #include "polygrad/attention/exact_kernels.hpp"
 #include "polygrad/attention/exact_ring.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
@@ -106,5 +107,10 @@ class ExactAttention final : public AttentionMethod<T> {
     std::vector<Index> rows_of;    // split across processes: the rows of every rank
   };
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_EXACT_ATTENTION_INSTANCES(how, T)                                                 \
+  how class ExactAttention<T>;
+POLYGRAD_INSTANCES(POLYGRAD_EXACT_ATTENTION_INSTANCES)
 
 }  // namespace polygrad

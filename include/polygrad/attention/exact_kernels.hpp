@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "polygrad/attention/method.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
@@ -326,6 +327,30 @@ void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const 
   detail::backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal,
                                tiles, threading, dQ, dK, dV, threads);
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_EXACT_KERNELS_INSTANCES(how, T)                                                   \
+  how void detail::forward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,      \
+                                     T, bool, const Tiles&, Index, Index, MatrixRef<T>,            \
+                                     VectorRef<T>);                                                \
+  how void detail::backward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,     \
+                                      ConstMatrixRef<T>, ConstVectorRef<T>, ConstVectorRef<T>,     \
+                                      T, bool, const Tiles&, Index, Index, MatrixRef<T>,           \
+                                      MatrixRef<T>, MatrixRef<T>);                                 \
+  how void detail::forward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, Index,   \
+                                    T, bool, const Tiles&, const Threading&, Matrix<T>&,           \
+                                    std::vector<Vector<T>>&, std::vector<Index>&);                 \
+  how void detail::backward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,         \
+                                     const Matrix<T>&, const std::vector<Vector<T>>&,              \
+                                     const Matrix<T>&, Index, T, bool, const Tiles&,               \
+                                     const Threading&, Matrix<T>&, Matrix<T>&, Matrix<T>&,         \
+                                     std::vector<Index>&);                                         \
+  how void forward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, T, bool, Matrix<T>&,   \
+                      Vector<T>&, const Tiles&, const Threading&);                                 \
+  how void backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,     \
+                       const Vector<T>&, const Matrix<T>&, T, bool, Matrix<T>&, Matrix<T>&,        \
+                       Matrix<T>&, const Tiles&, const Threading&);
+POLYGRAD_INSTANCES(POLYGRAD_EXACT_KERNELS_INSTANCES)
 
 }  // namespace exact
 

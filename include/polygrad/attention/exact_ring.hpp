@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "polygrad/attention/exact_kernels.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad::exact::detail {
 
@@ -269,5 +270,17 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
     dV.middleCols(h * dh, dh) = own_gradients.part(1, h);
   }
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_EXACT_RING_INSTANCES(how, T)                                                      \
+  how void ring_forward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,                   \
+                           const AttentionShape&, const std::vector<Index>&, const exact::Tiles&,  \
+                           Matrix<T>&, std::vector<Vector<T>>&, std::vector<Index>&);              \
+  how void ring_backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,                  \
+                            const Matrix<T>&, const std::vector<Vector<T>>&, const Matrix<T>&,     \
+                            const AttentionShape&, const std::vector<Index>&,                      \
+                            const exact::Tiles&, Matrix<T>&, Matrix<T>&, Matrix<T>&,               \
+                            std::vector<Index>&);
+POLYGRAD_INSTANCES(POLYGRAD_EXACT_RING_INSTANCES)
 
 }  // namespace polygrad::exact::detail

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "polygrad/attention/method.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
@@ -180,5 +181,13 @@ std::unique_ptr<AttentionContext<T>> attention_forward_packed(const AttentionMet
   context->forward(method, Q, K, V, O);
   return context;
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_PACKED_INSTANCES(how, T)                                                          \
+  how class detail::PackedContext<T>;                                                              \
+  how std::unique_ptr<AttentionContext<T>> attention_forward_packed<T>(                            \
+      const AttentionMethod<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,             \
+      const AttentionShape&, const SequenceOffsets&, Matrix<T>&);
+POLYGRAD_INSTANCES(POLYGRAD_PACKED_INSTANCES)
 
 }  // namespace polygrad

@@ -10,6 +10,7 @@
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/poly_adjoint.hpp"
 #include "polygrad/attention/poly_paper.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
@@ -226,5 +227,10 @@ class PolyAttention final : public AttentionMethod<T> {
   PolyOptions options_;
   bool automatic_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_POLY_ATTENTION_INSTANCES(how, T)                                                  \
+  how class PolyAttention<T>;
+POLYGRAD_INSTANCES(POLYGRAD_POLY_ATTENTION_INSTANCES)
 
 }  // namespace polygrad

@@ -13,6 +13,7 @@
 // (dK, dV).
 
 #include "polygrad/attention/poly_forward.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad::poly {
 
@@ -94,5 +95,14 @@ void backward_adjoint(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
   dQ *= T(a.q_scale);
   dK *= T(a.k_scale);
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_POLY_ADJOINT_INSTANCES(how, T)                                                    \
+  how void backward_adjoint<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                 \
+                 const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                               \
+                 const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                               \
+                 const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>,                \
+                 MatrixRef<T>, const BackwardLinks&);
+POLYGRAD_INSTANCES(POLYGRAD_POLY_ADJOINT_INSTANCES)
 
 }  // namespace polygrad::poly

@@ -19,6 +19,7 @@
 #include "polygrad/approx/polynomial.hpp"
 #include "polygrad/attention/method.hpp"
 #include "polygrad/attention/plan.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
@@ -187,4 +188,11 @@ Matrix<T> scaled_keys(const Matrix<T>& K, const PolyApproximation& a) {
 }
 
 }  // namespace detail
+// Compiled instances (core/instances.hpp): the planner as PolyAttention calls it, on views.
+#define POLYGRAD_POLY_APPROXIMATION_INSTANCES(how, T)                                              \
+  how PolyApproximation make_poly_approximation<ConstMatrixRef<T>, ConstMatrixRef<T>>(             \
+      const Eigen::MatrixBase<ConstMatrixRef<T>>&, const Eigen::MatrixBase<ConstMatrixRef<T>>&,    \
+      const AttentionShape&, const PolyOptions&);
+POLYGRAD_INSTANCES(POLYGRAD_POLY_APPROXIMATION_INSTANCES)
+
 }  // namespace polygrad

@@ -15,6 +15,7 @@
 
 #include "polygrad/attention/poly_approximation.hpp"
 #include "polygrad/attention/poly_scan.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad::poly {
 
@@ -211,5 +212,12 @@ void forward(const PolyApproximation& a, const ConstMatrixRef<T>& Q, const Const
   auto add = [&](Chunk c, FeatureState<T>& state) { detail::add_keys(a, K, V, c, state, ws); };
   scan(causal, ChunkScan(n, chunk, ScanOrder::forward), keys, a.pair_weight, read, add, link);
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_POLY_FORWARD_INSTANCES(how, T)                                                    \
+  how void forward<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                          \
+                      const ConstMatrixRef<T>&, const ConstMatrixRef<T>&, bool, Index,             \
+                      MatrixRef<T>, VectorRef<T>, const ScanLink&);
+POLYGRAD_INSTANCES(POLYGRAD_POLY_FORWARD_INSTANCES)
 
 }  // namespace polygrad::poly

@@ -14,6 +14,7 @@
 // route adjoint, over states of d_h^2 + d_h and d_h^2 + 2 d_h columns.
 
 #include "polygrad/attention/poly_forward.hpp"
+#include "polygrad/core/instances.hpp"
 
 namespace polygrad::poly {
 
@@ -142,5 +143,14 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
   dQ *= T(a.q_scale);
   dK *= T(a.k_scale);
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_POLY_PAPER_INSTANCES(how, T)                                                      \
+  how void backward_paper<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                   \
+                 const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                               \
+                 const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                               \
+                 const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>,                \
+                 MatrixRef<T>, const BackwardLinks&);
+POLYGRAD_INSTANCES(POLYGRAD_POLY_PAPER_INSTANCES)
 
 }  // namespace polygrad::poly

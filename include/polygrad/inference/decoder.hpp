@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "polygrad/attention/poly.hpp"
+#include "polygrad/core/instances.hpp"
 #include "polygrad/inference/forward.hpp"
 #include "polygrad/layers/language_model.hpp"
 
@@ -239,5 +240,10 @@ class Decoder {
   detail::InferenceRows<T> rows_;  // one block's rows, kept from step to step
   Index position_ = 0;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_DECODER_INSTANCES(how, T)                                                         \
+  how class Decoder<T>;
+POLYGRAD_INSTANCES(POLYGRAD_DECODER_INSTANCES)
 
 }  // namespace polygrad

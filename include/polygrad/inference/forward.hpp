@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "polygrad/attention/packed.hpp"
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/language_model.hpp"
 
 namespace polygrad {
@@ -138,5 +139,11 @@ Matrix<T> infer_logits(LanguageModel<T>& model, const std::vector<int>& ids,
   }
   return detail::infer_logits_of<T>(model, x, who);
 }
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_INFER_LOGITS_INSTANCES(how, T)                                                    \
+  how Matrix<T> infer_logits<T>(LanguageModel<T>&, const std::vector<int>&,                        \
+                                const SequenceOffsets&, std::shared_ptr<const AttentionMethod<T>>);
+POLYGRAD_INSTANCES(POLYGRAD_INFER_LOGITS_INSTANCES)
 
 }  // namespace polygrad

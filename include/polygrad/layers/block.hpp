@@ -14,6 +14,7 @@
 
 #include <vector>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/config.hpp"
 #include "polygrad/layers/layer_norm.hpp"
 #include "polygrad/layers/mlp.hpp"
@@ -298,5 +299,10 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
   Matrix<T> f_, g_;              // kept without recomputation: the MLP's fc1 and GELU outputs, (n, F)
   std::vector<Scratch> scratch_;  // one per thread
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_BLOCK_INSTANCES(how, T)                                                           \
+  how class TransformerBlock<T>;
+POLYGRAD_INSTANCES(POLYGRAD_BLOCK_INSTANCES)
 
 }  // namespace polygrad

@@ -3,6 +3,7 @@
 
 #include <vector>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/layer.hpp"
 
 namespace polygrad {
@@ -69,5 +70,10 @@ class Embedding {
   std::vector<int> ids_;            // cached for backward: the token ids
   bool cached_ = false;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_EMBEDDING_INSTANCES(how, T)                                                       \
+  how class Embedding<T>;
+POLYGRAD_INSTANCES(POLYGRAD_EMBEDDING_INSTANCES)
 
 }  // namespace polygrad

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/detail/simd.hpp"
 #include "polygrad/layers/layer.hpp"
 
@@ -145,5 +146,10 @@ class GELU {
   bool cached_ = false;
   Threading threading_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_GELU_INSTANCES(how, T)                                                            \
+  how class GELU<T>;
+POLYGRAD_INSTANCES(POLYGRAD_GELU_INSTANCES)
 
 }  // namespace polygrad

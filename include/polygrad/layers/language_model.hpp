@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/composite.hpp"
 #include "polygrad/layers/embedding.hpp"
 #include "polygrad/layers/lm_head.hpp"
@@ -165,5 +166,10 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
   Transformer<T> transformer_;
   LMHead<T> lm_head_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_LANGUAGE_MODEL_INSTANCES(how, T)                                                  \
+  how class LanguageModel<T>;
+POLYGRAD_INSTANCES(POLYGRAD_LANGUAGE_MODEL_INSTANCES)
 
 }  // namespace polygrad

@@ -2,6 +2,7 @@
 // LayerNorm: per row (x - mean) / sqrt(var + 1e-5) * gamma + beta, biased variance
 // (design.md section 1).
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/layer.hpp"
 
 namespace polygrad {
@@ -146,5 +147,10 @@ class LayerNorm {
   bool cached_ = false;
   Threading threading_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_LAYER_NORM_INSTANCES(how, T)                                                      \
+  how class LayerNorm<T>;
+POLYGRAD_INSTANCES(POLYGRAD_LAYER_NORM_INSTANCES)
 
 }  // namespace polygrad

@@ -1,6 +1,7 @@
 #pragma once
 // Linear: y = x W^T + b, W stored [out, in] (design.md section 1, the PyTorch convention).
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/layer.hpp"
 
 namespace polygrad {
@@ -130,5 +131,10 @@ class Linear {
   bool cached_ = false;
   Threading threading_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_LINEAR_INSTANCES(how, T)                                                          \
+  how class Linear<T>;
+POLYGRAD_INSTANCES(POLYGRAD_LINEAR_INSTANCES)
 
 }  // namespace polygrad

@@ -1,6 +1,7 @@
 #pragma once
 // The language-model head: logits = x W^T, a Linear D -> vocab without bias.
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/linear.hpp"
 
 namespace polygrad {
@@ -48,5 +49,10 @@ class LMHead {
  private:
   Linear<T> linear_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_LM_HEAD_INSTANCES(how, T)                                                         \
+  how class LMHead<T>;
+POLYGRAD_INSTANCES(POLYGRAD_LM_HEAD_INSTANCES)
 
 }  // namespace polygrad

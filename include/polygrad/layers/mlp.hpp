@@ -1,6 +1,7 @@
 #pragma once
 // MLP(x) = GELU(x W1^T + b1) W2^T + b2 (design.md section 1).
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/composite.hpp"
 #include "polygrad/layers/gelu.hpp"
 #include "polygrad/layers/linear.hpp"
@@ -126,5 +127,10 @@ class MLP : public CompositeLayer<MLP<T>, T> {
   bool cached_ = false;
   Threading threading_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_MLP_INSTANCES(how, T)                                                             \
+  how class MLP<T>;
+POLYGRAD_INSTANCES(POLYGRAD_MLP_INSTANCES)
 
 }  // namespace polygrad

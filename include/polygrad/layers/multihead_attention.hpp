@@ -16,6 +16,7 @@
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/method.hpp"
 #include "polygrad/attention/packed.hpp"
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/composite.hpp"
 #include "polygrad/layers/config.hpp"
 #include "polygrad/layers/linear.hpp"
@@ -391,5 +392,10 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   SequenceShard shard_;
   SequenceOffsets offsets_;  // the sequences of a packed batch; empty for one sequence
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_MULTIHEAD_ATTENTION_INSTANCES(how, T)                                             \
+  how class MultiHeadAttention<T>;
+POLYGRAD_INSTANCES(POLYGRAD_MULTIHEAD_ATTENTION_INSTANCES)
 
 }  // namespace polygrad

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/layers/block.hpp"
 
 namespace polygrad {
@@ -292,5 +293,10 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
   SequenceShard shard_;
   std::function<void(const LayerEvent&)> observer_;
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_TRANSFORMER_INSTANCES(how, T)                                                     \
+  how class Transformer<T>;
+POLYGRAD_INSTANCES(POLYGRAD_TRANSFORMER_INSTANCES)
 
 }  // namespace polygrad

@@ -4,6 +4,7 @@
 //   m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
 //   w -= lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/optim/optimizer.hpp"
 
 namespace polygrad {
@@ -100,5 +101,10 @@ class AdamW : public OptimizerBase<T, AdamWOptions> {
  private:
   std::vector<Vector<T>> exp_avg_, exp_avg_sq_;  // m and v, one per parameter, flattened
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_ADAMW_INSTANCES(how, T)                                                           \
+  how class AdamW<T>;
+POLYGRAD_INSTANCES(POLYGRAD_ADAMW_INSTANCES)
 
 }  // namespace polygrad

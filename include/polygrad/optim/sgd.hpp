@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "polygrad/core/instances.hpp"
 #include "polygrad/optim/optimizer.hpp"
 
 namespace polygrad {
@@ -75,5 +76,10 @@ class SGD : public OptimizerBase<T, SGDOptions> {
  private:
   std::vector<Vector<T>> momentum_;  // one per parameter, flattened; empty without momentum
 };
+
+// Compiled instances (core/instances.hpp).
+#define POLYGRAD_SGD_INSTANCES(how, T)                                                             \
+  how class SGD<T>;
+POLYGRAD_INSTANCES(POLYGRAD_SGD_INSTANCES)
 
 }  // namespace polygrad
