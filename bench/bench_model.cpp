@@ -22,23 +22,25 @@
 #include <utility>
 
 #include "bench_support.hpp"
-#include "polygrad/attention/exact.hpp"
+#include "polygrad/attention/factory.hpp"
 #include "polygrad/attention/naive.hpp"
 #include "polygrad/attention/packed.hpp"
-#include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/loss/mse.hpp"
 
 namespace polygrad::bench {
 namespace {
 
-std::shared_ptr<const AttentionMethod<float>> make_method(const std::string& name) {
-  if (name == "exact") return std::make_shared<ExactAttention<float>>();
-  if (name == "naive") return std::make_shared<NaiveAttention<float>>();
+/// The method of a benchmark label: "naive" (the dense reference of the gradient check, not a
+/// method of the library), "exact", or "poly_<route>" at degree 7 (the d_h = 8 plan of
+/// bench_attention.cpp).
+std::shared_ptr<const AttentionMethod<float>> make_method(const std::string& label) {
+  if (label == "naive") return std::make_shared<NaiveAttention<float>>();
+  const std::size_t underscore = label.find('_');
   PolyOptions options;
-  options.route = name == "poly_adjoint" ? PolyRoute::adjoint : PolyRoute::paper;
   options.degree = 7;
-  return std::make_shared<PolyAttention<float>>(options);
+  if (underscore != std::string::npos) options.route = parse_route(label.substr(underscore + 1));
+  return make_attention<float>(label.substr(0, underscore), options);
 }
 
 /// One forward + MSE + backward; returns the loss. Gradients are zeroed first.

@@ -85,10 +85,10 @@ void sample(const SampleOptions& o) {
                    "vocabulary of ", vocab.size(), " characters; leave it out");
     ids.push_back(int(at));
   }
+  Decoder<float> decoder(model);  // refuses a model it cannot decode before anything is printed
   std::cout << o.prompt << std::flush;
   std::mt19937_64 rng(o.seed);
   const Index context = model.config().context;
-  Decoder<float> decoder(model);
   // The last `keep` characters in one pass.
   const auto restart = [&](Index keep) {
     const std::size_t from = ids.size() - std::size_t(std::min<Index>(keep, Index(ids.size())));
@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the draws")->capture_default_str();
-  o.attention.add(app);
+  o.attention.add(app, true, /*with_route=*/false);  // sampling runs no backward pass
   const int parsed = examples::parse_command_line(app, argc, argv, [&] {
     o.attention.check();
     if (o.prompt.empty())

@@ -15,8 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "polygrad/attention/exact.hpp"
-#include "polygrad/attention/poly.hpp"
+#include "polygrad/attention/factory.hpp"
 
 namespace polygrad::examples {
 
@@ -39,6 +38,7 @@ class AttentionCli {
   /// false --route (for programs that choose the method or route themselves but take the
   /// polynomial settings).
   void add(CLI::App& app, bool with_method = true, bool with_route = true) {
+    app_ = &app;
     if (with_method) {
       method_option_ = app.add_option("--attention", method, "attention method: exact, poly (polynomial in every head) or auto (per head, whichever is predicted cheaper)")
                            ->check(CLI::IsMember({"exact", "poly", "auto"}))
@@ -94,22 +94,37 @@ class AttentionCli {
   /// The PolyOptions the flags describe.
   PolyOptions poly_options() const {
     PolyOptions o;
-    o.route = route == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
+    o.route = parse_route(route);
     o.family = parse_family(family);
     o.allow_causal_data_bound = allow_causal_data_bound;
     o.degree = degree;
     o.epsilon = epsilon;
     o.bound = bound;
     o.audit_rows = audit_rows();
+    o.names = option_names();
     return o;
+  }
+
+  /// How refusals name the options here: by these flags, and not at all where the program has
+  /// no flag (the maximum degree, the chunk size and the memory budget; --qk-norm in programs
+  /// whose model fixes it).
+  OptionNames option_names() const {
+    OptionNames n;
+    n.degree = "--degree";
+    n.epsilon = "--epsilon";
+    n.max_degree = "";
+    n.bound = "--bound";
+    n.qk_norm = app_ && app_->get_option_no_throw("--qk-norm") ? "--qk-norm" : "";
+    n.allow_causal_data_bound = "--allow-causal-data-bound";
+    n.chunk = "";
+    n.memory_budget = "";
+    return n;
   }
 
   /// The attention method the flags describe.
   template <class T>
   std::shared_ptr<const AttentionMethod<T>> make() const {
-    if (method == "exact") return std::make_shared<ExactAttention<T>>();
-    return std::make_shared<PolyAttention<T>>(
-        poly_options(), method == "auto" ? PolyUse::when_cheaper : PolyUse::every_head);
+    return make_attention<T>(method, poly_options());
   }
 
   /// One line for reports, e.g. "poly adjoint chebyshev eps=0.001 audit=32".
@@ -128,6 +143,7 @@ class AttentionCli {
   }
 
  private:
+  const CLI::App* app_ = nullptr;
   CLI::Option* method_option_ = nullptr;
   std::vector<CLI::Option*> poly_options_;
 };

@@ -20,6 +20,7 @@
 #include "polygrad/approx/polynomial.hpp"
 
 #include "polygrad/attention/exact.hpp"
+#include "polygrad/attention/factory.hpp"
 #include "polygrad/attention/method.hpp"
 #include "polygrad/attention/packed.hpp"
 #include "polygrad/attention/plan.hpp"

@@ -151,14 +151,7 @@ def attention_with_plans(q, k, v, *, causal=True, method="exact", route="adjoint
     if unbatched:
         q, k, v = q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0)
     sink = []
-    try:
-        o = _AttentionFunction.apply(q, k, v, options, sink)
-    except _core.PlanError as e:
-        if "allow_causal_data_bound" not in str(e):
-            raise
-        # The C++ message names C++ fields; say which keywords they are here.
-        raise _core.PlanError(f"{e} (here: qk_norm=tau, bound=R or "
-                              f"allow_causal_data_bound=True)") from None
+    o = _AttentionFunction.apply(q, k, v, options, sink)  # refusals name these keywords
     return (o.squeeze(0) if unbatched else o), sink[0].plans()
 
 

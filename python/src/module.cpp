@@ -16,8 +16,7 @@
 #include <vector>
 
 #include "arrays.hpp"
-#include "polygrad/attention/exact.hpp"
-#include "polygrad/attention/poly.hpp"
+#include "polygrad/attention/factory.hpp"
 
 namespace polygrad::python {
 namespace {
@@ -39,14 +38,19 @@ struct CallOptions {
   }
 };
 
-template <class T>
-std::unique_ptr<AttentionMethod<T>> make_method(const CallOptions& options) {
-  if (options.method == "exact") return std::make_unique<ExactAttention<T>>();
-  if (options.method == "poly") return std::make_unique<PolyAttention<T>>(options.poly);
-  if (options.method == "auto")
-    return std::make_unique<PolyAttention<T>>(options.poly, PolyUse::when_cheaper);
-  throw PlanError(detail::concat("unknown attention method '", options.method,
-                                 "'; use \"exact\", \"poly\" or \"auto\""));
+/// How refusals name the options to a Python caller: polygrad.torch's keywords, and not at all
+/// where it has none (the maximum degree, the memory budget).
+OptionNames python_option_names() {
+  OptionNames n;
+  n.degree = "degree=";
+  n.epsilon = "epsilon=";
+  n.max_degree = "";
+  n.bound = "bound=R";
+  n.qk_norm = "qk_norm=tau";
+  n.allow_causal_data_bound = "allow_causal_data_bound=True";
+  n.chunk = "chunk=";
+  n.memory_budget = "";
+  return n;
 }
 
 /// The state forward() leaves for backward(), for either scalar type.
@@ -151,7 +155,7 @@ py::tuple forward_as(const py::array& q, const py::array& k, const py::array& v,
   require_finite(in[0], s, "q");
   require_finite(in[1], s, "k");
   require_finite(in[2], s, "v");
-  const std::unique_ptr<AttentionMethod<T>> method = make_method<T>(options);
+  const auto method = make_attention<T>(options.method, options.poly);
   auto saved = std::make_shared<SavedAttentionOf<T>>(s, options.shape(s.heads));
   py::array_t<T> o(std::vector<py::ssize_t>{s.batch, s.heads, s.n, s.head_dim});
   T* out = o.mutable_data();
@@ -173,9 +177,8 @@ py::tuple forward(const py::array& q, const py::array& k, const py::array& v, bo
   options.score_bound = score_bound;
   options.method = method;
   options.threads = threads;
-  require<PlanError>(route == "adjoint" || route == "paper", "unknown backward route '", route,
-                     "'; use \"adjoint\" or \"paper\"");
-  options.poly.route = route == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
+  options.poly.route = parse_route(route);
+  options.poly.names = python_option_names();
   options.poly.family = parse_family(family);
   require<PlanError>(degree >= 0, "degree must be positive (or None to choose it from epsilon), ",
                      "got ", degree);

@@ -102,8 +102,23 @@ def test_non_finite_output_gradient_names_its_index():
 
 
 def test_causal_polynomial_plan_from_the_data_is_refused_naming_the_keywords():
-    with pytest.raises(polygrad.PlanError, match="qk_norm=tau, bound=R or allow_causal_data_bound"):
+    with pytest.raises(polygrad.PlanError) as refusal:
         pt.attention(*qkv(), method="poly")
+    message = str(refusal.value)
+    assert "QK normalisation (qk_norm=tau) or a fixed bound (bound=R)" in message
+    assert "set allow_causal_data_bound=True" in message
+    assert "PolyOptions" not in message and "TransformerConfig" not in message
+
+
+def test_an_uncertifiable_request_names_only_keywords_python_has():
+    # R = 100 cannot be certified in double at any degree: the remedies are the keywords, and
+    # neither the maximum degree nor the memory budget, which polygrad.torch does not expose.
+    with pytest.raises(polygrad.PlanError) as refusal:
+        pt.attention(*qkv(), method="poly", bound=100.0)
+    message = str(refusal.value)
+    assert "epsilon=" in message
+    assert "max_degree" not in message and "memory budget" not in message
+    assert "PolyOptions" not in message
 
 
 def test_the_opt_in_is_reported_in_the_plan():

@@ -1,8 +1,9 @@
 // PolyAttention against exact attention: the approximation error, its certificate, the audit,
-// causality with a fixed plan, and the planner's choices and errors.
+// causality with a fixed plan, the planner's choices and errors, and methods by name.
 
 #include <catch2/catch.hpp>
 
+#include "polygrad/attention/factory.hpp"
 #include "polygrad/attention/naive.hpp"
 #include "polygrad/attention/poly.hpp"
 #include "support/finite_difference.hpp"
@@ -193,6 +194,9 @@ TEST_CASE("impossible requests are errors that say what to change", "[attention]
     options.epsilon = 1e-3;
     options.max_degree = 3;
     CHECK_THROWS_AS(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O), PlanError);
+    CHECK_THROWS_WITH(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O),
+                      Catch::Matchers::Contains("(PolyOptions::epsilon)") &&
+                          Catch::Matchers::Contains("(PolyOptions::max_degree)"));
   }
   SECTION("a degree whose polynomial is negative on the scores") {
     // Chebyshev of degree 2 for exp(2 t) dips below zero: put every score where it is lowest.
@@ -283,4 +287,66 @@ TEST_CASE("causal attention with R from the data is refused unless the caller ac
     auto context = PolyAttention<double>().forward(p.Q, p.K, p.V, p.shape, O);
     CHECK(context->plans().at(0).exactly_causal);
   }
+}
+
+TEST_CASE("refusals name the options in the caller's terms", "[attention][poly][plan]") {
+  const Problem p = qk_normalised_problem(16, 1, 8, false, 2.0, 1);
+  Matrix<double> O;
+  PolyOptions options;
+  options.names.degree = "--degree";
+  options.names.epsilon = "--epsilon";
+  options.names.bound = "--bound";
+  options.names.qk_norm = "--qk-norm";
+  options.names.allow_causal_data_bound = "--allow-causal-data-bound";
+  options.names.max_degree = "";     // options this caller cannot set: their remedies are left out
+  options.names.memory_budget = "";
+  const auto message = [&](const PolyOptions& o, const Problem& problem) {
+    try {
+      PolyAttention<double>(o).forward(problem.Q, problem.K, problem.V, problem.shape, O);
+    } catch (const PlanError& e) {
+      return std::string(e.what());
+    }
+    FAIL("no PlanError");
+    return std::string();
+  };
+  SECTION("over the memory budget") {
+    PolyOptions o = options;
+    o.degree = 12;
+    o.memory_budget = 1 << 20;
+    const std::string m = message(o, p);
+    CHECK_THAT(m, Catch::Matchers::Contains("lower the degree (--degree)") &&
+                      Catch::Matchers::Contains("raise the error target (--epsilon)"));
+    CHECK_THAT(m, !Catch::Matchers::Contains("memory budget") && !Catch::Matchers::Contains("::"));
+  }
+  SECTION("no degree up to the limit certifies the target") {
+    PolyOptions o = options;
+    o.max_degree = 3;
+    const std::string m = message(o, p);
+    CHECK_THAT(m, Catch::Matchers::Contains("a larger error target (--epsilon)"));
+    CHECK_THAT(m, !Catch::Matchers::Contains("maximum degree") && !Catch::Matchers::Contains("::"));
+  }
+  SECTION("causal with the bound from the data") {
+    Problem causal = qk_normalised_problem(40, 2, 4, true, 2.0, 3);
+    causal.shape.score_bound = 0;
+    const std::string m = message(options, causal);
+    CHECK_THAT(m, Catch::Matchers::Contains(
+                      "use QK normalisation (--qk-norm) or a fixed bound (--bound), or set "
+                      "--allow-causal-data-bound"));
+  }
+}
+
+TEST_CASE("make_attention builds each method by name and refuses other names",
+          "[attention][poly][plan]") {
+  PolyOptions options;
+  options.degree = 3;
+  CHECK(make_attention<double>("exact")->name() == "exact");
+  const auto poly = make_attention<double>("poly", options);
+  CHECK(poly->name() == "poly");
+  CHECK(dynamic_cast<const PolyAttention<double>&>(*poly).options().degree == 3);
+  CHECK(make_attention<float>("auto", options)->name() == "auto");
+  CHECK_THROWS_AS(make_attention<double>("Exact"), PlanError);
+  CHECK_THROWS_WITH(make_attention<double>("flash"),
+                    Catch::Matchers::Contains("'flash'") && Catch::Matchers::Contains("\"auto\""));
+  CHECK(parse_route("paper") == PolyRoute::paper);
+  CHECK_THROWS_WITH(parse_route("adjoin"), Catch::Matchers::Contains("\"adjoint\" or \"paper\""));
 }

@@ -4,7 +4,7 @@
 //
 //   attention_memory <method> <n> <heads> <d_h> <causal 0|1> <limit_MiB> [extra...]
 //
-// To add a method, add one branch to make_method(); `extra` carries its own options.
+// <method> is a name of make_attention() (attention/factory.hpp); `extra` carries its options.
 
 #include <sys/resource.h>
 
@@ -16,8 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "polygrad/attention/exact.hpp"
-#include "polygrad/attention/poly.hpp"
+#include "polygrad/attention/factory.hpp"
 
 namespace {
 
@@ -28,21 +27,15 @@ using Mat = polygrad::Matrix<float>;
 /// The attention method called `name`, configured by the trailing arguments `extra`.
 std::shared_ptr<const AttentionMethod<float>> make_method(const std::string& name,
                                                           const std::vector<std::string>& extra) {
-  if (name == "exact") {
-    polygrad::require<polygrad::Error>(extra.empty(), "method exact takes no extra arguments, got ",
-                                       extra.size());
-    return std::make_shared<polygrad::ExactAttention<float>>();
-  }
-  if (name == "poly") {
-    // extra: [adjoint|paper] [degree]; scores are bounded by construction (unit q, k rows and
-    // scale = score_bound = 2, as QK normalisation with tau = 2 gives).
-    polygrad::PolyOptions options;
-    options.route = extra.size() > 0 && extra[0] == "paper" ? polygrad::PolyRoute::paper
-                                                            : polygrad::PolyRoute::adjoint;
-    options.degree = extra.size() > 1 ? std::stoi(extra[1]) : 7;
-    return std::make_shared<polygrad::PolyAttention<float>>(options);
-  }
-  throw polygrad::Error("unknown attention method '" + name + "'; known: exact, poly");
+  // exact takes no extra arguments; poly takes [adjoint|paper] [degree]. Scores are bounded by
+  // construction for poly (unit q, k rows and scale = score_bound = 2, as QK normalisation with
+  // tau = 2 gives).
+  polygrad::require<polygrad::Error>(name == "poly" || extra.empty(), "method ", name,
+                                     " takes no extra arguments, got ", extra.size());
+  polygrad::PolyOptions options;
+  if (extra.size() > 0) options.route = polygrad::parse_route(extra[0]);
+  options.degree = extra.size() > 1 ? std::stoi(extra[1]) : 7;
+  return polygrad::make_attention<float>(name, options);
 }
 
 /// Peak resident set size of this process so far, in MiB (Linux reports ru_maxrss in KiB).

@@ -12,7 +12,8 @@ header_of() {
 }
 
 # --- the normal path ---------------------------------------------------------------------------
-run 0 init --out model.safetensors --layers 2 --d-model 8 --heads 2 --d-ff 12 --seed 3
+run 0 init --out model.safetensors --layers 2 --d-model 8 --heads 2 --d-ff 12 --no-qk-norm --seed 3
+grep -q "no QK normalisation" out.txt || fail "init --no-qk-norm: $(cat out.txt)"
 run 0 make-data --model model.safetensors --tokens 6 --out data.safetensors --seed 4
 
 run 0 --model model.safetensors --data data.safetensors --out grads.safetensors
@@ -134,6 +135,11 @@ run 2 --model model.safetensors --data data.safetensors --out x.safetensors --at
 expect_stderr "Usage:"
 run 2 --model model.safetensors --data data.safetensors --out x.safetensors --dtype half
 run 2 init --out x.safetensors --scale -1
+run 2 init --out x.safetensors --qk-norm 2 --no-qk-norm
+# Without options, init writes the demo model.
+run 0 init --out demo_shape.safetensors
+grep -q "wrote a 4-layer model (d_model 64, 8 heads, d_ff 256, QK normalisation tau 2," out.txt ||
+  fail "init's defaults are not the demo model: $(cat out.txt)"
 # Bad combinations of the attention flags.
 run 2 --model qk.safetensors --data qkdata.safetensors --out x.safetensors --attention poly --degree 5 --epsilon 1e-3
 expect_stderr "excludes"
@@ -150,6 +156,9 @@ run 2 compare grads.safetensors
 # A request no polynomial plan can meet is a run-time error, not a crash.
 run 1 attention --data qkv.safetensors --out x.safetensors --attention poly --bound 100
 expect_stderr "polygrad_gradients: "
+# ... naming the remedies by this program's flags, and none it lacks (a maximum degree).
+expect_stderr "(--epsilon)"
+grep -qE "PolyOptions|max_degree|maximum degree" err.txt && fail "the refusal names options the program has no flag for: $(cat err.txt)"
 run 0 --help
 grep -q "Usage:" out.txt || fail "--help printed no usage"
 

@@ -35,6 +35,8 @@ run 0 --model out/model_approx.safetensors --prompt "the" --tokens 100 --top-k 3
 # Method auto chooses each head's path from the length, which decoding token by token cannot.
 run 1 --model out/model_approx.safetensors --attention auto
 expect_stderr "decode with method poly or exact"
+[ -s out.txt ] && fail "a refused model still printed the prompt: $(cat out.txt)"
+run 2 --model out/model_exact.safetensors --route paper  # no backward pass: no route flag
 
 run 1 --model missing.safetensors
 expect_stderr "polygrad_sample: cannot read missing.safetensors"

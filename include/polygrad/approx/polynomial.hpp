@@ -368,9 +368,11 @@ inline PolynomialFamily parse_family(const std::string& name) {
 }
 
 /// The lowest degree g <= max_degree whose certified_error is <= eps. PlanError if there is
-/// none, saying what to change.
+/// none, saying what to change; the message names eps and max_degree as `eps_name` and
+/// `max_degree_name` (the caller's terms, OptionNames), leaving out an empty one.
 inline ExpPolynomial fit_exp_for_error(PolynomialFamily family, double R, double eps,
-                                       int max_degree = 24) {
+                                       int max_degree = 24, const std::string& eps_name = "eps",
+                                       const std::string& max_degree_name = "max_degree") {
   require<PlanError>(std::isfinite(eps) && eps > 0, "fit_exp_for_error: eps must be positive, got ",
                      eps);
   require<PlanError>(max_degree >= 0 && max_degree <= max_polynomial_degree,
@@ -408,11 +410,15 @@ inline ExpPolynomial fit_exp_for_error(PolynomialFamily family, double R, double
       to_string(family), " polynomial of degree <= ", max_degree, " (best: ",
       best.certified_error, " at degree ", best.degree, "). ",
       rounding_floor
-          ? "Rounding the coefficients to double limits this R to about 1e-16 e^(2R); "
-            "use a smaller R (QK normalisation or a smaller scale) or a larger eps"
-          : "Use a larger eps, a smaller R (QK normalisation or a smaller scale), "
-            "or a larger max_degree",
-      (family == PolynomialFamily::taylor ? ", or the chebyshev family" : ""), "."));
+          ? "Rounding the coefficients to double limits this R to about 1e-16 e^(2R); use " +
+                detail::one_of({"a smaller R (QK normalisation or a smaller scale)",
+                                detail::named("a larger error target", eps_name)})
+          : "Use " + detail::one_of({detail::named("a larger error target", eps_name),
+                                     "a smaller R (QK normalisation or a smaller scale)",
+                                     detail::named("a higher maximum degree", max_degree_name),
+                                     family == PolynomialFamily::taylor ? "the chebyshev family"
+                                                                        : ""}),
+      "."));
 }
 
 }  // namespace polygrad

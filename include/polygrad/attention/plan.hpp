@@ -25,6 +25,14 @@ inline std::string to_string(PolyRoute route) {
   return route == PolyRoute::adjoint ? "adjoint" : "paper";
 }
 
+/// The route named "adjoint" or "paper"; PlanError for anything else.
+inline PolyRoute parse_route(const std::string& name) {
+  if (name == "adjoint") return PolyRoute::adjoint;
+  if (name == "paper") return PolyRoute::paper;
+  throw PlanError(detail::concat("unknown backward route '", name,
+                                 "'; use \"adjoint\" or \"paper\""));
+}
+
 /// How one head's attention is computed.
 enum class HeadMethod {
   exact,  ///< the tiled exact path (attention/exact_kernels.hpp)

@@ -23,6 +23,21 @@
 
 namespace polygrad {
 
+/// How a refusal names the options of PolyOptions (and QK normalisation), so that it reaches
+/// each caller in the terms it sets them in: the C++ names by default; the programs give their
+/// flags (`--bound`), the Python module its keywords (`bound=R`). An empty name is an option
+/// the caller cannot set, and a message leaves out the remedy that would need it.
+struct OptionNames {
+  std::string degree = "PolyOptions::degree";                                    ///< g
+  std::string epsilon = "PolyOptions::epsilon";                                  ///< error target
+  std::string max_degree = "PolyOptions::max_degree";                            ///< highest g
+  std::string bound = "PolyOptions::bound";                                      ///< R, fixed
+  std::string qk_norm = "TransformerConfig::qk_norm";                            ///< tau
+  std::string allow_causal_data_bound = "PolyOptions::allow_causal_data_bound";  ///< opt-in
+  std::string chunk = "PolyOptions::chunk";                                      ///< chunk rows
+  std::string memory_budget = "PolyOptions::memory_budget";                      ///< bytes
+};
+
 /// What the caller asks of the polynomial method.
 struct PolyOptions {
   /// The backward route (design.md section 4).
@@ -53,6 +68,8 @@ struct PolyOptions {
   Index audit_rows = 0;
   /// Seed of the audit's row sample; head h draws with audit_seed + h.
   std::uint64_t audit_seed = 0x5eed;
+  /// How refusals name these options (the caller's terms).
+  OptionNames names;
 };
 
 /// The fixed approximation of one head.
@@ -91,10 +108,13 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
                                           const Eigen::MatrixBase<DerivedK>& K,
                                           const AttentionShape& shape, const PolyOptions& options) {
   using T = typename DerivedQ::Scalar;
-  require<PlanError>(options.chunk >= 1, "the chunk size must be at least 1, got ", options.chunk);
-  require<PlanError>(options.degree >= 0, "the degree must be >= 0, got ", options.degree);
-  require<PlanError>(options.bound >= 0 && std::isfinite(options.bound),
-                     "the bound R must be finite and >= 0 (0: automatic), got ", options.bound);
+  const OptionNames& names = options.names;
+  require<PlanError>(options.chunk >= 1, "the chunk size (", names.chunk, ") must be at least 1, got ",
+                     options.chunk);
+  require<PlanError>(options.degree >= 0, "the degree (", names.degree, ") must be >= 0, got ",
+                     options.degree);
+  require<PlanError>(options.bound >= 0 && std::isfinite(options.bound), "the bound R (",
+                     names.bound, ") must be finite and >= 0 (0: automatic), got ", options.bound);
   const bool split = shape.shard.split();
   const Index n = split ? shape.shard.total : Q.rows(), dh = Q.cols();
   const double c = shape.scale;
@@ -126,9 +146,11 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
     require<PlanError>(!shape.causal || options.allow_causal_data_bound,
                        "causal polynomial attention with the bound R taken from the data ",
                        "(Cauchy-Schwarz over the whole sequence", centre_keys ? ", keys centred on their mean" : "",
-                       ") lets every row depend on later rows through R: use QK normalisation ",
-                       "(TransformerConfig::qk_norm) or a fixed bound (PolyOptions::bound), or set ",
-                       "PolyOptions::allow_causal_data_bound to accept a model that is not exactly causal");
+                       ") lets every row depend on later rows through R: use ",
+                       detail::one_of({detail::named("QK normalisation", names.qk_norm),
+                                       detail::named("a fixed bound", names.bound)}),
+                       ", or set ", names.allow_causal_data_bound,
+                       " to accept a model that is not exactly causal");
     plan.exactly_causal = !shape.causal;
     // R is kept away from 0 so that t = S / R still carries the score gradient when every
     // score is 0 (all queries zero, say).
@@ -145,7 +167,7 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   ExpPolynomial polynomial =
       options.degree > 0 ? fit_exp(options.family, plan.bound, options.degree)
                          : fit_exp_for_error(options.family, plan.bound, options.epsilon,
-                                             options.max_degree);
+                                             options.max_degree, names.epsilon, names.max_degree);
   // An explicitly requested degree may certify nothing (error >= 1): Taylor on concentrated
   // scores is often far better than its certificate (design.md section 3). The forward pass
   // then checks every normaliser, and the plan reports an unbounded output error.
@@ -162,8 +184,11 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   require<PlanError>(bytes <= options.memory_budget, "rank k = ", plan.rank, " (d_h = ", dh,
                      ", degree ", plan.degree, ") needs ", bytes / (1 << 20),
                      " MiB per head, over the budget of ", options.memory_budget / (1 << 20),
-                     " MiB: lower the degree, raise epsilon, bound the scores more tightly, ",
-                     "or raise the memory budget");
+                     " MiB: ",
+                     detail::one_of({detail::named("lower the degree", names.degree),
+                                     detail::named("raise the error target", names.epsilon),
+                                     "bound the scores more tightly",
+                                     detail::named("raise the memory budget", names.memory_budget)}));
 
   SymmetricFeatures features(dh, polynomial.coeffs);
   Vector<double> weights = pair_weights(features, polynomial.coeffs);

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "polygrad/core/types.hpp"
 
@@ -68,6 +69,26 @@ std::string concat(const Parts&... parts) {
   std::ostringstream out;
   (out << ... << parts);
   return out.str();
+}
+
+/// "what (name)", or "" when the caller has no name for the option (OptionNames): a remedy that
+/// the caller cannot apply is left out of a message.
+inline std::string named(const std::string& what, const std::string& name) {
+  return name.empty() ? std::string() : what + " (" + name + ")";
+}
+
+/// The non-empty remedies as a list: "a", "a or b", "a, b or c".
+inline std::string one_of(const std::vector<std::string>& remedies) {
+  std::vector<std::string> given;
+  for (const std::string& r : remedies) {
+    if (!r.empty()) given.push_back(r);
+  }
+  std::string out;
+  for (std::size_t i = 0; i < given.size(); ++i) {
+    if (i > 0) out += i + 1 == given.size() ? " or " : ", ";
+    out += given[i];
+  }
+  return out;
 }
 
 }  // namespace detail

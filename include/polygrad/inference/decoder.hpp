@@ -51,8 +51,9 @@ class Decoder {
       const PolyOptions& options = poly->options();
       require<PlanError>(options.bound > 0 || attn.qk_norm(), "Decoder: the polynomial ",
                          "attention of layer ", l, " takes its bound R from the data, which ",
-                         "changes with every token; use QK normalisation ",
-                         "(TransformerConfig::qk_norm) or a fixed bound (PolyOptions::bound)");
+                         "changes with every token; use ",
+                         detail::one_of({detail::named("QK normalisation", options.names.qk_norm),
+                                         detail::named("a fixed bound", options.names.bound)}));
       AttentionShape shape(1, true, attn.scale(), attn.qk_norm().value_or(0.0));
       const Matrix<T> none(0, dh);
       Layer& layer = layers_[std::size_t(l)];
