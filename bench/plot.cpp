@@ -3,8 +3,7 @@
 // argument), and writes a log-log SVG of time against n with one line per method. Each legend
 // entry carries the slope of a least-squares fit of log time on log n, and the slopes are
 // printed too. With repetitions the median aggregate is used, otherwise the mean of the runs.
-// The SVG writer is a few lines here rather than examples/support/svg_plot.hpp: that one keeps a
-// fixed 170-pixel legend column, too narrow for method names with their slopes.
+// The SVG is drawn by the programs' plot writer, examples/support/svg_plot.hpp.
 //
 //   polygrad_bench_plot [--cpu-time] results.json scaling.svg [regex]
 // regex keeps matching names only; --cpu-time plots the main thread's CPU time instead of wall
@@ -25,6 +24,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "support/svg_plot.hpp"
 
 
 namespace {
@@ -56,74 +57,6 @@ bool parse_name(const std::string& name, std::string& method, double& n) {
     if (c == '/') c = ' ';
   method = rest;
   return true;
-}
-
-/// A log-log line plot: n on x (powers of 2), seconds on y (powers of 10), legend inside the
-/// frame at the top left, where time-against-n curves leave room.
-struct Series {
-  std::string label;
-  std::vector<double> x, y;
-};
-
-std::string svg_loglog(const std::string& title, const std::vector<Series>& series,
-                       const std::string& y_label) {
-  const double width = 960, height = 600, left = 80, right = 30, top = 44, bottom = 60;
-  const double pw = width - left - right, ph = height - top - bottom;
-  double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
-  for (const Series& s : series)
-    for (std::size_t i = 0; i < s.x.size(); ++i) {
-      x0 = std::min(x0, std::log2(s.x[i]));
-      x1 = std::max(x1, std::log2(s.x[i]));
-      y0 = std::min(y0, std::log10(s.y[i]));
-      y1 = std::max(y1, std::log10(s.y[i]));
-    }
-  x0 -= 0.3, x1 += 0.3;
-  // Room above the highest point for the legend.
-  y0 = std::floor(y0 - 0.05), y1 = std::ceil(y1 + 0.15 * double(series.size()) * (y1 - y0) / 4 + 0.05);
-  const auto px = [&](double x) { return left + pw * (std::log2(x) - x0) / (x1 - x0); };
-  const auto py = [&](double y) { return top + ph * (1 - (std::log10(y) - y0) / (y1 - y0)); };
-  static const char* colours[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e",
-                                  "#9467bd", "#8c564b", "#e377c2", "#17becf"};
-  std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-    << "\" font-family=\"sans-serif\" font-size=\"13\">\n"
-    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    << "<text x=\"" << left + pw / 2 << "\" y=\"26\" text-anchor=\"middle\" font-size=\"16\">"
-    << title << "</text>\n";
-  for (int e = int(std::ceil(x0)); e <= int(std::floor(x1)); ++e) {
-    const double x = px(std::ldexp(1.0, e));
-    s << "<line x1=\"" << x << "\" y1=\"" << top << "\" x2=\"" << x << "\" y2=\"" << top + ph
-      << "\" stroke=\"#e6e6e6\"/><text x=\"" << x << "\" y=\"" << top + ph + 18
-      << "\" text-anchor=\"middle\">2^" << e << "</text>\n";
-  }
-  for (int e = int(y0); e <= int(y1); ++e) {
-    const double y = py(std::pow(10.0, e));
-    s << "<line x1=\"" << left << "\" y1=\"" << y << "\" x2=\"" << left + pw << "\" y2=\"" << y
-      << "\" stroke=\"#e6e6e6\"/><text x=\"" << left - 6 << "\" y=\"" << y + 4
-      << "\" text-anchor=\"end\">1e" << e << "</text>\n";
-  }
-  s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
-    << "\" fill=\"none\" stroke=\"#333\"/>\n"
-    << "<text x=\"" << left + pw / 2 << "\" y=\"" << height - 16
-    << "\" text-anchor=\"middle\">n (tokens)</text>\n"
-    << "<text transform=\"translate(20 " << top + ph / 2
-    << ") rotate(-90)\" text-anchor=\"middle\">" << y_label << "</text>\n";
-  for (std::size_t i = 0; i < series.size(); ++i) {
-    const Series& d = series[i];
-    const char* colour = colours[i % 8];
-    s << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"2\" points=\"";
-    for (std::size_t j = 0; j < d.x.size(); ++j) s << px(d.x[j]) << ',' << py(d.y[j]) << ' ';
-    s << "\"/>\n";
-    for (std::size_t j = 0; j < d.x.size(); ++j)
-      s << "<circle cx=\"" << px(d.x[j]) << "\" cy=\"" << py(d.y[j]) << "\" r=\"3.5\" fill=\""
-        << colour << "\"/>\n";
-    const double ly = top + 18 + 20 * double(i), lx = left + 14;
-    s << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 26 << "\" y2=\"" << ly
-      << "\" stroke=\"" << colour << "\" stroke-width=\"2\"/><text x=\"" << lx + 34 << "\" y=\""
-      << ly + 4 << "\">" << d.label << "</text>\n";
-  }
-  s << "</svg>\n";
-  return s.str();
 }
 
 /// Least-squares slope of log y on log x.
@@ -208,7 +141,11 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  std::vector<Series> lines;
+  polygrad::examples::SvgPlot plot(
+      std::string("polygrad: ") + (cpu_time ? "main-thread CPU" : "wall") +
+          " time against n (log-log, least-squares slopes)",
+      "n (tokens)", cpu_time ? "main-thread CPU time per call (s)" : "wall time per call (s)");
+  plot.log_x().log_y().size(960, 600);
   std::printf("%-40s %8s %8s %s\n", "method", "points", "slope", "n range");
   for (auto& [method, points] : series) {
     std::sort(points.begin(), points.end());
@@ -220,17 +157,14 @@ int main(int argc, char** argv) {
     const double slope = loglog_slope(x, y);
     char legend[64];
     std::snprintf(legend, sizeof legend, " (slope %.2f)", slope);
-    lines.push_back({method + legend, x, y});
+    plot.add(method + legend, x, y);
     std::printf("%-40s %8zu %8.3f %.0f..%.0f\n", method.c_str(), x.size(), slope, x.front(),
                 x.back());
   }
-  std::ofstream out(args[1], std::ios::binary);
-  out << svg_loglog(std::string("polygrad: ") + (cpu_time ? "main-thread CPU" : "wall") +
-                        " time against n (log-log, least-squares slopes)",
-                    lines, cpu_time ? "main-thread CPU time per call (s)" : "wall time per call (s)");
-  out.flush();
-  if (!out) {
-    std::cerr << "polygrad_bench_plot: cannot write " << args[1] << "\n";
+  try {
+    plot.write(args[1]);
+  } catch (const std::exception& e) {
+    std::cerr << "polygrad_bench_plot: " << e.what() << "\n";
     return 1;
   }
   std::printf("wrote %s (%s)\n", args[1].c_str(), time_key.c_str());

@@ -32,6 +32,7 @@
 #include "support/attention_cli.hpp"
 #include "support/csv.hpp"
 #include "support/demo_model.hpp"
+#include "support/format.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
 #include "support/svg_plot.hpp"
@@ -178,18 +179,9 @@ struct MethodSpec {
 
 template <class T>
 std::shared_ptr<const AttentionMethod<T>> make_method(const MethodSpec& m, const DemoOptions& o) {
-  if (m.exact) return std::make_shared<ExactAttention<T>>();
   PolyOptions options = o.poly.poly_options();
   options.route = m.route;
-  return std::make_shared<PolyAttention<T>>(options);
-}
-
-std::string format(double v, int precision, bool scientific = false) {
-  std::ostringstream s;
-  if (scientific) s << std::scientific;
-  else s << std::fixed;
-  s << std::setprecision(precision) << v;
-  return s.str();
+  return make_attention<T>(m.exact ? "exact" : "poly", options);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,12 +217,12 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   }
   progress.done();
 
-  std::cout << "Model: " << config.layers << " layers, d_model " << config.d_model << ", "
+  std::cout << "Model: " << examples::count_of(config.layers, "layer") << ", d_model " << config.d_model << ", "
             << config.heads << " heads (d_h " << config.head_dim() << "), MLP " << config.d_ff
             << ", causal, QK normalisation tau = " << o.qk_norm << "; n = " << o.tokens
             << " tokens, MSE loss; " << o.dtype << "; polynomial: " << o.poly.family << ", "
             << (o.poly.degree > 0 ? "g = " + std::to_string(o.poly.degree)
-                                  : "eps = " + format(o.poly.epsilon, 0, true))
+                                  : "eps = " + examples::scientific(o.poly.epsilon, 0))
             << "\n";
   std::cout << diagnostics << "\n";
   std::cout << "Errors: largest relative Frobenius error over every parameter gradient and the "
@@ -257,13 +249,13 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
     const auto [error, tensor] = worst_error(r.grads, results.front().grads);
     std::cout << std::left << std::setw(14) << methods[i].label << std::right << std::setw(4)
               << (g ? std::to_string(g) : "-") << std::setw(8) << (k ? std::to_string(k) : "-")
-              << std::setw(11) << format(r.seconds, 2) << std::setw(9)
-              << format(exact_seconds / r.seconds, 2) + "x" << std::setw(11)
-              << (i == 0 ? "0 (ref)" : format(error, 2, true)) << "  " << std::left
+              << std::setw(11) << examples::fixed(r.seconds, 2) << std::setw(9)
+              << examples::fixed(exact_seconds / r.seconds, 2) + "x" << std::setw(11)
+              << (i == 0 ? "0 (ref)" : examples::scientific(error, 2)) << "  " << std::left
               << std::setw(28) << (i == 0 ? "" : "(" + tensor + ")") << std::right
               << std::setw(15)
-              << (methods[i].exact ? std::string("exact") : "<=" + format(bound, 1, true) + "|v|")
-              << std::setw(11) << (std::isnan(audit) ? std::string("-") : format(audit, 1, true))
+              << (methods[i].exact ? std::string("exact") : "<=" + examples::scientific(bound, 1) + "|v|")
+              << std::setw(11) << (std::isnan(audit) ? std::string("-") : examples::scientific(audit, 1))
               << "\n";
   }
   std::cout << "\ncertified fwd: |O~_i - O_i| <= this times max_j |v_j| in every head (design.md "
@@ -305,8 +297,8 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
         if (predicted > o.point_limit) {
           stopped[m] = true;
           notes.push_back(methods[m].label + " stopped before n = " + std::to_string(n) +
-                          ": predicted " + format(predicted, 0) + " s > --point-limit " +
-                          format(o.point_limit, 0) + " s");
+                          ": predicted " + examples::fixed(predicted, 0) + " s > --point-limit " +
+                          examples::fixed(o.point_limit, 0) + " s");
           continue;
         }
       }
@@ -335,7 +327,7 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   for (std::size_t s = 0; s < sizes.size(); ++s) {
     std::cout << std::setw(9) << sizes[s];
     for (std::size_t m = 0; m < M; ++m)
-      std::cout << std::setw(15) << (std::isnan(seconds[m][s]) ? std::string("-") : format(seconds[m][s], 3));
+      std::cout << std::setw(15) << (std::isnan(seconds[m][s]) ? std::string("-") : examples::fixed(seconds[m][s], 3));
     std::cout << "\n";
   }
   for (const auto& note : notes) std::cout << "note: " << note << "\n";
@@ -417,6 +409,6 @@ int main(int argc, char** argv) {
       if (!o.skip_sweep) run_sweep<T>(o, methods, progress);
     });
     progress.done();
-    std::cout << "total " << format(progress.elapsed(), 1) << " s\n";
+    std::cout << "total " << examples::fixed(progress.elapsed(), 1) << " s\n";
   });
 }

@@ -15,6 +15,8 @@
 #include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/transformer.hpp"
 #include "polygrad/loss/mse.hpp"
+#include "support/program.hpp"
+#include "support/progress.hpp"
 
 using namespace polygrad;
 
@@ -47,20 +49,32 @@ double worst_error(const Gradients& approx, const Gradients& exact) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Relative error of polynomial-method gradients against exact ones, per degree"};
+  CLI::App app{"Relative error of polynomial-method gradients against exact ones, per degree",
+               "polygrad_error_table"};
   Index n = 1024;
   int min_degree = 2, max_degree = 10;
   std::uint64_t seed = 1;
   double init_std = 0.2;
+  int threads = 0;
+  bool quiet = false;
   app.add_option("--tokens,-n", n, "sequence length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
   app.add_option("--min-degree", min_degree, "smallest degree")->capture_default_str()->check(CLI::Range(0, 24));
   app.add_option("--max-degree", max_degree, "largest degree")->capture_default_str()->check(CLI::Range(0, 24));
   app.add_option("--seed", seed, "seed of weights and data")->capture_default_str();
   app.add_option("--init-std", init_std, "std of the Linear weights")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  app.add_option("--threads", threads, "threads (0: OpenMP's default)")
+      ->check(CLI::Range(0, 1024))
+      ->capture_default_str();
+  app.add_flag("--quiet,-q", quiet, "no progress lines on stderr");
+  const int parsed = examples::parse_command_line(app, argc, argv, [] {});
+  if (parsed >= 0) return parsed;
   try {
+    examples::Progress progress(quiet);
+    Threading threading;
+    threading.threads = threads;
     Transformer<double> model(TransformerConfig::demo());
     model.init(seed, init_std);
+    model.set_threading(threading);
     AttentionConfig attention;  // the demo model's attention layer (QK normalisation tau = 2)
     attention.d_model = 64;
     attention.heads = 8;
@@ -68,9 +82,11 @@ int main(int argc, char** argv) {
     MultiHeadAttention<double> layer(attention);
     std::mt19937_64 rng(seed + 1);
     layer.init(rng, init_std);
+    layer.set_threading(threading);
 
     std::srand(unsigned(seed));
     const Matrix<double> x = Matrix<double>::Random(n, 64), target = Matrix<double>::Random(n, 64);
+    progress.update("exact gradients of the layer and the model", true);
     const Gradients exact_model = gradients(model, x, target);
     const Gradients exact_layer = gradients(layer, x, target);
 
@@ -89,6 +105,9 @@ int main(int argc, char** argv) {
           options.degree = g;
           options.route = route;
           auto method = std::make_shared<PolyAttention<double>>(options);
+          progress.update("degree " + std::to_string(g) + ", " + to_string(route) + " route, " +
+                          (whole_model ? "model" : "layer"),
+                          /*force=*/true);
           std::string cell;
           try {
             double error;
@@ -117,6 +136,7 @@ int main(int argc, char** argv) {
       std::printf("\n");
       std::fflush(stdout);
     }
+    progress.done();
   } catch (const std::exception& e) {
     std::cerr << "polygrad_error_table: " << e.what() << "\n";
     return 1;

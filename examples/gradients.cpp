@@ -59,6 +59,7 @@
 #include "polygrad/parallel/mpi.hpp"
 #endif
 #include "support/attention_cli.hpp"
+#include "support/format.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
 #include "support/resources.hpp"
@@ -100,8 +101,9 @@ struct CompareOptions {
 
 struct InitOptions {
   std::string out;
-  TransformerConfig config;
+  TransformerConfig config = TransformerConfig::demo();  // the demo model unless told otherwise
   double scale = 0, qk_norm = 0;  // 0: not set
+  bool no_qk_norm = false;
   std::uint64_t seed = Transformer<double>::default_seed;
   std::string dtype = "double";
 };
@@ -237,7 +239,7 @@ void run_model(const ModelOptions& o) {
   const auto [forward_attention, backward_attention] = model.attention_seconds();
   const double attention_seconds = most_over_ranks(forward_attention + backward_attention);
   if (is_root()) {
-    std::cout << "model " << o.model << ": " << config.layers << " layers, d_model "
+    std::cout << "model " << o.model << ": " << examples::count_of(config.layers, "layer") << ", d_model "
               << config.d_model << ", " << config.heads << " heads, d_ff " << config.d_ff << ", "
               << (config.causal ? "causal" : "non-causal") << ", scale " << config.attention_scale()
               << (config.qk_norm ? " (qk_norm)" : "") << "\n";
@@ -370,14 +372,17 @@ void run_attention(const AttentionOptions& o) {
 template <class T>
 void run_init(InitOptions o) {
   require_one_process("init");
+  if (o.no_qk_norm) o.config.qk_norm.reset();
   if (o.scale > 0) o.config.scale = o.scale;
   if (o.qk_norm > 0) o.config.qk_norm = o.qk_norm;
   Transformer<T> model(o.config);
   model.init(o.seed);
   save_transformer(o.out, model);
   std::cout << "wrote a " << o.config.layers << "-layer model (d_model " << o.config.d_model
-            << ", " << o.config.heads << " heads, d_ff " << o.config.d_ff << ", seed " << o.seed
-            << ", " << o.dtype << ") to " << o.out << "\n";
+            << ", " << o.config.heads << " heads, d_ff " << o.config.d_ff
+            << (o.config.qk_norm ? ", QK normalisation tau " + examples::significant(*o.config.qk_norm, 3)
+                                 : std::string(", no QK normalisation"))
+            << ", seed " << o.seed << ", " << o.dtype << ") to " << o.out << "\n";
 }
 
 template <class T>
@@ -513,7 +518,9 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber);
 
   InitOptions init;
-  CLI::App* init_cmd = app.add_subcommand("init", "write a randomly initialised Transformer");
+  CLI::App* init_cmd = app.add_subcommand(
+      "init", "write a randomly initialised Transformer (by default the demo model: 4 layers, "
+              "d_model 64, 8 heads of d_h 8, d_ff 256, causal, QK normalisation tau 2)");
   init_cmd->add_option("--out", init.out, "checkpoint to write")->required();
   init_cmd->add_option("--layers", init.config.layers, "number of blocks")->capture_default_str();
   init_cmd->add_option("--d-model", init.config.d_model, "model width D")->capture_default_str();
@@ -522,8 +529,10 @@ int main(int argc, char** argv) {
   init_cmd->add_flag("--causal,!--no-causal", init.config.causal, "causal mask (default on)");
   init_cmd->add_option("--scale", init.scale, "attention scale c (default 1/sqrt(d_h))")
       ->check(CLI::PositiveNumber);
-  init_cmd->add_option("--qk-norm", init.qk_norm, "QK normalisation with temperature tau")
-      ->check(CLI::PositiveNumber);
+  CLI::Option* init_qk_norm =
+      init_cmd->add_option("--qk-norm", init.qk_norm, "QK normalisation with temperature tau (default 2)")
+          ->check(CLI::PositiveNumber);
+  init_cmd->add_flag("--no-qk-norm", init.no_qk_norm, "no QK normalisation")->excludes(init_qk_norm);
   init_cmd->add_option("--seed", init.seed, "random seed")->capture_default_str();
   init_cmd->add_option("--dtype", init.dtype, "stored precision (F32 or F64)")
       ->check(dtype_check)

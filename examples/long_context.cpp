@@ -31,6 +31,7 @@
 #include "support/attention_cli.hpp"
 #include "support/csv.hpp"
 #include "support/demo_model.hpp"
+#include "support/format.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
 #include "support/resources.hpp"
@@ -67,12 +68,6 @@ struct Run {
   Index rank = 0;
 };
 
-std::string format(double v, int precision) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(precision) << v;
-  return s.str();
-}
-
 std::string power_of_two(Index n) {
   const int e = int(std::lround(std::log2(double(n))));
   return (Index(1) << e) == n ? "2^" + std::to_string(e) : std::to_string(n);
@@ -90,8 +85,8 @@ Run measure(Transformer<T>& model, const std::shared_ptr<const AttentionMethod<T
   model.set_observer([&](const LayerEvent& e) {
     progress.update(what + ": " + (e.backward ? "backward" : "forward") + " layer " +
                         std::to_string(e.layer + 1) + "/" + std::to_string(e.layers) + " " +
-                        format(e.seconds, 1) + " s (attention " + format(e.attention_seconds, 1) +
-                        " s), peak " + format(examples::peak_memory_mib(), 0) + " MiB",
+                        examples::fixed(e.seconds, 1) + " s (attention " + examples::fixed(e.attention_seconds, 1) +
+                        " s), peak " + examples::fixed(examples::peak_memory_mib(), 0) + " MiB",
                     true);
   });
   Run run;
@@ -163,7 +158,7 @@ void run_all(const Options& o) {
   model.set_threading(threading);
   Progress progress(o.quiet, 10.0);
 
-  std::cout << "Model: " << config.layers << " layers, d_model " << config.d_model << ", "
+  std::cout << "Model: " << examples::count_of(config.layers, "layer") << ", d_model " << config.d_model << ", "
             << config.heads << " heads (d_h " << config.head_dim() << "), MLP " << config.d_ff
             << ", causal, QK normalisation tau = " << o.qk_norm << "; MSE loss; " << o.dtype
             << "; " << (o.recompute ? "recomputation on" : "recomputation off") << "; "
@@ -192,10 +187,10 @@ void run_all(const Options& o) {
                            "recompute"});
   auto row = [&](const Run& r) {
     std::cout << std::left << std::setw(14) << r.method << std::right << std::setw(9)
-              << power_of_two(r.n) << std::setw(11) << format(r.seconds, 1) << std::setw(13)
-              << format(r.attention_seconds, 1) << std::setw(12)
-              << format(r.seconds / r.attention_seconds, 3) << std::setw(10)
-              << format(r.cpu_seconds / r.seconds, 2) << std::setw(11) << format(r.peak_mib, 0)
+              << power_of_two(r.n) << std::setw(11) << examples::fixed(r.seconds, 1) << std::setw(13)
+              << examples::fixed(r.attention_seconds, 1) << std::setw(12)
+              << examples::fixed(r.seconds / r.attention_seconds, 3) << std::setw(10)
+              << examples::fixed(r.cpu_seconds / r.seconds, 2) << std::setw(11) << examples::fixed(r.peak_mib, 0)
               << std::setw(11) << (std::isnan(r.audit) ? std::string("-") : [&] {
                    std::ostringstream s;
                    s << std::scientific << std::setprecision(1) << r.audit;
@@ -212,14 +207,14 @@ void run_all(const Options& o) {
     const QuadraticFit fit = fit_quadratic(exact_runs);
     const double predicted = fit.c * double(o.tokens) * double(o.tokens);
     std::cout << std::left << std::setw(14) << "exact" << std::right << std::setw(9)
-              << power_of_two(o.tokens) << std::setw(11) << format(predicted, 0)
+              << power_of_two(o.tokens) << std::setw(11) << examples::fixed(predicted, 0)
               << "  EXTRAPOLATED, not measured: t = c n^2 fitted to the exact runs above "
-              << "(their free exponent: " << format(fit.exponent, 3) << ")\n";
+              << "(their free exponent: " << examples::fixed(fit.exponent, 3) << ")\n";
     csv.row().cell("exact").cell(static_cast<long long>(o.tokens)).cell(predicted).cell("").cell("")
         .cell("").cell("extrapolated").cell(0).cell(0LL).cell("").cell(o.dtype)
         .cell(o.recompute ? "on" : "off");
     for (const Run& r : runs) {
-      std::cout << "  " << r.method << " is " << format(predicted / r.seconds, 1)
+      std::cout << "  " << r.method << " is " << examples::fixed(predicted / r.seconds, 1)
                 << "x faster than exact's extrapolated time at n = " << power_of_two(o.tokens)
                 << "\n";
     }

@@ -64,6 +64,7 @@
 #include "support/attention_cli.hpp"
 #include "support/byte_vocabulary.hpp"
 #include "support/csv.hpp"
+#include "support/format.hpp"
 #include "support/program.hpp"
 #include "support/progress.hpp"
 #include "support/svg_plot.hpp"
@@ -75,6 +76,8 @@
 namespace {
 
 using namespace polygrad;
+using examples::fixed;
+using examples::scientific;
 using examples::Progress;
 using examples::Stopwatch;
 
@@ -450,18 +453,6 @@ Clock load_clock(const std::string& path, int last_step) {
 
 // ---------------------------------------------------------------------------------------------
 
-std::string fixed(double v, int precision) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(precision) << v;
-  return s.str();
-}
-
-std::string scientific(double v, int precision) {
-  std::ostringstream s;
-  s << std::scientific << std::setprecision(precision) << v;
-  return s.str();
-}
-
 /// Sends std::cout to nowhere for its lifetime on ranks other than 0, which compute but do not
 /// report.
 class QuietUnlessRoot {
@@ -534,7 +525,7 @@ void train(const TrainOptions& o) {
 
   std::cout << "text " << o.text << ": " << corpus.train.size() << " training and "
             << corpus.held_out.size() << " held-out characters, vocabulary " << vocab << "\n";
-  std::cout << "model: embeddings -> " << config.layers << " layers, d_model " << config.d_model
+  std::cout << "model: embeddings -> " << examples::count_of(config.layers, "layer") << ", d_model " << config.d_model
             << ", " << config.heads << " heads (d_h " << config.head_dim() << "), MLP "
             << config.d_ff << ", causal, QK normalisation tau = " << o.qk_norm << " -> LM head; "
             << o.dtype << "\n";
@@ -564,8 +555,8 @@ void train(const TrainOptions& o) {
     std::cout << std::setw(6) << runs[0].curve_step[i] << std::setw(14)
               << train_cell(runs[0].curve_train[i]) << std::setw(14)
               << train_cell(runs[1].curve_train[i]) << std::setw(16) << fixed(e, 4)
-              << std::setw(17) << fixed(a, 4) << std::setw(8) << fixed(100 * (a / e - 1), 3)
-              << "%\n";
+              << std::setw(17) << fixed(a, 4) << std::setw(10)
+              << examples::percent_change(a / e - 1) << "\n";
   };
   const auto record = [&](int step) {
     for (Run<T>& run : runs) {
@@ -641,12 +632,12 @@ void train(const TrainOptions& o) {
   std::cout << "\nheld-out loss after " << int(runs[0].curve_step.back())
             << " steps (exact attention at evaluation): untrained " << fixed(untrained, 4)
             << ", exact-trained " << fixed(exact_final, 4) << ", approx-trained "
-            << fixed(approx_final, 4) << " (" << (approx_final >= exact_final ? "+" : "")
-            << fixed(100 * (approx_final / exact_final - 1), 3) << "%)\n";
+            << fixed(approx_final, 4) << " ("
+            << examples::percent_change(approx_final / exact_final - 1) << ")\n";
   std::cout << "unigram model (training-text character frequencies): "
             << fixed(unigram_loss(corpus, o), 4) << "\n";
-  std::cout << "training time (steps only): exact " << fixed(runs[0].seconds, 1) << " s, approx "
-            << fixed(runs[1].seconds, 1) << " s\n";
+  std::cout << "training time (steps only): exact " << examples::significant(runs[0].seconds, 3)
+            << " s, approx " << examples::significant(runs[1].seconds, 3) << " s\n";
   // The first evaluation at which the approx-trained model is as good as the exact-trained one
   // ends, up to the evaluation's precision (its logits are in T): the time to the same loss is
   // at most that run's seconds there.
@@ -664,9 +655,9 @@ void train(const TrainOptions& o) {
   } else {
     const double at = runs[1].curve_seconds[reach];
     std::cout << "the approx-trained model reached " << reached_what << " at step "
-              << int(runs[1].curve_step[reach]) << ", after " << fixed(at, 1)
-              << " s of training: " << fixed(at / runs[0].seconds, 3) << "x exact's "
-              << fixed(runs[0].seconds, 1) << " s\n";
+              << int(runs[1].curve_step[reach]) << ", after " << examples::significant(at, 3)
+              << " s of training: " << examples::significant(at / runs[0].seconds, 3)
+              << "x exact's " << examples::significant(runs[0].seconds, 3) << " s\n";
   }
   const std::string& plan = runs[1].plan;
   if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";

@@ -1,7 +1,8 @@
 #pragma once
-// A small, self-contained SVG line plot for the example programs: named series with markers and
-// lines, linear or logarithmic axes, axis labels, a title and a legend. No dependency beyond the
-// standard library; the output opens in any browser.
+// A small, self-contained SVG line plot for the example programs and the benchmark plot: named
+// series with markers and lines, linear or logarithmic axes, axis labels, a title and a legend
+// column as wide as its longest name. No dependency beyond the standard library; the output
+// opens in any browser.
 
 #include <algorithm>
 #include <cmath>
@@ -61,7 +62,7 @@ class SvgPlot {
     // The title is centred on the canvas and wrapped to fit its width; every extra line moves
     // the plot down.
     const std::vector<std::string> title = wrap(title_, title_font_size, width_ - 2 * title_margin);
-    const double left = 80, right = 170, bottom = 56;
+    const double left = 80, right = legend_width(), bottom = 56;
     const double top = 44 + title_line_height * double(title.size() - 1);
     const double pw = width_ - left - right, ph = height_ - top - bottom;
     Range xr = range(true), yr = range(false);
@@ -71,7 +72,7 @@ class SvgPlot {
     std::ostringstream s;
     s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width_ << "\" height=\""
       << height_ << "\" viewBox=\"0 0 " << width_ << ' ' << height_
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+      << "\" font-family=\"sans-serif\" font-size=\"" << font_size << "\">\n";
     s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
     for (std::size_t line = 0; line < title.size(); ++line) {
       s << "<text x=\"" << width_ / 2.0 << "\" y=\"" << 24 + title_line_height * double(line)
@@ -120,8 +121,8 @@ class SvgPlot {
       s << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 24 << "\" y2=\"" << ly
         << "\" stroke=\"" << colour << "\" stroke-width=\"2\"/>\n";
       s << marker(i, lx + 12, ly, colour);
-      s << "<text x=\"" << lx + 30 << "\" y=\"" << ly + 4 << "\">" << escape(data.name)
-        << "</text>\n";
+      s << "<text x=\"" << lx + 30 << "\" y=\"" << ly + 4 << "\" text-anchor=\"start\">"
+        << escape(data.name) << "</text>\n";
     }
     s << "</svg>\n";
     return s.str();
@@ -144,6 +145,15 @@ class SvgPlot {
   };
 
   static constexpr double title_font_size = 15, title_line_height = 19, title_margin = 10;
+  static constexpr double font_size = 12;
+
+  /// The legend column right of the frame: its line and marker (44 px), the longest name at a
+  /// generous 0.6 em per character, and a margin; at least 170 px.
+  double legend_width() const {
+    std::size_t longest = 0;
+    for (const Series& s : series_) longest = std::max(longest, s.name.size());
+    return std::max(170.0, 44 + 0.6 * font_size * double(longest) + 10);
+  }
 
   /// The words of `text` in lines that fit `width` pixels at `font_size`, estimating a
   /// character of a sans-serif font at 0.6 em (wider than most, so that lines stay inside).

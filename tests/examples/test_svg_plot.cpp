@@ -1,5 +1,6 @@
-// The example programs' SVG plots fit their canvas: a long title wraps instead of running off
-// the left edge (as docs/train_curves.svg's once did).
+// The SVG plots of the programs and of the benchmark plot fit their canvas: a long title wraps
+// instead of running off the left edge (as docs/train_curves.svg's once did), and the legend
+// column widens for long series names (the benchmark's methods with their slopes).
 #include <catch2/catch.hpp>
 
 #include <regex>
@@ -53,4 +54,20 @@ TEST_CASE("A short title stays on one line", "[examples][svg]") {
   int lines = 0;
   for (const TextElement& t : texts(plot.svg())) lines += t.font_size == "15";
   CHECK(lines == 1);
+}
+
+TEST_CASE("The legend column is as wide as its longest name", "[examples][svg]") {
+  const std::string name = "AttentionPolyAdjoint dh:16 g:7 (slope 1.02)";
+  polygrad::examples::SvgPlot plot("Time against n", "n", "seconds");
+  plot.log_x().log_y().size(960, 600);
+  plot.add("exact", {1024, 2048}, {1, 4});
+  plot.add(name, {1024, 2048}, {0.5, 1});
+  bool found = false;
+  for (const TextElement& t : texts(plot.svg())) {
+    if (t.text != name) continue;
+    found = true;
+    REQUIRE(t.anchor == "start");
+    CHECK(t.x + 0.6 * 12 * double(t.text.size()) <= 960);  // at a generous 0.6 em per character
+  }
+  CHECK(found);
 }
