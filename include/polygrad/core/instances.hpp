@@ -5,11 +5,11 @@
 // and needs nothing else. The attention kernels and routes are the costly part of that (tens of
 // seconds of compile time per translation unit that uses them). A build that compiles many
 // such units may instead compile the float and double instances of those templates once, in the
-// library target polygrad::instances, and link them:
+// static library polygrad_instances, and link them:
 //
 //   - a header lists its heavy templates once, at its end, as POLYGRAD_INSTANCES(LIST), where
 //     LIST(how, T) writes `how <declaration of the instance for T>;`;
-//   - in a unit compiled with POLYGRAD_EXTERN_TEMPLATES=1 (what linking polygrad::instances
+//   - in a unit compiled with POLYGRAD_EXTERN_TEMPLATES=1 (what linking polygrad_instances
 //     adds), each becomes `extern template ...;` for float and double: the unit uses the
 //     compiled instance and does not instantiate it;
 //   - in a unit of the instances library (src/instances/), which defines
