@@ -49,7 +49,8 @@ const Inputs& inputs_for(Index n, Index dh, Index heads) {
   cached.n = n;
   cached.dh = dh;
   cached.heads = heads;
-  const std::uint64_t seed = std::uint64_t(n) * 1000 + std::uint64_t(dh) * 10 + std::uint64_t(heads);
+  const std::uint64_t seed =
+      std::uint64_t(n) * 1000 + std::uint64_t(dh) * 10 + std::uint64_t(heads);
   cached.Q = random_normal<float>(n, dh * heads, seed + 1);
   cached.K = random_normal<float>(n, dh * heads, seed + 2);
   cached.V = random_normal<float>(n, dh * heads, seed + 3);
@@ -82,7 +83,8 @@ struct Result {
   std::vector<HeadPlan> plans;
 };
 
-Result run_once(const AttentionMethod<float>& method, const Inputs& in, const AttentionShape& shape) {
+Result run_once(const AttentionMethod<float>& method, const Inputs& in,
+                const AttentionShape& shape) {
   Result r;
   auto context = method.forward(in.Q, in.K, in.V, shape, r.O);
   context->backward(in.Q, in.K, in.V, r.O, in.dO, r.dQ, r.dK, r.dV);
@@ -92,8 +94,8 @@ Result run_once(const AttentionMethod<float>& method, const Inputs& in, const At
 
 /// Exact O and dQ rows `rows` of every head, in double, one row at a time (O(n d) per row):
 /// design.md section 2 with P held for a single row.
-void sampled_reference(const Inputs& in, const AttentionShape& shape, const std::vector<Index>& rows,
-                       Matrix<double>& O, Matrix<double>& dQ) {
+void sampled_reference(const Inputs& in, const AttentionShape& shape,
+                       const std::vector<Index>& rows, Matrix<double>& O, Matrix<double>& dQ) {
   const Index dh = in.dh;
   O.resize(Index(rows.size()), in.Q.cols());
   dQ.resize(Index(rows.size()), in.Q.cols());
@@ -171,7 +173,8 @@ void attention_benchmark(benchmark::State& state, Kind kind) {
       if (!(checked[key] <= tolerance(r.plans))) {
         state.SkipWithError(("result disagrees with the reference: relative error " +
                              std::to_string(checked[key]) + " > " +
-                             std::to_string(tolerance(r.plans))).c_str());
+                             std::to_string(tolerance(r.plans)))
+                                .c_str());
         return;
       }
     }
@@ -192,8 +195,8 @@ void attention_benchmark(benchmark::State& state, Kind kind) {
     seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (plans.empty()) plans = context->plans();
   }
-  const double madds = kind == Kind::exact || plans.empty() ? cost::exact(n, dh, causal)
-                                                            : plans.front().poly_cost;
+  const double madds =
+      kind == Kind::exact || plans.empty() ? cost::exact(n, dh, causal) : plans.front().poly_cost;
   const double gflops = 2 * madds * double(heads) * double(state.iterations()) / seconds / 1e9;
   state.counters["GFLOP/s"] = gflops;
   state.counters["gemm_frac"] = gflops / reference_gemm_gflops();

@@ -69,7 +69,8 @@ double time_gemm(const Matrix<float>& A, const Matrix<float>& B, std::vector<Mat
 
 /// Best rate of `repeats` per-thread 1024^3 products, in GFLOP/s (all threads together).
 double measure_gemm(Index size, int repeats) {
-  const Matrix<float> A = random_normal<float>(size, size, 1), B = random_normal<float>(size, size, 2);
+  const Matrix<float> A = random_normal<float>(size, size, 1),
+                      B = random_normal<float>(size, size, 2);
   std::vector<Matrix<float>> C(std::size_t(thread_count()), Matrix<float>(size, size));
   time_gemm(A, B, C, true);  // warm-up: packing buffers, OpenMP threads, page faults
   double best = 0;
@@ -123,7 +124,8 @@ const std::map<std::string, std::string>& filter_shortcuts() {
        "^BM_ModelGradient/[a-z_]+/n:(256|1024)/|^BM_BatchGradient/"},
       {"batch", "^BM_BatchGradient/"},
       {"scaling",
-       "^BM_AttentionPoly(Adjoint|Paper)/n:(16384|32768|65536|131072|262144)/dh:8/heads:8/causal:1/|"
+       "^BM_AttentionPoly(Adjoint|Paper)/n:(16384|32768|65536|131072|262144)/dh:8/heads:8/causal:1/"
+       "|"
        "^BM_AttentionExact/n:(16384|32768|65536)/dh:8/heads:8/causal:1/"},
       {"all", "."},
   };

@@ -44,7 +44,8 @@ std::shared_ptr<const AttentionMethod<float>> make_method(const std::string& lab
 }
 
 /// One forward + MSE + backward; returns the loss. Gradients are zeroed first.
-double gradient_step(Transformer<float>& model, const Matrix<float>& x, const Matrix<float>& target) {
+double gradient_step(Transformer<float>& model, const Matrix<float>& x,
+                     const Matrix<float>& target) {
   model.zero_grad();
   const LossResult<float> loss = mse_loss(model.forward(x), target);
   model.backward(loss.grad);
@@ -88,7 +89,8 @@ void model_benchmark(benchmark::State& state, std::string method) {
       const double tol = poly ? 1e-2 : 1e-3;
       checked[key] = gradient_error(method, poly ? "exact" : "naive", check_n);
       if (!(checked[key] <= tol)) {
-        state.SkipWithError(("gradients disagree with the " + std::string(poly ? "exact" : "naive") +
+        state.SkipWithError(("gradients disagree with the " +
+                             std::string(poly ? "exact" : "naive") +
                              " model at n = " + std::to_string(check_n) + ": relative error " +
                              std::to_string(checked[key]))
                                 .c_str());
@@ -97,7 +99,8 @@ void model_benchmark(benchmark::State& state, std::string method) {
     }
     state.counters["check_err"] = checked[key];
 
-    const Matrix<float> x = random_normal<float>(n, 64, 21), target = random_normal<float>(n, 64, 22);
+    const Matrix<float> x = random_normal<float>(n, 64, 21),
+                        target = random_normal<float>(n, 64, 22);
     Transformer<float> model(TransformerConfig::demo(), make_method(method));
     double loss = 0, seconds = 0;
     for (auto _ : state) {
@@ -154,7 +157,8 @@ void batch_benchmark(benchmark::State& state, std::string method, bool packed) {
     state.counters["check_err"] = checked[key];
     if (!(checked[key] <= 1e-4)) {  // float sums in another order
       state.SkipWithError(("packed and per-sequence gradients disagree: relative error " +
-                           std::to_string(checked[key])).c_str());
+                           std::to_string(checked[key]))
+                              .c_str());
       return;
     }
     double loss = 0, seconds = 0;

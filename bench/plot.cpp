@@ -27,7 +27,6 @@
 
 #include "support/svg_plot.hpp"
 
-
 namespace {
 
 /// Seconds per unit of Google Benchmark's "time_unit".
@@ -47,8 +46,10 @@ bool parse_name(const std::string& name, std::string& method, double& n) {
   n = std::stod(m[1]);
   std::string rest = m.prefix().str() + m.suffix().str();
   // Drop how the run was timed: it is not part of the method.
-  rest = std::regex_replace(rest, std::regex("/(real_time|iterations:[0-9]+|min_time:[0-9.]+|"
-                                             "repeats:[0-9]+|threads:[0-9]+)"), "");
+  rest = std::regex_replace(rest,
+                            std::regex("/(real_time|iterations:[0-9]+|min_time:[0-9.]+|"
+                                       "repeats:[0-9]+|threads:[0-9]+)"),
+                            "");
   rest = std::regex_replace(rest, std::regex("^BM_(Attention)?"), "");
   // Keep what tells methods apart: "PolyAdjoint dh:8 g:7" (heads follow from d_h here).
   rest = std::regex_replace(rest, std::regex("/heads:[0-9]+|/causal:1|/degree:0"), "");

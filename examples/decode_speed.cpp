@@ -77,7 +77,8 @@ void run(const SpeedOptions& o) {
   model.set_threading(threading);
   const auto poly = std::make_shared<PolyAttention<float>>(PolyOptions{});
   const auto exact = std::make_shared<ExactAttention<float>>();
-  std::cout << "context  poly step ms  exact step ms  exact/poly  poly prefill s  exact prefill s\n";
+  std::cout
+      << "context  poly step ms  exact step ms  exact/poly  poly prefill s  exact prefill s\n";
   for (Index context : o.contexts) {
     model.set_attention(poly);
     const auto [poly_prefill, poly_step] = measure(model, context, o.steps);
@@ -86,23 +87,25 @@ void run(const SpeedOptions& o) {
     std::cout << std::setw(7) << context << std::fixed << std::setprecision(3) << std::setw(14)
               << 1e3 * poly_step << std::setw(15) << 1e3 * exact_step << std::defaultfloat
               << std::setprecision(3) << std::setw(12) << exact_step / poly_step << std::fixed
-              << std::setprecision(1) << std::setw(16)
-              << poly_prefill << std::setw(17) << exact_prefill << "\n"
+              << std::setprecision(1) << std::setw(16) << poly_prefill << std::setw(17)
+              << exact_prefill << "\n"
               << std::flush;
   }
   model.set_attention(poly);
   Decoder<float> decoder(model);
   const HeadPlan& plan = decoder.plan(0, 0);
-  std::cout << std::defaultfloat << "polynomial state per head: k = " << plan.rank << " features (degree " << plan.degree
-            << ", R = " << plan.bound << ") x (d_h + 1) = " << plan.rank * (plan.head_dim + 1)
-            << " numbers\n";
+  std::cout << std::defaultfloat << "polynomial state per head: k = " << plan.rank
+            << " features (degree " << plan.degree << ", R = " << plan.bound
+            << ") x (d_h + 1) = " << plan.rank * (plan.head_dim + 1) << " numbers\n";
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Time one decoding step after contexts of several lengths, polynomial state "
-               "against exact attention's cache", program_name};
+  CLI::App app{
+      "Time one decoding step after contexts of several lengths, polynomial state "
+      "against exact attention's cache",
+      program_name};
   SpeedOptions o;
   app.add_option("--contexts", o.contexts, "context lengths")
       ->delimiter(',')
@@ -111,7 +114,9 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "steps timed after each context")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
-  app.add_option("--layers", o.layers, "Transformer blocks")->check(CLI::Range(1, 64))->capture_default_str();
+  app.add_option("--layers", o.layers, "Transformer blocks")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--threads", o.threads, "threads (0: OpenMP's default)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();

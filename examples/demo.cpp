@@ -47,8 +47,8 @@ constexpr const char* program_name = "polygrad_demo";
 
 struct DemoOptions {
   TransformerConfig config = TransformerConfig::demo();  // its qk_norm is replaced by --qk-norm
-  double qk_norm = 2.0;    // tau: scores tau cos(q, k), so R = tau is certified
-  Index tokens = 16384;    // n of the table
+  double qk_norm = 2.0;       // tau: scores tau cos(q, k), so R = tau is certified
+  Index tokens = 16384;       // n of the table
   examples::DemoSetup setup;  // --vocab, --init-std, --qk-align, --seed
   std::string dtype = "float";
   examples::AttentionCli poly;  // --family, --degree | --epsilon, --bound, --audit
@@ -88,7 +88,8 @@ std::string attention_diagnostics(Transformer<T>& model, const Matrix<T>& input,
       const Vector<double> s =
           tau * (K.block(0, h * dh, i + 1, dh).template cast<double>() *
                  Q.block(i, h * dh, 1, dh).transpose().template cast<double>());
-      for (Index j = 0; j < s.size(); j += std::max<Index>(1, s.size() / 256)) scores.push_back(s(j));
+      for (Index j = 0; j < s.size(); j += std::max<Index>(1, s.size() / 256))
+        scores.push_back(s(j));
       const Vector<double> w = (s.array() - s.maxCoeff()).exp().matrix();
       const Vector<double> p = w / w.sum();
       const double entropy = -(p.array() * p.array().max(1e-300).log()).sum();
@@ -125,7 +126,8 @@ struct PassResult {
 
 /// One timed forward + MSE + backward of `model` with `method`; keeps every gradient if asked.
 template <class T>
-PassResult<T> timed_pass(Transformer<T>& model, const std::shared_ptr<const AttentionMethod<T>>& method,
+PassResult<T> timed_pass(Transformer<T>& model,
+                         const std::shared_ptr<const AttentionMethod<T>>& method,
                          const Matrix<T>& input, const Matrix<T>& target, bool keep_gradients) {
   model.set_attention(method);
   model.zero_grad();
@@ -144,7 +146,8 @@ PassResult<T> timed_pass(Transformer<T>& model, const std::shared_ptr<const Atte
       result.grads.values.push_back(p.grads());
     }
     result.grads.names.push_back("input");
-    result.grads.values.push_back(Eigen::Map<const Vector<T>>(grad_input.data(), grad_input.size()));
+    result.grads.values.push_back(
+        Eigen::Map<const Vector<T>>(grad_input.data(), grad_input.size()));
   }
   return result;
 }
@@ -208,8 +211,8 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   }
   std::vector<PassResult<T>> results;
   for (const MethodSpec& m : methods) {
-    results.push_back(progress.during(
-        m.label + ": forward + backward, n = " + std::to_string(o.tokens), [&] {
+    results.push_back(
+        progress.during(m.label + ": forward + backward, n = " + std::to_string(o.tokens), [&] {
           return best_of(o.repeats, [&] {
             return timed_pass(model, make_method<T>(m, o), input, target, true);
           });
@@ -217,10 +220,11 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   }
   progress.done();
 
-  std::cout << "Model: " << examples::count_of(config.layers, "layer") << ", d_model " << config.d_model << ", "
-            << config.heads << " heads (d_h " << config.head_dim() << "), MLP " << config.d_ff
-            << ", causal, QK normalisation tau = " << o.qk_norm << "; n = " << o.tokens
-            << " tokens, MSE loss; " << o.dtype << "; polynomial: " << o.poly.family << ", "
+  std::cout << "Model: " << examples::count_of(config.layers, "layer") << ", d_model "
+            << config.d_model << ", " << config.heads << " heads (d_h " << config.head_dim()
+            << "), MLP " << config.d_ff << ", causal, QK normalisation tau = " << o.qk_norm
+            << "; n = " << o.tokens << " tokens, MSE loss; " << o.dtype
+            << "; polynomial: " << o.poly.family << ", "
             << (o.poly.degree > 0 ? "g = " + std::to_string(o.poly.degree)
                                   : "eps = " + examples::scientific(o.poly.epsilon, 0))
             << "\n";
@@ -230,9 +234,10 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
             << o.dtype << ".\n\n";
   std::cout << std::left << std::setw(14) << "method" << std::right << std::setw(4) << "g"
             << std::setw(8) << "k" << std::setw(11) << "fwd+bwd s" << std::setw(9) << "speedup"
-            << std::setw(11) << "max error" << "  " << std::left << std::setw(28)
-            << "(worst tensor)" << std::right << std::setw(15) << "certified fwd" << std::setw(11)
-            << "audit" << "\n";
+            << std::setw(11) << "max error"
+            << "  " << std::left << std::setw(28) << "(worst tensor)" << std::right << std::setw(15)
+            << "certified fwd" << std::setw(11) << "audit"
+            << "\n";
   const double exact_seconds = results.front().seconds;
   for (std::size_t i = 0; i < methods.size(); ++i) {
     const PassResult<T>& r = results[i];
@@ -252,11 +257,11 @@ void run_table(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
               << std::setw(11) << examples::fixed(r.seconds, 2) << std::setw(9)
               << examples::fixed(exact_seconds / r.seconds, 2) + "x" << std::setw(11)
               << (i == 0 ? "0 (ref)" : examples::scientific(error, 2)) << "  " << std::left
-              << std::setw(28) << (i == 0 ? "" : "(" + tensor + ")") << std::right
-              << std::setw(15)
-              << (methods[i].exact ? std::string("exact") : "<=" + examples::scientific(bound, 1) + "|v|")
-              << std::setw(11) << (std::isnan(audit) ? std::string("-") : examples::scientific(audit, 1))
-              << "\n";
+              << std::setw(28) << (i == 0 ? "" : "(" + tensor + ")") << std::right << std::setw(15)
+              << (methods[i].exact ? std::string("exact")
+                                   : "<=" + examples::scientific(bound, 1) + "|v|")
+              << std::setw(11)
+              << (std::isnan(audit) ? std::string("-") : examples::scientific(audit, 1)) << "\n";
   }
   std::cout << "\ncertified fwd: |O~_i - O_i| <= this times max_j |v_j| in every head (design.md "
                "section 3); audit: largest measured relative error of sampled output rows.\n\n";
@@ -302,8 +307,8 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
           continue;
         }
       }
-      const PassResult<T> r = progress.during(
-          "sweep: " + methods[m].label + ", n = " + std::to_string(n), [&] {
+      const PassResult<T> r =
+          progress.during("sweep: " + methods[m].label + ", n = " + std::to_string(n), [&] {
             return best_of(o.repeats, [&] {
               return timed_pass(model, make_method<T>(methods[m], o), input, target, false);
             });
@@ -313,8 +318,14 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
       Index k = 0;
       for (const HeadPlan& p : r.plans)
         if (p.method == HeadMethod::poly) g = std::max(g, p.degree), k = std::max(k, p.rank);
-      csv.row().cell(static_cast<long long>(n)).cell(methods[m].label).cell(r.seconds).cell(g)
-          .cell(static_cast<long long>(k)).cell(static_cast<long long>(config.layers)).cell(o.dtype);
+      csv.row()
+          .cell(static_cast<long long>(n))
+          .cell(methods[m].label)
+          .cell(r.seconds)
+          .cell(g)
+          .cell(static_cast<long long>(k))
+          .cell(static_cast<long long>(config.layers))
+          .cell(o.dtype);
     }
   }
   progress.done();
@@ -327,7 +338,9 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   for (std::size_t s = 0; s < sizes.size(); ++s) {
     std::cout << std::setw(9) << sizes[s];
     for (std::size_t m = 0; m < M; ++m)
-      std::cout << std::setw(15) << (std::isnan(seconds[m][s]) ? std::string("-") : examples::fixed(seconds[m][s], 3));
+      std::cout << std::setw(15)
+                << (std::isnan(seconds[m][s]) ? std::string("-")
+                                              : examples::fixed(seconds[m][s], 3));
     std::cout << "\n";
   }
   for (const auto& note : notes) std::cout << "note: " << note << "\n";
@@ -336,8 +349,9 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
   const std::string csv_path = (std::filesystem::path(o.out_dir) / "demo_scaling.csv").string();
   const std::string svg_path = (std::filesystem::path(o.out_dir) / "demo_scaling.svg").string();
   csv.write(csv_path);
-  examples::SvgPlot plot("Forward + backward time, " + std::to_string(config.layers) + "-layer model, d_h " +
-                             std::to_string(config.head_dim()) + ", " + o.dtype,
+  examples::SvgPlot plot("Forward + backward time, " + std::to_string(config.layers) +
+                             "-layer model, d_h " + std::to_string(config.head_dim()) + ", " +
+                             o.dtype,
                          "sequence length n", "seconds");
   plot.log_x().log_y();
   std::vector<double> xs;
@@ -350,17 +364,26 @@ void run_sweep(const DemoOptions& o, const std::vector<MethodSpec>& methods, Pro
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Exact and polynomial transformer gradients compared on one long sequence, then "
-               "their scaling with n. Runs with no arguments.",
-               program_name};
+  CLI::App app{
+      "Exact and polynomial transformer gradients compared on one long sequence, then "
+      "their scaling with n. Runs with no arguments.",
+      program_name};
   DemoOptions o;
   app.add_option("--tokens,-n", o.tokens, "sequence length of the comparison table")
       ->check(CLI::Range(Index(1), Index(1) << 24))
       ->capture_default_str();
-  app.add_option("--layers", o.config.layers, "transformer blocks")->check(CLI::Range(1, 64))->capture_default_str();
-  app.add_option("--d-model", o.config.d_model, "model width D")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--heads", o.config.heads, "attention heads H (d_h = D / H)")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--d-ff", o.config.d_ff, "MLP width")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--layers", o.config.layers, "transformer blocks")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--d-model", o.config.d_model, "model width D")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--heads", o.config.heads, "attention heads H (d_h = D / H)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--d-ff", o.config.d_ff, "MLP width")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
   app.add_option("--qk-norm", o.qk_norm, "QK normalisation temperature tau (the certified bound R)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
@@ -370,11 +393,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   o.poly.method = "poly";
   o.poly.add(app, /*with_method=*/false, /*with_route=*/false);
-  app.add_option("--sweep-min", o.sweep_min, "smallest n of the sweep is 2^this")->check(CLI::Range(1, 30))->capture_default_str();
-  app.add_option("--sweep-max", o.sweep_max, "largest n of the sweep (polynomial routes) is 2^this")->check(CLI::Range(1, 30))->capture_default_str();
-  app.add_option("--sweep-max-exact", o.sweep_max_exact, "largest n of the sweep for exact attention is 2^this")->check(CLI::Range(1, 30))->capture_default_str();
-  app.add_option("--sweep-layers", o.sweep_layers, "blocks of the sweep's model")->check(CLI::Range(1, 64))->capture_default_str();
-  app.add_option("--point-limit", o.point_limit, "seconds: a method's sweep stops before a size predicted to take longer")
+  app.add_option("--sweep-min", o.sweep_min, "smallest n of the sweep is 2^this")
+      ->check(CLI::Range(1, 30))
+      ->capture_default_str();
+  app.add_option("--sweep-max", o.sweep_max, "largest n of the sweep (polynomial routes) is 2^this")
+      ->check(CLI::Range(1, 30))
+      ->capture_default_str();
+  app.add_option("--sweep-max-exact", o.sweep_max_exact,
+                 "largest n of the sweep for exact attention is 2^this")
+      ->check(CLI::Range(1, 30))
+      ->capture_default_str();
+  app.add_option("--sweep-layers", o.sweep_layers, "blocks of the sweep's model")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--point-limit", o.point_limit,
+                 "seconds: a method's sweep stops before a size predicted to take longer")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--repeats", o.repeats, "timed passes per measurement (the fastest is reported)")
@@ -382,7 +415,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--skip-table", o.skip_table, "only the sweep");
   app.add_flag("--skip-sweep", o.skip_sweep, "only the table");
-  app.add_option("--out-dir", o.out_dir, "where demo_scaling.csv and demo_scaling.svg go")->capture_default_str();
+  app.add_option("--out-dir", o.out_dir, "where demo_scaling.csv and demo_scaling.svg go")
+      ->capture_default_str();
   app.add_option("--threads", o.threads, "threads (0: OMP_NUM_THREADS or every core)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
@@ -390,7 +424,8 @@ int main(int argc, char** argv) {
 
   const int parsed = examples::parse_command_line(app, argc, argv, [&] {
     if (o.config.d_model % o.config.heads != 0)
-      throw CLI::ValidationError("--heads", "must divide --d-model (" + std::to_string(o.config.d_model) + ")");
+      throw CLI::ValidationError(
+          "--heads", "must divide --d-model (" + std::to_string(o.config.d_model) + ")");
     if (o.sweep_min > o.sweep_max || o.sweep_min > o.sweep_max_exact)
       throw CLI::ValidationError("--sweep-min", "must not exceed --sweep-max or --sweep-max-exact");
     if (o.skip_table && o.skip_sweep)

@@ -57,9 +57,15 @@ int main(int argc, char** argv) {
   double init_std = 0.2;
   int threads = 0;
   bool quiet = false;
-  app.add_option("--tokens,-n", n, "sequence length")->capture_default_str()->check(CLI::Range(1, 1 << 20));
-  app.add_option("--min-degree", min_degree, "smallest degree")->capture_default_str()->check(CLI::Range(0, 24));
-  app.add_option("--max-degree", max_degree, "largest degree")->capture_default_str()->check(CLI::Range(0, 24));
+  app.add_option("--tokens,-n", n, "sequence length")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--min-degree", min_degree, "smallest degree")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 24));
+  app.add_option("--max-degree", max_degree, "largest degree")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 24));
   app.add_option("--seed", seed, "seed of weights and data")->capture_default_str();
   app.add_option("--init-std", init_std, "std of the Linear weights")->capture_default_str();
   app.add_option("--threads", threads, "threads (0: OpenMP's default)")
@@ -90,10 +96,11 @@ int main(int argc, char** argv) {
     const Gradients exact_model = gradients(model, x, target);
     const Gradients exact_layer = gradients(layer, x, target);
 
-    std::printf("n = %ld, causal, d_model 64, 8 heads (d_h 8), QK normalisation tau = 2 (R = 2), "
-                "Chebyshev, double\nlargest relative Frobenius error over all parameter and "
-                "input gradients\n\n",
-                long(n));
+    std::printf(
+        "n = %ld, causal, d_model 64, 8 heads (d_h 8), QK normalisation tau = 2 (R = 2), "
+        "Chebyshev, double\nlargest relative Frobenius error over all parameter and "
+        "input gradients\n\n",
+        long(n));
     std::printf("%3s %9s %12s | %12s %12s | %12s %12s\n", "g", "rank k", "exp error", "layer adj",
                 "layer paper", "model adj", "model paper");
     for (int g = min_degree; g <= max_degree; ++g) {
@@ -106,7 +113,7 @@ int main(int argc, char** argv) {
           options.route = route;
           auto method = std::make_shared<PolyAttention<double>>(options);
           progress.update("degree " + std::to_string(g) + ", " + to_string(route) + " route, " +
-                          (whole_model ? "model" : "layer"),
+                              (whole_model ? "model" : "layer"),
                           /*force=*/true);
           std::string cell;
           try {

@@ -102,7 +102,7 @@ struct CompareOptions {
 struct InitOptions {
   std::string out;
   TransformerConfig config = TransformerConfig::demo();  // the demo model unless told otherwise
-  double scale = 0, qk_norm = 0;  // 0: not set
+  double scale = 0, qk_norm = 0;                         // 0: not set
   bool no_qk_norm = false;
   std::uint64_t seed = Transformer<double>::default_seed;
   std::string dtype = "double";
@@ -147,8 +147,8 @@ double most_over_ranks(double value) {
 
 /// Refuses a mode that writes or reads one file as a whole under mpirun.
 void require_one_process(const char* mode) {
-  require<Error>(world_size() == 1, mode, " runs in one process; it was started on ",
-                 world_size(), " ranks: run it without mpirun (or with -np 1)");
+  require<Error>(world_size() == 1, mode, " runs in one process; it was started on ", world_size(),
+                 " ranks: run it without mpirun (or with -np 1)");
 }
 
 /// The last line of every mode's report (the most of any rank, split across ranks). A
@@ -156,8 +156,9 @@ void require_one_process(const char* mode) {
 void print_peak_memory() {
   const double peak = most_over_ranks(examples::peak_memory_mib());
   if (!is_root()) return;
-  std::cout << "peak resident memory " << (world_size() > 1 ? "per rank (most) " : "")
-            << std::fixed << std::setprecision(0) << peak << " MiB\n" << std::defaultfloat;
+  std::cout << "peak resident memory " << (world_size() > 1 ? "per rank (most) " : "") << std::fixed
+            << std::setprecision(0) << peak << " MiB\n"
+            << std::defaultfloat;
 }
 
 /// The metadata every output file carries: program, attention summary and dtype.
@@ -188,8 +189,9 @@ void run_model(const ModelOptions& o) {
                         "model's d_model, got ", detail::shape_string(shape));
   }
   require<ShapeError>(data.shape("target") == data.shape("input"), o.data,
-                      ": target must have the shape of input ", detail::shape_string(data.shape("input")),
-                      ", got ", detail::shape_string(data.shape("target")));
+                      ": target must have the shape of input ",
+                      detail::shape_string(data.shape("input")), ", got ",
+                      detail::shape_string(data.shape("target")));
   const Index n = data.shape("input")[0];
   RowRange rows;
   const SequenceShard shard = sequence_shard(n, rows);
@@ -211,7 +213,8 @@ void run_model(const ModelOptions& o) {
   const Matrix<T> output = model.forward(input);
   LossResult<T> loss;
   {
-    const Matrix<T> target = data.read_rows<T>("target", rows.begin, rows.rows);  // for the loss only
+    const Matrix<T> target =
+        data.read_rows<T>("target", rows.begin, rows.rows);  // for the loss only
     loss = mse_loss(output, target, threading);
   }
   const Matrix<T> grad_input = model.backward(loss.grad);
@@ -239,10 +242,10 @@ void run_model(const ModelOptions& o) {
   const auto [forward_attention, backward_attention] = model.attention_seconds();
   const double attention_seconds = most_over_ranks(forward_attention + backward_attention);
   if (is_root()) {
-    std::cout << "model " << o.model << ": " << examples::count_of(config.layers, "layer") << ", d_model "
-              << config.d_model << ", " << config.heads << " heads, d_ff " << config.d_ff << ", "
-              << (config.causal ? "causal" : "non-causal") << ", scale " << config.attention_scale()
-              << (config.qk_norm ? " (qk_norm)" : "") << "\n";
+    std::cout << "model " << o.model << ": " << examples::count_of(config.layers, "layer")
+              << ", d_model " << config.d_model << ", " << config.heads << " heads, d_ff "
+              << config.d_ff << ", " << (config.causal ? "causal" : "non-causal") << ", scale "
+              << config.attention_scale() << (config.qk_norm ? " (qk_norm)" : "") << "\n";
     std::cout << "n " << n << ", dtype " << o.dtype << ", attention " << o.attention.summary()
               << (o.recompute ? ", recomputation on" : "");
     if (shard.split()) std::cout << ", split across " << world_size() << " ranks";
@@ -255,8 +258,8 @@ void run_model(const ModelOptions& o) {
         std::cout << "layer " << i << " " << line << "\n";
     }
     std::cout.precision(4);
-    std::cout << "forward + backward " << seconds << " s, of which attention "
-              << attention_seconds << " s" << (shard.split() ? " (slowest rank)" : "") << "\n";
+    std::cout << "forward + backward " << seconds << " s, of which attention " << attention_seconds
+              << " s" << (shard.split() ? " (slowest rank)" : "") << "\n";
     std::cout << "wrote " << out.size() << " tensors to " << o.out << "\n";
   }
   print_peak_memory();
@@ -288,8 +291,8 @@ template <class T>
 void run_attention(const AttentionOptions& o) {
   SafetensorsReader data(o.data);
   const std::vector<Index> shape = data.shape("q");
-  require<ShapeError>(shape.size() == 3 && shape[0] >= 1 && shape[1] >= 1 && shape[2] >= 1,
-                      o.data, ": q must be [H, n, d_h] with every size at least 1, got ",
+  require<ShapeError>(shape.size() == 3 && shape[0] >= 1 && shape[1] >= 1 && shape[2] >= 1, o.data,
+                      ": q must be [H, n, d_h] with every size at least 1, got ",
                       detail::shape_string(shape));
   for (const char* name : {"k", "v", "do"}) {
     require<ShapeError>(data.shape(name) == shape, o.data, ": ", name, " must have the shape of q ",
@@ -305,9 +308,9 @@ void run_attention(const AttentionOptions& o) {
   const Matrix<T> V = read_heads<T>(data, "v", H, n, dh, rows);    // (n_r, H d_h)
   const Matrix<T> dO = read_heads<T>(data, "do", H, n, dh, rows);  // (n_r, H d_h)
   if (shard.split()) {
-    require_on_every_rank<NumericError>(*shard.group, Q.allFinite() && K.allFinite() &&
-                                        V.allFinite() && dO.allFinite(), o.data, ": q, k, v ",
-                                        "or do holds NaN or infinity");
+    require_on_every_rank<NumericError>(
+        *shard.group, Q.allFinite() && K.allFinite() && V.allFinite() && dO.allFinite(), o.data,
+        ": q, k, v ", "or do holds NaN or infinity");
   }
   require_finite(dO, "do");
 
@@ -356,8 +359,8 @@ void run_attention(const AttentionOptions& o) {
 
   if (is_root()) {
     std::cout << "attention " << o.attention.summary() << ": H " << H << ", n " << n << ", d_h "
-              << dh << ", " << (o.causal ? "causal" : "non-causal") << ", scale "
-              << attention.scale << (o.qk_norm > 0 ? " (qk_norm)" : "") << ", dtype " << o.dtype;
+              << dh << ", " << (o.causal ? "causal" : "non-causal") << ", scale " << attention.scale
+              << (o.qk_norm > 0 ? " (qk_norm)" : "") << ", dtype " << o.dtype;
     if (shard.split()) std::cout << ", split across " << world_size() << " ranks";
     std::cout << "\n" << context->describe() << "\n";
     std::cout << "read, forward + backward " << seconds << " s\n";
@@ -378,10 +381,11 @@ void run_init(InitOptions o) {
   Transformer<T> model(o.config);
   model.init(o.seed);
   save_transformer(o.out, model);
-  std::cout << "wrote a " << o.config.layers << "-layer model (d_model " << o.config.d_model
-            << ", " << o.config.heads << " heads, d_ff " << o.config.d_ff
-            << (o.config.qk_norm ? ", QK normalisation tau " + examples::significant(*o.config.qk_norm, 3)
-                                 : std::string(", no QK normalisation"))
+  std::cout << "wrote a " << o.config.layers << "-layer model (d_model " << o.config.d_model << ", "
+            << o.config.heads << " heads, d_ff " << o.config.d_ff
+            << (o.config.qk_norm
+                    ? ", QK normalisation tau " + examples::significant(*o.config.qk_norm, 3)
+                    : std::string(", no QK normalisation"))
             << ", seed " << o.seed << ", " << o.dtype << ") to " << o.out << "\n";
 }
 
@@ -439,7 +443,8 @@ void run_compare(const CompareOptions& o) {
                         detail::shape_string(a.shape(name)), " in ", o.first, " but ",
                         detail::shape_string(b.shape(name)), " in ", o.second);
     const std::vector<double> x = a.values<double>(name), y = b.values<double>(name);
-    const Eigen::Map<const Vector<double>> xv(x.data(), Index(x.size())), yv(y.data(), Index(y.size()));
+    const Eigen::Map<const Vector<double>> xv(x.data(), Index(x.size())),
+        yv(y.data(), Index(y.size()));
     const double error = examples::relative_error(xv, yv);
     std::cout << name << " " << std::scientific << error << std::defaultfloat << "\n";
     ++compared;
@@ -493,7 +498,8 @@ int main(int argc, char** argv) {
   attention_cmd->add_option("--out", attention.out, "where to write o, dq, dk, dv")->required();
   attention_cmd->add_flag("--causal", attention.causal, "mask keys after each query");
   auto* scale_option =
-      attention_cmd->add_option("--scale", attention.scale, "c in S = c Q K^T (default 1/sqrt(d_h))")
+      attention_cmd
+          ->add_option("--scale", attention.scale, "c in S = c Q K^T (default 1/sqrt(d_h))")
           ->check(CLI::PositiveNumber);
   attention_cmd
       ->add_option("--qk-norm", attention.qk_norm,
@@ -513,14 +519,16 @@ int main(int argc, char** argv) {
       "compare", "relative Frobenius error ||a - b|| / ||b|| of every tensor two files share");
   compare_cmd->add_option("a", compare.first, "safetensors file to check")->required();
   compare_cmd->add_option("b", compare.second, "reference safetensors file")->required();
-  compare_cmd->add_option("--tolerance", compare.tolerance,
-                          "exit 1 if the largest relative error is above this")
+  compare_cmd
+      ->add_option("--tolerance", compare.tolerance,
+                   "exit 1 if the largest relative error is above this")
       ->check(CLI::NonNegativeNumber);
 
   InitOptions init;
   CLI::App* init_cmd = app.add_subcommand(
-      "init", "write a randomly initialised Transformer (by default the demo model: 4 layers, "
-              "d_model 64, 8 heads of d_h 8, d_ff 256, causal, QK normalisation tau 2)");
+      "init",
+      "write a randomly initialised Transformer (by default the demo model: 4 layers, "
+      "d_model 64, 8 heads of d_h 8, d_ff 256, causal, QK normalisation tau 2)");
   init_cmd->add_option("--out", init.out, "checkpoint to write")->required();
   init_cmd->add_option("--layers", init.config.layers, "number of blocks")->capture_default_str();
   init_cmd->add_option("--d-model", init.config.d_model, "model width D")->capture_default_str();
@@ -529,10 +537,12 @@ int main(int argc, char** argv) {
   init_cmd->add_flag("--causal,!--no-causal", init.config.causal, "causal mask (default on)");
   init_cmd->add_option("--scale", init.scale, "attention scale c (default 1/sqrt(d_h))")
       ->check(CLI::PositiveNumber);
-  CLI::Option* init_qk_norm =
-      init_cmd->add_option("--qk-norm", init.qk_norm, "QK normalisation with temperature tau (default 2)")
-          ->check(CLI::PositiveNumber);
-  init_cmd->add_flag("--no-qk-norm", init.no_qk_norm, "no QK normalisation")->excludes(init_qk_norm);
+  CLI::Option* init_qk_norm = init_cmd
+                                  ->add_option("--qk-norm", init.qk_norm,
+                                               "QK normalisation with temperature tau (default 2)")
+                                  ->check(CLI::PositiveNumber);
+  init_cmd->add_flag("--no-qk-norm", init.no_qk_norm, "no QK normalisation")
+      ->excludes(init_qk_norm);
   init_cmd->add_option("--seed", init.seed, "random seed")->capture_default_str();
   init_cmd->add_option("--dtype", init.dtype, "stored precision (F32 or F64)")
       ->check(dtype_check)
@@ -557,9 +567,9 @@ int main(int argc, char** argv) {
 
   const int parsed = examples::parse_command_line(app, argc, argv, [&] {
     if (app.get_subcommands().empty()) {
-      for (const auto& [value, name] : {std::pair{&model.model, "--model"},
-                                        std::pair{&model.data, "--data"},
-                                        std::pair{&model.out, "--out"}}) {
+      for (const auto& [value, name] :
+           {std::pair{&model.model, "--model"}, std::pair{&model.data, "--data"},
+            std::pair{&model.out, "--out"}}) {
         if (value->empty()) throw CLI::RequiredError(name);
       }
     }

@@ -85,8 +85,9 @@ Run measure(Transformer<T>& model, const std::shared_ptr<const AttentionMethod<T
   model.set_observer([&](const LayerEvent& e) {
     progress.update(what + ": " + (e.backward ? "backward" : "forward") + " layer " +
                         std::to_string(e.layer + 1) + "/" + std::to_string(e.layers) + " " +
-                        examples::fixed(e.seconds, 1) + " s (attention " + examples::fixed(e.attention_seconds, 1) +
-                        " s), peak " + examples::fixed(examples::peak_memory_mib(), 0) + " MiB",
+                        examples::fixed(e.seconds, 1) + " s (attention " +
+                        examples::fixed(e.attention_seconds, 1) + " s), peak " +
+                        examples::fixed(examples::peak_memory_mib(), 0) + " MiB",
                     true);
   });
   Run run;
@@ -109,7 +110,8 @@ Run measure(Transformer<T>& model, const std::shared_ptr<const AttentionMethod<T
   run.loss = loss.value;
   require<NumericError>(grad_input.allFinite(), what, ": the input gradient is not finite");
   for (const auto& p : model.parameters())
-    require<NumericError>(p.grads().allFinite(), what, ": the gradient of ", p.name, " is not finite");
+    require<NumericError>(p.grads().allFinite(), what, ": the gradient of ", p.name,
+                          " is not finite");
   for (const auto& layer : model.attention_plans()) {
     for (const HeadPlan& plan : layer) {
       if (plan.method != HeadMethod::poly) continue;
@@ -158,10 +160,11 @@ void run_all(const Options& o) {
   model.set_threading(threading);
   Progress progress(o.quiet, 10.0);
 
-  std::cout << "Model: " << examples::count_of(config.layers, "layer") << ", d_model " << config.d_model << ", "
-            << config.heads << " heads (d_h " << config.head_dim() << "), MLP " << config.d_ff
-            << ", causal, QK normalisation tau = " << o.qk_norm << "; MSE loss; " << o.dtype
-            << "; " << (o.recompute ? "recomputation on" : "recomputation off") << "; "
+  std::cout << "Model: " << examples::count_of(config.layers, "layer") << ", d_model "
+            << config.d_model << ", " << config.heads << " heads (d_h " << config.head_dim()
+            << "), MLP " << config.d_ff << ", causal, QK normalisation tau = " << o.qk_norm
+            << "; MSE loss; " << o.dtype << "; "
+            << (o.recompute ? "recomputation on" : "recomputation off") << "; "
             << detail::thread_count(threading) << " threads\n";
 
   std::vector<Run> runs, exact_runs;
@@ -178,29 +181,35 @@ void run_all(const Options& o) {
   }
   progress.done();
 
-  std::cout << "\n" << std::left << std::setw(14) << "method" << std::right << std::setw(9) << "n"
+  std::cout << "\n"
+            << std::left << std::setw(14) << "method" << std::right << std::setw(9) << "n"
             << std::setw(11) << "wall s" << std::setw(13) << "attention s" << std::setw(12)
             << "wall/attn" << std::setw(10) << "CPU/wall" << std::setw(11) << "peak MiB"
-            << std::setw(11) << "audit" << "\n";
-  examples::CsvWriter csv({"method", "n", "seconds", "attention_seconds", "cpu_seconds",
-                           "peak_mib", "measured", "degree", "rank", "audit", "dtype",
-                           "recompute"});
-  auto row = [&](const Run& r) {
-    std::cout << std::left << std::setw(14) << r.method << std::right << std::setw(9)
-              << power_of_two(r.n) << std::setw(11) << examples::fixed(r.seconds, 1) << std::setw(13)
-              << examples::fixed(r.attention_seconds, 1) << std::setw(12)
-              << examples::fixed(r.seconds / r.attention_seconds, 3) << std::setw(10)
-              << examples::fixed(r.cpu_seconds / r.seconds, 2) << std::setw(11) << examples::fixed(r.peak_mib, 0)
-              << std::setw(11) << (std::isnan(r.audit) ? std::string("-") : [&] {
-                   std::ostringstream s;
-                   s << std::scientific << std::setprecision(1) << r.audit;
-                   return s.str();
-                 }())
-              << "\n";
-    csv.row().cell(r.method).cell(static_cast<long long>(r.n)).cell(r.seconds)
-        .cell(r.attention_seconds).cell(r.cpu_seconds).cell(r.peak_mib).cell("yes").cell(r.degree)
-        .cell(static_cast<long long>(r.rank)).cell(r.audit).cell(o.dtype).cell(o.recompute ? "on" : "off");
-  };
+            << std::setw(11) << "audit"
+            << "\n";
+  examples::CsvWriter csv({"method", "n", "seconds", "attention_seconds", "cpu_seconds", "peak_mib",
+                           "measured", "degree", "rank", "audit", "dtype", "recompute"});
+  auto row =
+      [&](const Run& r) {
+        std::cout << std::left << std::setw(14) << r.method << std::right << std::setw(9) << power_of_two(r.n) << std::setw(11) << examples::fixed(r.seconds, 1) << std::setw(13) << examples::fixed(r.attention_seconds, 1) << std::setw(12) << examples::fixed(r.seconds / r.attention_seconds, 3) << std::setw(10) << examples::fixed(r.cpu_seconds / r.seconds, 2) << std::setw(11) << examples::fixed(r.peak_mib, 0) << std::setw(11) << (std::isnan(r.audit) ? std::string("-") : [&] {
+          std::ostringstream s;
+          s << std::scientific << std::setprecision(1) << r.audit;
+          return s.str();
+        }()) << "\n";
+        csv.row()
+            .cell(r.method)
+            .cell(static_cast<long long>(r.n))
+            .cell(r.seconds)
+            .cell(r.attention_seconds)
+            .cell(r.cpu_seconds)
+            .cell(r.peak_mib)
+            .cell("yes")
+            .cell(r.degree)
+            .cell(static_cast<long long>(r.rank))
+            .cell(r.audit)
+            .cell(o.dtype)
+            .cell(o.recompute ? "on" : "off");
+      };
   for (const Run& r : runs) row(r);
   for (const Run& r : exact_runs) row(r);
   if (!exact_runs.empty()) {
@@ -210,8 +219,18 @@ void run_all(const Options& o) {
               << power_of_two(o.tokens) << std::setw(11) << examples::fixed(predicted, 0)
               << "  EXTRAPOLATED, not measured: t = c n^2 fitted to the exact runs above "
               << "(their free exponent: " << examples::fixed(fit.exponent, 3) << ")\n";
-    csv.row().cell("exact").cell(static_cast<long long>(o.tokens)).cell(predicted).cell("").cell("")
-        .cell("").cell("extrapolated").cell(0).cell(0LL).cell("").cell(o.dtype)
+    csv.row()
+        .cell("exact")
+        .cell(static_cast<long long>(o.tokens))
+        .cell(predicted)
+        .cell("")
+        .cell("")
+        .cell("")
+        .cell("extrapolated")
+        .cell(0)
+        .cell(0LL)
+        .cell("")
+        .cell(o.dtype)
         .cell(o.recompute ? "on" : "off");
     for (const Run& r : runs) {
       std::cout << "  " << r.method << " is " << examples::fixed(predicted / r.seconds, 1)
@@ -231,9 +250,10 @@ void run_all(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"The demo model's full gradient on one long sequence: polynomial routes measured, "
-               "exact measured at smaller sizes and extrapolated. Runs with no arguments.",
-               program_name};
+  CLI::App app{
+      "The demo model's full gradient on one long sequence: polynomial routes measured, "
+      "exact measured at smaller sizes and extrapolated. Runs with no arguments.",
+      program_name};
   Options o;
   app.add_option("--tokens,-n", o.tokens, "sequence length of the polynomial runs")
       ->check(CLI::Range(Index(1), Index(1) << 26))

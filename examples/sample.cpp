@@ -61,7 +61,8 @@ int draw(const RowVector<double>& logits, const SampleOptions& o, std::mt19937_6
                     [&](Index a, Index b) { return logits(a) > logits(b); });
   std::vector<double> weights(static_cast<std::size_t>(keep));
   for (Index i = 0; i < keep; ++i)
-    weights[std::size_t(i)] = std::exp((logits(order[std::size_t(i)]) - logits(best)) / o.temperature);
+    weights[std::size_t(i)] =
+        std::exp((logits(order[std::size_t(i)]) - logits(best)) / o.temperature);
   std::discrete_distribution<Index> pick(weights.begin(), weights.end());
   return int(order[std::size_t(pick(rng))]);
 }
@@ -100,7 +101,8 @@ void sample(const SampleOptions& o) {
     ids.push_back(next);
     std::cout << vocab[std::size_t(next)] << std::flush;
     if (t + 1 == o.tokens) break;
-    logits = decoder.position() < context ? decoder.step(next) : restart(std::max<Index>(context / 2, 1));
+    logits = decoder.position() < context ? decoder.step(next)
+                                          : restart(std::max<Index>(context / 2, 1));
   }
   std::cout << "\n";
 }
@@ -111,12 +113,17 @@ int main(int argc, char** argv) {
   CLI::App app{"Generate text from a character-level LanguageModel written by polygrad_train",
                program_name};
   SampleOptions o;
-  app.add_option("--model", o.model, "LanguageModel file with its vocabulary (model_<run>.safetensors)")
+  app.add_option("--model", o.model,
+                 "LanguageModel file with its vocabulary (model_<run>.safetensors)")
       ->required();
-  app.add_option("--prompt", o.prompt, "text the generation continues (every character in the vocabulary)")
+  app.add_option("--prompt", o.prompt,
+                 "text the generation continues (every character in the vocabulary)")
       ->capture_default_str();
-  app.add_option("--tokens", o.tokens, "characters to generate")->check(CLI::Range(0, 1000000))->capture_default_str();
-  app.add_option("--temperature", o.temperature, "softmax temperature; 0 takes the likeliest character")
+  app.add_option("--tokens", o.tokens, "characters to generate")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  app.add_option("--temperature", o.temperature,
+                 "softmax temperature; 0 takes the likeliest character")
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
   app.add_option("--top-k", o.top_k, "draw among the k likeliest characters (0: all)")
@@ -127,7 +134,8 @@ int main(int argc, char** argv) {
   const int parsed = examples::parse_command_line(app, argc, argv, [&] {
     o.attention.check();
     if (o.prompt.empty())
-      throw CLI::ValidationError("--prompt", "needs at least one character for the model to continue");
+      throw CLI::ValidationError("--prompt",
+                                 "needs at least one character for the model to continue");
   });
   if (parsed >= 0) return parsed;
   return examples::run_program(program_name, [&] { sample(o); });

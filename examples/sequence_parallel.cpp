@@ -40,7 +40,8 @@ struct Options {
   std::string dtype = "float";
   int threads = 1;
   examples::DemoSetup setup;
-  examples::AttentionCli attention;  // --attention, --route, --family, --degree | --epsilon, --bound
+  examples::AttentionCli
+      attention;  // --attention, --route, --family, --degree | --epsilon, --bound
 };
 
 /// The largest of value over the ranks.
@@ -63,7 +64,8 @@ void run(const Options& o, mpi::Communicator& world) {
   Matrix<T> input, target;  // the whole sequence's rows are drawn, this rank keeps its own
   examples::make_demo_data(o.tokens, config.d_model, o.setup, input, target);
   const RowRange rows = balanced_shard(o.tokens, world.rank(), world.size());
-  Matrix<T> x = input.middleRows(rows.begin, rows.rows), t = target.middleRows(rows.begin, rows.rows);
+  Matrix<T> x = input.middleRows(rows.begin, rows.rows),
+            t = target.middleRows(rows.begin, rows.rows);
   input.resize(0, 0);
   target.resize(0, 0);
   if (world.rank() == 0) {
@@ -103,8 +105,8 @@ void run(const Options& o, mpi::Communicator& world) {
               << std::setprecision(6) << total_loss << "\n"
               << std::setprecision(0) << "sent per rank per layer (most): " << most_sent / layers
               << (o.attention.method == "exact" ? " bytes of keys, values and their gradients, "
-                                                : " bytes of states, ") << most_reduced / layers
-              << " bytes in sums and maxima during the passes\n"
+                                                : " bytes of states, ")
+              << most_reduced / layers << " bytes in sums and maxima during the passes\n"
               << "peak resident memory per rank (most): " << peak << " MiB" << std::endl;
   }
 }
@@ -119,9 +121,14 @@ int main(int argc, char** argv) {
   app.add_option("--tokens,-n", o.tokens, "sequence length")
       ->check(CLI::Range(Index(1), Index(1) << 26))
       ->capture_default_str();
-  app.add_flag("--recompute,!--no-recompute", o.recompute, "recompute the row-wise layers in backward (default on)");
-  app.add_option("--dtype", o.dtype, "scalar type")->check(CLI::IsMember({"float", "double"}))->capture_default_str();
-  app.add_option("--threads", o.threads, "threads per rank")->check(CLI::Range(1, 1024))->capture_default_str();
+  app.add_flag("--recompute,!--no-recompute", o.recompute,
+               "recompute the row-wise layers in backward (default on)");
+  app.add_option("--dtype", o.dtype, "scalar type")
+      ->check(CLI::IsMember({"float", "double"}))
+      ->capture_default_str();
+  app.add_option("--threads", o.threads, "threads per rank")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   o.setup.add(app);
   o.attention.method = "poly";
   o.attention.audit = 0;  // the audit needs the whole sequence: asking for one is an error

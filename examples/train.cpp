@@ -51,8 +51,8 @@
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/inference/forward.hpp"
 #include "polygrad/io/checkpoint.hpp"
-#include "polygrad/io/safetensors.hpp"
 #include "polygrad/io/language_model_file.hpp"
+#include "polygrad/io/safetensors.hpp"
 #include "polygrad/loss/cross_entropy.hpp"
 #include "polygrad/optim/adamw.hpp"
 #include "polygrad/optim/clip.hpp"
@@ -77,8 +77,8 @@ namespace {
 
 using namespace polygrad;
 using examples::fixed;
-using examples::scientific;
 using examples::Progress;
+using examples::scientific;
 using examples::Stopwatch;
 
 constexpr const char* program_name = "polygrad_train";
@@ -143,7 +143,7 @@ struct TrainOptions {
 // The text: bytes as tokens, the vocabulary is the set of bytes that occur.
 
 struct Corpus {
-  std::string vocab;            // the distinct bytes, sorted; token id = index
+  std::string vocab;  // the distinct bytes, sorted; token id = index
   std::vector<int> train, held_out;
 };
 
@@ -165,7 +165,8 @@ Corpus read_corpus(const TrainOptions& o) {
   for (int b = 0; b < 256; ++b)
     if (seen[b]) c.vocab.push_back(char(b));
   int id_of[256] = {};
-  for (std::size_t i = 0; i < c.vocab.size(); ++i) id_of[static_cast<unsigned char>(c.vocab[i])] = int(i);
+  for (std::size_t i = 0; i < c.vocab.size(); ++i)
+    id_of[static_cast<unsigned char>(c.vocab[i])] = int(i);
   const std::size_t split = text.size() - held;
   for (std::size_t i = 0; i < text.size(); ++i)
     (i < split ? c.train : c.held_out).push_back(id_of[static_cast<unsigned char>(text[i])]);
@@ -181,10 +182,10 @@ struct Run {
   std::shared_ptr<const AttentionMethod<T>> attention;
   std::vector<double> curve_step, curve_train, curve_eval;  // one entry per evaluation
   std::vector<double> curve_seconds;  // training seconds up to each evaluation (NaN: unknown)
-  double train_sum = 0;  // training losses since the last evaluation
+  double train_sum = 0;               // training losses since the last evaluation
   int train_count = 0;
-  double seconds = 0;    // time in training steps since step 0 (since resuming if the clock was lost)
-  std::string plan;      // the attention plan of the last training step, layer 0
+  double seconds = 0;  // time in training steps since step 0 (since resuming if the clock was lost)
+  std::string plan;    // the attention plan of the last training step, layer 0
 };
 
 /// Window starts of the held-out evaluation: `count` windows spread evenly over the held-out text.
@@ -230,13 +231,15 @@ Batch pack_windows(const std::vector<int>& text, const std::vector<std::size_t>&
 /// Mean held-out cross-entropy (nats per character) with exact attention; restores `training`.
 template <class T>
 double evaluate(LanguageModel<T>& model, const Corpus& c, const TrainOptions& o,
-                const std::shared_ptr<const AttentionMethod<T>>& training, const WindowSplit& split) {
+                const std::shared_ptr<const AttentionMethod<T>>& training,
+                const WindowSplit& split) {
   const auto exact = std::make_shared<ExactAttention<T>>();
   const auto starts = eval_starts(c, o.seq_len, o.eval_seqs);
   if (!split.split()) {  // one packed pass over all the windows, nothing kept for a backward
     const Batch batch = pack_windows(c.held_out, starts, o.seq_len);
     // Every window has seq_len targets: the mean over rows is the mean over windows.
-    return cross_entropy_loss(infer_logits<T>(model, batch.ids, batch.offsets, exact), batch.next).value;
+    return cross_entropy_loss(infer_logits<T>(model, batch.ids, batch.offsets, exact), batch.next)
+        .value;
   }
   model.set_attention(exact);
   double total = 0;
@@ -402,11 +405,11 @@ int load_state(std::vector<Run<T>>& runs, const TrainOptions& o, const Corpus& c
   const SafetensorsFile file = SafetensorsFile::read(path);
   for (const auto& [key, value] : checkpoint_metadata(o, c)) {
     const auto it = file.metadata().find(key);
-    require<FormatError>(it != file.metadata().end() && it->second == value, path,
-                         ": cannot resume: metadata \"", key, "\" is \"",
-                         it == file.metadata().end() ? std::string("(missing)") : it->second,
-                         "\" but this run has \"", value.size() > 40 ? value.substr(0, 40) + "..." : value,
-                         "\"; use the text, model flags and --seed the checkpoint was made with");
+    require<FormatError>(
+        it != file.metadata().end() && it->second == value, path, ": cannot resume: metadata \"",
+        key, "\" is \"", it == file.metadata().end() ? std::string("(missing)") : it->second,
+        "\" but this run has \"", value.size() > 40 ? value.substr(0, 40) + "..." : value,
+        "\"; use the text, model flags and --seed the checkpoint was made with");
   }
   // A resumed run may change the polynomial settings: the attention is not checked.
   for (Run<T>& run : runs) restore_run(file, run, run.name + ".");
@@ -503,7 +506,8 @@ void train(const TrainOptions& o) {
   const auto model_path = [&](const Run<T>& run) {
     return (std::filesystem::path(o.out_dir) / ("model_" + run.name + ".safetensors")).string();
   };
-  const std::string state_path = (std::filesystem::path(o.out_dir) / "train_state.safetensors").string();
+  const std::string state_path =
+      (std::filesystem::path(o.out_dir) / "train_state.safetensors").string();
   const std::string clock_path = (std::filesystem::path(o.out_dir) / "train_clock.csv").string();
   int start = 0;
   Clock clock;
@@ -519,16 +523,17 @@ void train(const TrainOptions& o) {
     };
     for (std::size_t r = 0; r < runs.size(); ++r) {
       runs[r].seconds = clock.count(start) ? seconds_at(start, r) : 0.0;
-      for (double step : runs[r].curve_step) runs[r].curve_seconds.push_back(seconds_at(int(step), r));
+      for (double step : runs[r].curve_step)
+        runs[r].curve_seconds.push_back(seconds_at(int(step), r));
     }
   }
 
   std::cout << "text " << o.text << ": " << corpus.train.size() << " training and "
             << corpus.held_out.size() << " held-out characters, vocabulary " << vocab << "\n";
-  std::cout << "model: embeddings -> " << examples::count_of(config.layers, "layer") << ", d_model " << config.d_model
-            << ", " << config.heads << " heads (d_h " << config.head_dim() << "), MLP "
-            << config.d_ff << ", causal, QK normalisation tau = " << o.qk_norm << " -> LM head; "
-            << o.dtype << "\n";
+  std::cout << "model: embeddings -> " << examples::count_of(config.layers, "layer") << ", d_model "
+            << config.d_model << ", " << config.heads << " heads (d_h " << config.head_dim()
+            << "), MLP " << config.d_ff << ", causal, QK normalisation tau = " << o.qk_norm
+            << " -> LM head; " << o.dtype << "\n";
   std::cout << "training: " << o.steps << " steps of " << o.batch << " x " << o.seq_len
             << " characters, AdamW lr " << o.adamw.lr << " (warm-up " << o.warmup
             << ", cosine to 10%; weight decay " << o.adamw.weight_decay << " on matrices only), "
@@ -547,16 +552,18 @@ void train(const TrainOptions& o) {
   const auto header = [&] {
     std::cout << std::setw(6) << "step" << std::setw(14) << "train exact" << std::setw(14)
               << "train approx" << std::setw(16) << "held-out exact" << std::setw(17)
-              << "held-out approx" << std::setw(9) << "diff" << "\n";
+              << "held-out approx" << std::setw(9) << "diff"
+              << "\n";
   };
   const auto print_point = [&](std::size_t i) {
     const double e = runs[0].curve_eval[i], a = runs[1].curve_eval[i];
-    const auto train_cell = [&](double v) { return std::isnan(v) ? std::string("-") : fixed(v, 4); };
+    const auto train_cell = [&](double v) {
+      return std::isnan(v) ? std::string("-") : fixed(v, 4);
+    };
     std::cout << std::setw(6) << runs[0].curve_step[i] << std::setw(14)
               << train_cell(runs[0].curve_train[i]) << std::setw(14)
-              << train_cell(runs[1].curve_train[i]) << std::setw(16) << fixed(e, 4)
-              << std::setw(17) << fixed(a, 4) << std::setw(10)
-              << examples::percent_change(a / e - 1) << "\n";
+              << train_cell(runs[1].curve_train[i]) << std::setw(16) << fixed(e, 4) << std::setw(17)
+              << fixed(a, 4) << std::setw(10) << examples::percent_change(a / e - 1) << "\n";
   };
   const auto record = [&](int step) {
     for (Run<T>& run : runs) {
@@ -600,8 +607,10 @@ void train(const TrainOptions& o) {
   for (Run<T>& run : runs) {
     save_run(run, o, corpus, run_path(run));
     save_language_model(model_path(run), *run.model,
-                        {{"vocab_hex", examples::to_hex(corpus.vocab)}, {"program", program_name},
-                         {"run", run.name}, {"step", std::to_string(o.steps)}});
+                        {{"vocab_hex", examples::to_hex(corpus.vocab)},
+                         {"program", program_name},
+                         {"run", run.name},
+                         {"step", std::to_string(o.steps)}});
   }
 
   // The curves as CSV and SVG.
@@ -611,9 +620,15 @@ void train(const TrainOptions& o) {
   examples::CsvWriter csv({"step", "tokens", "seconds_exact", "seconds_approx", "train_exact",
                            "train_approx", "heldout_exact", "heldout_approx"});
   for (std::size_t i = 0; i < runs[0].curve_step.size(); ++i)
-    csv.row().cell(runs[0].curve_step[i]).cell(tokens[i]).cell(runs[0].curve_seconds[i])
-        .cell(runs[1].curve_seconds[i]).cell(runs[0].curve_train[i]).cell(runs[1].curve_train[i])
-        .cell(runs[0].curve_eval[i]).cell(runs[1].curve_eval[i]);
+    csv.row()
+        .cell(runs[0].curve_step[i])
+        .cell(tokens[i])
+        .cell(runs[0].curve_seconds[i])
+        .cell(runs[1].curve_seconds[i])
+        .cell(runs[0].curve_train[i])
+        .cell(runs[1].curve_train[i])
+        .cell(runs[0].curve_eval[i])
+        .cell(runs[1].curve_eval[i]);
   csv.write((dir / "train_curves.csv").string());
   examples::SvgPlot plot("Character LM trained with exact and approximate gradients",
                          "training tokens", "cross-entropy (nats/char)");
@@ -622,8 +637,9 @@ void train(const TrainOptions& o) {
       .add("held-out, exact", tokens, runs[0].curve_eval)
       .add("held-out, approx", tokens, runs[1].curve_eval);
   plot.write((dir / "train_curves.svg").string());
-  examples::SvgPlot clock_plot("Held-out loss against training time (exact attention at evaluation)",
-                               "training seconds (steps only)", "held-out cross-entropy (nats/char)");
+  examples::SvgPlot clock_plot(
+      "Held-out loss against training time (exact attention at evaluation)",
+      "training seconds (steps only)", "held-out cross-entropy (nats/char)");
   clock_plot.add("exact gradients", runs[0].curve_seconds, runs[0].curve_eval)
       .add("approx gradients", runs[1].curve_seconds, runs[1].curve_eval);
   clock_plot.write((dir / "train_clock.svg").string());
@@ -642,9 +658,9 @@ void train(const TrainOptions& o) {
   // ends, up to the evaluation's precision (its logits are in T): the time to the same loss is
   // at most that run's seconds there.
   const double tolerance = 10 * double(std::numeric_limits<T>::epsilon());
-  const std::string reached_what = "the exact-trained final held-out loss " + fixed(exact_final, 4) +
-                                   " (to " + scientific(tolerance, 1) + " relative, 10 " +
-                                   o.dtype + " epsilons)";
+  const std::string reached_what = "the exact-trained final held-out loss " +
+                                   fixed(exact_final, 4) + " (to " + scientific(tolerance, 1) +
+                                   " relative, 10 " + o.dtype + " epsilons)";
   std::size_t reach = 0;
   while (reach < runs[1].curve_eval.size() &&
          !(runs[1].curve_eval[reach] <= exact_final * (1 + tolerance)))
@@ -660,12 +676,13 @@ void train(const TrainOptions& o) {
               << "x exact's " << examples::significant(runs[0].seconds, 3) << " s\n";
   }
   const std::string& plan = runs[1].plan;
-  if (!plan.empty()) std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
+  if (!plan.empty())
+    std::cout << "approx plan, layer 0 " << plan.substr(0, plan.find('\n')) << "\n";
   std::cout << "wrote " << (dir / "train_curves.csv").string() << ", "
             << (dir / "train_curves.svg").string() << ", " << (dir / "train_clock.svg").string()
-            << ", the runs " << run_path(runs[0]) << ", "
-            << run_path(runs[1]) << ", their models for polygrad_sample " << model_path(runs[0])
-            << ", " << model_path(runs[1]) << " and the training state " << state_path << "\n";
+            << ", the runs " << run_path(runs[0]) << ", " << run_path(runs[1])
+            << ", their models for polygrad_sample " << model_path(runs[0]) << ", "
+            << model_path(runs[1]) << " and the training state " << state_path << "\n";
 }
 
 }  // namespace
@@ -676,39 +693,71 @@ int main(int argc, char** argv) {
   mpi::Communicator communicator;
   world = &communicator;
 #endif
-  CLI::App app{"Train a character-level transformer twice, with exact and with approximate "
-               "attention gradients, and compare held-out losses",
-               program_name};
+  CLI::App app{
+      "Train a character-level transformer twice, with exact and with approximate "
+      "attention gradients, and compare held-out losses",
+      program_name};
   TrainOptions o;
   app.add_option("--text", o.text, "training text (bytes are tokens)")->capture_default_str();
-  app.add_option("--steps", o.steps, "training steps")->check(CLI::Range(1, 10000000))->capture_default_str();
-  app.add_option("--batch", o.batch, "sequences per step")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--seq-len", o.seq_len, "characters per sequence")->check(CLI::Range(2, 1 << 20))->capture_default_str();
-  app.add_option("--layers", o.config.layers, "transformer blocks")->check(CLI::Range(1, 64))->capture_default_str();
-  app.add_option("--d-model", o.config.d_model, "model width D")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--heads", o.config.heads, "attention heads H (d_h = D / H)")->check(CLI::Range(1, 4096))->capture_default_str();
-  app.add_option("--d-ff", o.config.d_ff, "MLP width")->check(CLI::Range(1, 65536))->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  app.add_option("--batch", o.batch, "sequences per step")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--seq-len", o.seq_len, "characters per sequence")
+      ->check(CLI::Range(2, 1 << 20))
+      ->capture_default_str();
+  app.add_option("--layers", o.config.layers, "transformer blocks")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--d-model", o.config.d_model, "model width D")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--heads", o.config.heads, "attention heads H (d_h = D / H)")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  app.add_option("--d-ff", o.config.d_ff, "MLP width")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
   app.add_option("--qk-norm", o.qk_norm, "QK normalisation temperature tau (R = tau)")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--lr", o.adamw.lr, "peak AdamW learning rate")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--lr", o.adamw.lr, "peak AdamW learning rate")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--weight-decay", o.adamw.weight_decay, "AdamW decoupled weight decay")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--clip-norm", o.clip_norm, "clip the global gradient norm to this (0: no clipping)")
+  app.add_option("--clip-norm", o.clip_norm,
+                 "clip the global gradient norm to this (0: no clipping)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--warmup", o.warmup, "warm-up steps")->check(CLI::NonNegativeNumber)->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "steps between held-out evaluations")->check(CLI::Range(1, 10000000))->capture_default_str();
-  app.add_option("--eval-seqs", o.eval_seqs, "held-out windows per evaluation")->check(CLI::Range(1, 100000))->capture_default_str();
-  app.add_option("--holdout", o.holdout, "fraction of the text held out (its end)")->check(CLI::Range(0.001, 0.9))->capture_default_str();
-  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")->check(CLI::Range(1, 10000000))->capture_default_str();
+  app.add_option("--warmup", o.warmup, "warm-up steps")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "steps between held-out evaluations")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
+  app.add_option("--eval-seqs", o.eval_seqs, "held-out windows per evaluation")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--holdout", o.holdout, "fraction of the text held out (its end)")
+      ->check(CLI::Range(0.001, 0.9))
+      ->capture_default_str();
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")
+      ->check(CLI::Range(1, 10000000))
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the weights and the batches")->capture_default_str();
-  app.add_option("--dtype", o.dtype, "scalar type")->check(CLI::IsMember({"float", "double"}))->capture_default_str();
+  app.add_option("--dtype", o.dtype, "scalar type")
+      ->check(CLI::IsMember({"float", "double"}))
+      ->capture_default_str();
   o.attention.method = "poly";
   o.attention.add(app);
-  app.add_option("--out-dir", o.out_dir, "where the curves and checkpoints go")->capture_default_str();
-  app.add_flag("--resume", o.resume, "continue from the training state in --out-dir (train_state.safetensors)");
+  app.add_option("--out-dir", o.out_dir, "where the curves and checkpoints go")
+      ->capture_default_str();
+  app.add_flag("--resume", o.resume,
+               "continue from the training state in --out-dir (train_state.safetensors)");
   app.add_option("--threads", o.threads, "threads (0: OMP_NUM_THREADS or every core)")
       ->check(CLI::Range(0, 1024))
       ->capture_default_str();
@@ -716,15 +765,16 @@ int main(int argc, char** argv) {
 
   const int parsed = examples::parse_command_line(app, argc, argv, [&] {
     if (o.attention.method == "exact")
-      throw CLI::ValidationError("--attention", "the second run must approximate: use poly or auto");
+      throw CLI::ValidationError("--attention",
+                                 "the second run must approximate: use poly or auto");
     if (o.config.d_model % o.config.heads != 0)
-      throw CLI::ValidationError("--heads", "must divide --d-model (" + std::to_string(o.config.d_model) + ")");
+      throw CLI::ValidationError(
+          "--heads", "must divide --d-model (" + std::to_string(o.config.d_model) + ")");
   });
   if (parsed >= 0) return parsed;
   // The audit needs whole windows, which no rank of a split one holds.
   if (world != nullptr && world->size() > 1 && o.attention.audit < 0) o.attention.audit = 0;
 
-  return examples::run_program(program_name, [&] {
-    examples::with_dtype(o.dtype, [&](auto t) { train<decltype(t)>(o); });
-  });
+  return examples::run_program(
+      program_name, [&] { examples::with_dtype(o.dtype, [&](auto t) { train<decltype(t)>(o); }); });
 }

@@ -77,7 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(again.size() == file.size());
   for (const auto& [name, tensor] : file.tensors()) {
     const auto& other = again.tensor(name);
-    check(other.dtype == tensor.dtype && other.shape == tensor.shape && other.bytes == tensor.bytes);
+    check(other.dtype == tensor.dtype && other.shape == tensor.shape &&
+          other.bytes == tensor.bytes);
   }
   return 0;
 }

@@ -22,13 +22,13 @@ namespace polygrad::examples {
 /// Command-line attention options; add() them to an app, check() after parsing, then make<T>().
 class AttentionCli {
  public:
-  std::string method = "exact";     ///< exact, poly or auto
-  std::string route = "adjoint";    ///< adjoint or paper
-  std::string family = "chebyshev";  ///< chebyshev or taylor
-  int degree = 0;                   ///< g; 0 chooses by epsilon
-  double epsilon = 1e-3;            ///< certified error target of the polynomial
-  double bound = 0;                 ///< R fixed by the caller; 0: QK norm or Cauchy-Schwarz
-  Index audit = -1;                 ///< rows per head the audit checks; -1: 32 for poly/auto
+  std::string method = "exact";          ///< exact, poly or auto
+  std::string route = "adjoint";         ///< adjoint or paper
+  std::string family = "chebyshev";      ///< chebyshev or taylor
+  int degree = 0;                        ///< g; 0 chooses by epsilon
+  double epsilon = 1e-3;                 ///< certified error target of the polynomial
+  double bound = 0;                      ///< R fixed by the caller; 0: QK norm or Cauchy-Schwarz
+  Index audit = -1;                      ///< rows per head the audit checks; -1: 32 for poly/auto
   bool allow_causal_data_bound = false;  ///< PolyOptions::allow_causal_data_bound
 
   /// The rows audited when --audit is not given and the method is poly or auto.
@@ -40,38 +40,48 @@ class AttentionCli {
   void add(CLI::App& app, bool with_method = true, bool with_route = true) {
     app_ = &app;
     if (with_method) {
-      method_option_ = app.add_option("--attention", method, "attention method: exact, poly (polynomial in every head) or auto (per head, whichever is predicted cheaper)")
+      method_option_ = app.add_option("--attention", method,
+                                      "attention method: exact, poly (polynomial in every head) or "
+                                      "auto (per head, whichever is predicted cheaper)")
                            ->check(CLI::IsMember({"exact", "poly", "auto"}))
                            ->capture_default_str();
     }
     if (with_route)
       poly_options_.push_back(
-        app.add_option("--route", route, "polynomial backward route: adjoint (exact gradient of the approximate forward) or paper (the paper's gradient formulas)")
-            ->check(CLI::IsMember({"adjoint", "paper"}))
-            ->capture_default_str());
+          app.add_option("--route", route,
+                         "polynomial backward route: adjoint (exact gradient of the approximate "
+                         "forward) or paper (the paper's gradient formulas)")
+              ->check(CLI::IsMember({"adjoint", "paper"}))
+              ->capture_default_str());
     poly_options_.push_back(
         app.add_option("--family", family, "polynomial family approximating exp")
             ->check(CLI::IsMember({"chebyshev", "taylor"}))
             ->capture_default_str());
     CLI::Option* degree_option =
-        app.add_option("--degree", degree, "polynomial degree g (default: the smallest whose certified error is <= --epsilon)")
+        app.add_option(
+               "--degree", degree,
+               "polynomial degree g (default: the smallest whose certified error is <= --epsilon)")
             ->check(CLI::Range(1, 64));
     CLI::Option* epsilon_option =
-        app.add_option("--epsilon", epsilon, "certified relative error of the polynomial against exp on [-R, R]")
+        app.add_option("--epsilon", epsilon,
+                       "certified relative error of the polynomial against exp on [-R, R]")
             ->check(CLI::Range(1e-12, 0.5))
             ->capture_default_str();
     degree_option->excludes(epsilon_option);
     poly_options_.push_back(degree_option);
     poly_options_.push_back(epsilon_option);
-    poly_options_.push_back(
-        app.add_option("--bound", bound, "entry bound R fixed in advance (default: tau under QK normalisation, else Cauchy-Schwarz on the data)")
-            ->check(CLI::PositiveNumber));
-    poly_options_.push_back(
-        app.add_flag("--allow-causal-data-bound", allow_causal_data_bound,
-                     "accept a causal model whose bound R comes from the whole sequence (then not exactly causal); without it such a model is refused: use --qk-norm or --bound instead"));
-    poly_options_.push_back(
-        app.add_option("--audit", audit, "query rows per head compared against exact attention (default 32 for poly/auto; 0 disables)")
-            ->check(CLI::NonNegativeNumber));
+    poly_options_.push_back(app.add_option("--bound", bound,
+                                           "entry bound R fixed in advance (default: tau under QK "
+                                           "normalisation, else Cauchy-Schwarz on the data)")
+                                ->check(CLI::PositiveNumber));
+    poly_options_.push_back(app.add_flag(
+        "--allow-causal-data-bound", allow_causal_data_bound,
+        "accept a causal model whose bound R comes from the whole sequence (then not exactly "
+        "causal); without it such a model is refused: use --qk-norm or --bound instead"));
+    poly_options_.push_back(app.add_option("--audit", audit,
+                                           "query rows per head compared against exact attention "
+                                           "(default 32 for poly/auto; 0 disables)")
+                                ->check(CLI::NonNegativeNumber));
   }
 
   /// Throws CLI::ValidationError (a usage error) if polynomial flags were given with
@@ -80,8 +90,9 @@ class AttentionCli {
     if (method != "exact" || !method_option_) return;
     for (const CLI::Option* option : poly_options_) {
       if (option->count() > 0)
-        throw CLI::ValidationError(option->get_name(),
-                                   "applies to the polynomial method only; add --attention poly or --attention auto");
+        throw CLI::ValidationError(
+            option->get_name(),
+            "applies to the polynomial method only; add --attention poly or --attention auto");
     }
   }
 

@@ -17,14 +17,15 @@ namespace polygrad::examples {
 
 /// How the demo model is initialised and its data drawn.
 struct DemoSetup {
-  Index vocab = 64;        // input tokens are drawn from this many random vectors (0: Gaussian)
-  double init_std = 0;     // 0: 1/sqrt(fan_in) per Linear
-  double qk_align = 0.9;   // Wk = a Wq + sqrt(1 - a^2) (fresh Gaussian)
+  Index vocab = 64;       // input tokens are drawn from this many random vectors (0: Gaussian)
+  double init_std = 0;    // 0: 1/sqrt(fan_in) per Linear
+  double qk_align = 0.9;  // Wk = a Wq + sqrt(1 - a^2) (fresh Gaussian)
   std::uint64_t seed = 1;
 
   /// --vocab, --init-std, --qk-align and --seed.
   void add(CLI::App& app) {
-    app.add_option("--vocab", vocab, "input rows are drawn from this many random vectors (0: every row Gaussian)")
+    app.add_option("--vocab", vocab,
+                   "input rows are drawn from this many random vectors (0: every row Gaussian)")
         ->check(CLI::NonNegativeNumber)
         ->capture_default_str();
     app.add_option("--init-std", init_std, "std of every Linear weight (default 0: 1/sqrt(fan_in))")

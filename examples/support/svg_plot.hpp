@@ -67,11 +67,13 @@ class SvgPlot {
     const double pw = width_ - left - right, ph = height_ - top - bottom;
     Range xr = range(true), yr = range(false);
     const auto px = [&](double x) { return left + pw * (xr.map(x) - xr.lo) / (xr.hi - xr.lo); };
-    const auto py = [&](double y) { return top + ph * (1 - (yr.map(y) - yr.lo) / (yr.hi - yr.lo)); };
+    const auto py = [&](double y) {
+      return top + ph * (1 - (yr.map(y) - yr.lo) / (yr.hi - yr.lo));
+    };
 
     std::ostringstream s;
-    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width_ << "\" height=\""
-      << height_ << "\" viewBox=\"0 0 " << width_ << ' ' << height_
+    s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width_ << "\" height=\"" << height_
+      << "\" viewBox=\"0 0 " << width_ << ' ' << height_
       << "\" font-family=\"sans-serif\" font-size=\"" << font_size << "\">\n";
     s << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
     for (std::size_t line = 0; line < title.size(); ++line) {
@@ -97,8 +99,8 @@ class SvgPlot {
     }
     s << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
       << "\" fill=\"none\" stroke=\"#333\"/>\n";
-    s << "<text x=\"" << left + pw / 2 << "\" y=\"" << height_ - 14
-      << "\" text-anchor=\"middle\">" << escape(x_label_) << "</text>\n";
+    s << "<text x=\"" << left + pw / 2 << "\" y=\"" << height_ - 14 << "\" text-anchor=\"middle\">"
+      << escape(x_label_) << "</text>\n";
     s << "<text transform=\"translate(18 " << top + ph / 2
       << ") rotate(-90)\" text-anchor=\"middle\">" << escape(y_label_) << "</text>\n";
 
@@ -186,7 +188,8 @@ class SvgPlot {
     if (!std::isfinite(lo)) lo = 0, hi = 1;  // nothing to plot: an empty frame
     if (hi - lo < 1e-12) lo -= 0.5, hi += 0.5;
     const double pad = 0.04 * (hi - lo);
-    if (!log && !x_axis && lo >= 0 && lo - pad < 0) return {0, hi + pad, log};  // keep 0 on a linear y axis
+    if (!log && !x_axis && lo >= 0 && lo - pad < 0)
+      return {0, hi + pad, log};  // keep 0 on a linear y axis
     return {lo - pad, hi + pad, log};
   }
 

@@ -65,8 +65,8 @@ void require_finite(const T* a, const BatchShape& s, const char* name) {
   const Index total = s.elements();
   for (Index e = 0; e < total; ++e) {
     if (std::isfinite(a[e])) continue;
-    const Index j = e % s.head_dim, i = (e / s.head_dim) % s.n, h = (e / (s.head_dim * s.n)) % s.heads,
-                b = e / (s.head_dim * s.n * s.heads);
+    const Index j = e % s.head_dim, i = (e / s.head_dim) % s.n,
+                h = (e / (s.head_dim * s.n)) % s.heads, b = e / (s.head_dim * s.n * s.heads);
     throw NumericError(detail::concat(name, " contains ", std::isnan(a[e]) ? "NaN" : "infinity",
                                       " at index [", b, ", ", h, ", ", i, ", ", j, "]; attention ",
                                       "needs finite inputs"));

@@ -77,13 +77,14 @@ class SavedAttentionOf final : public SavedAttention {
       gather(q, shape_, b, Q);
       gather(k, shape_, b, K);
       gather(v, shape_, b, V);
-      contexts_.push_back(within_sequence(b, [&] { return method.forward(Q, K, V, attention_, O); }));
+      contexts_.push_back(
+          within_sequence(b, [&] { return method.forward(Q, K, V, attention_, O); }));
       scatter(O, shape_, b, o);
     }
   }
 
-  py::tuple backward(const py::array& q, const py::array& k, const py::array& v,
-                     const py::array& o, const py::array& d_o) const override {
+  py::tuple backward(const py::array& q, const py::array& k, const py::array& v, const py::array& o,
+                     const py::array& d_o) const override {
     const char* names[] = {"q", "k", "v", "o", "grad_output"};
     const py::array* arrays[] = {&q, &k, &v, &o, &d_o};
     for (int a = 0; a < 5; ++a) {
@@ -168,9 +169,9 @@ py::tuple forward_as(const py::array& q, const py::array& k, const py::array& v,
 
 py::tuple forward(const py::array& q, const py::array& k, const py::array& v, bool causal,
                   double scale, double score_bound, const std::string& method,
-                  const std::string& route, const std::string& family, int degree,
-                  double epsilon, double bound, Index audit_rows, bool allow_causal_data_bound,
-                  Index chunk, int threads) {
+                  const std::string& route, const std::string& family, int degree, double epsilon,
+                  double bound, Index audit_rows, bool allow_causal_data_bound, Index chunk,
+                  int threads) {
   CallOptions options;
   options.causal = causal;
   options.scale = scale;
@@ -226,8 +227,7 @@ PYBIND11_MODULE(_core, m) {
   // Translators run newest first, so the base class is registered before its subclasses.
   register_error<Error>(m, "Error", PyExc_RuntimeError);
   const py::object error = m.attr("Error");
-  register_error<ShapeError>(m, "ShapeError",
-                             py::make_tuple(error, py::handle(PyExc_ValueError)));
+  register_error<ShapeError>(m, "ShapeError", py::make_tuple(error, py::handle(PyExc_ValueError)));
   register_error<NumericError>(m, "NumericError",
                                py::make_tuple(error, py::handle(PyExc_ValueError)));
   register_error<PlanError>(m, "PlanError", error);
@@ -267,10 +267,9 @@ PYBIND11_MODULE(_core, m) {
 
   m.def("forward", &forward, py::arg("q"), py::arg("k"), py::arg("v"), py::kw_only(),
         py::arg("causal"), py::arg("scale"), py::arg("score_bound") = 0.0,
-        py::arg("method") = "exact", py::arg("route") = "adjoint",
-        py::arg("family") = "chebyshev", py::arg("degree") = 0, py::arg("epsilon") = 1e-3,
-        py::arg("bound") = 0.0, py::arg("audit") = Index(0),
-        py::arg("allow_causal_data_bound") = false, py::arg("chunk") = Index(64),
-        py::arg("threads") = 0,
+        py::arg("method") = "exact", py::arg("route") = "adjoint", py::arg("family") = "chebyshev",
+        py::arg("degree") = 0, py::arg("epsilon") = 1e-3, py::arg("bound") = 0.0,
+        py::arg("audit") = Index(0), py::arg("allow_causal_data_bound") = false,
+        py::arg("chunk") = Index(64), py::arg("threads") = 0,
         "(o, saved): attention of q, k, v (C-contiguous [B, H, n, d_h], float32 or float64)");
 }

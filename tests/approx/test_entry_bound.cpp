@@ -20,7 +20,8 @@ Matrix<T> gaussian(Index rows, Index cols, double offset, std::mt19937& rng) {
 
 // max |c q_i . (k_j - centre)| over all pairs, in double.
 template <class T>
-double largest_score(const Matrix<T>& Q, const Matrix<T>& K, double scale, const Vector<double>& centre) {
+double largest_score(const Matrix<T>& Q, const Matrix<T>& K, double scale,
+                     const Vector<double>& centre) {
   const Matrix<double> Kc = K.template cast<double>().rowwise() - centre.transpose();
   return (scale * Q.template cast<double>() * Kc.transpose()).cwiseAbs().maxCoeff();
 }
@@ -40,10 +41,12 @@ TEMPLATE_TEST_CASE("every centred score lies in [-R, R]", "[approx][entry_bound]
         INFO("n = " << n << " d = " << d << " centre = " << centre);
         CHECK(largest_score(Q, K, c, bound.key_centre) <= bound.R);
         CHECK(bound.R == Approx(c * bound.q_max * bound.k_max).epsilon(1e-12));
-        const Matrix<double> Kc = K.template cast<double>().rowwise() - bound.key_centre.transpose();
+        const Matrix<double> Kc =
+            K.template cast<double>().rowwise() - bound.key_centre.transpose();
         CHECK(Q.template cast<double>().rowwise().norm().maxCoeff() <= bound.q_max);
         CHECK(Kc.rowwise().norm().maxCoeff() <= bound.k_max);
-        CHECK(bound.q_max == Approx(Q.template cast<double>().rowwise().norm().maxCoeff()).epsilon(1e-12));
+        CHECK(bound.q_max ==
+              Approx(Q.template cast<double>().rowwise().norm().maxCoeff()).epsilon(1e-12));
         if (centre) {
           const Vector<double> mean = K.template cast<double>().colwise().mean().transpose();
           CHECK((bound.key_centre - mean).cwiseAbs().maxCoeff() <= 1e-12);
@@ -88,7 +91,8 @@ TEST_CASE("centring shrinks R for keys with a common offset and keeps softmax ro
   CHECK((softmax(S) - softmax(Sc)).cwiseAbs().maxCoeff() <= 1e-12);
 }
 
-TEMPLATE_TEST_CASE("non-finite or mismatched input throws", "[approx][entry_bound]", float, double) {
+TEMPLATE_TEST_CASE("non-finite or mismatched input throws", "[approx][entry_bound]", float,
+                   double) {
   Matrix<TestType> Q = Matrix<TestType>::Ones(3, 4), K = Matrix<TestType>::Ones(5, 4);
   Q(1, 2) = std::numeric_limits<TestType>::quiet_NaN();
   CHECK_THROWS_AS(cauchy_schwarz_bound(Q, K, 1.0, true), NumericError);
@@ -99,6 +103,7 @@ TEMPLATE_TEST_CASE("non-finite or mismatched input throws", "[approx][entry_boun
   CHECK_THROWS_AS(cauchy_schwarz_bound(Q, K, std::nan(""), false), NumericError);
   const Matrix<TestType> narrow = Matrix<TestType>::Ones(5, 3);
   CHECK_THROWS_AS(cauchy_schwarz_bound(Q, narrow, 1.0, false), ShapeError);
-  const EntryBound zero = cauchy_schwarz_bound(Matrix<TestType>(Matrix<TestType>::Zero(2, 4)), K, 1.0, false);
+  const EntryBound zero =
+      cauchy_schwarz_bound(Matrix<TestType>(Matrix<TestType>::Zero(2, 4)), K, 1.0, false);
   CHECK(zero.R == 0.0);
 }

@@ -103,8 +103,8 @@ TEMPLATE_TEST_CASE("a monomial block holds x_r^alpha_f for every feature and row
   }
 }
 
-TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx][products]",
-                   float, double) {
+TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx][products]", float,
+                   double) {
   std::mt19937 rng(2);
   for (const Shape& s : shapes) {
     for (Index m : {1, 9, 13, 80}) {
@@ -116,20 +116,22 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       Monomials<TestType> M;
       block.build(X, M);
       const Matrix<double> Md = dense_monomials(F, X.template cast<double>());  // (k, C)
-      const Matrix<TestType> ST = random_matrix<TestType>(m, k, rng);            // state^T
-      const Matrix<TestType> Y = random_matrix<TestType>(s.rows, m, rng);        // rows
+      const Matrix<TestType> ST = random_matrix<TestType>(m, k, rng);           // state^T
+      const Matrix<TestType> Y = random_matrix<TestType>(s.rows, m, rng);       // rows
 
       // out = M^T S
       Matrix<TestType> out;
       monomials_transpose_times(M, ST, out);
       const Matrix<double> out_want = Md.transpose() * ST.template cast<double>().transpose();
-      CHECK(relative(out.topRows(s.rows).template cast<double>(), out_want) < tolerance<TestType>());
+      CHECK(relative(out.topRows(s.rows).template cast<double>(), out_want) <
+            tolerance<TestType>());
 
       // dM = S Y^T
       StripMatrix<TestType> dM;
       Matrix<TestType> YT;
       state_times_rows_transpose<TestType>(ST, zero_padded(Y), dM, YT);
-      const Matrix<double> dM_want = ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
+      const Matrix<double> dM_want =
+          ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
       CHECK(relative(to_dense(dM, dM.rows(), s.rows), dM_want) < tolerance<TestType>());
 
       // S^T += (M Y)^T, on top of what the state held; the padding columns stay zero.
@@ -138,15 +140,16 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       const Matrix<double> before = acc.template cast<double>();
       ProductScratch<TestType> scratch;
       add_monomial_products(M, zero_padded(Y), acc, scratch);
-      const Matrix<double> add_want = before.leftCols(k) + (Md * Y.template cast<double>()).transpose();
+      const Matrix<double> add_want =
+          before.leftCols(k) + (Md * Y.template cast<double>()).transpose();
       CHECK(relative(acc.leftCols(k).template cast<double>(), add_want) < tolerance<TestType>());
       CHECK(acc.rightCols(acc.cols() - k).isZero(0));
     }
   }
 }
 
-TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)",
-                   "[approx][products]", float, double) {
+TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)", "[approx][products]",
+                   float, double) {
   std::mt19937 rng(3);
   for (const Shape& s : shapes) {
     for (Index m : {1, 9, 13}) {  // 13 > 12 takes the stored-gradient path
@@ -163,8 +166,11 @@ TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)",
       add_state_gradient(block, X, M, ST, zero_padded(Y), dX, scratch);  // adds to what dX holds
 
       // loss(X) = sum_{f,r} (S Y^T)(f, r) M(f, r), in double.
-      const Matrix<double> G = ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
-      auto loss = [&](const Matrix<double>& Xd) { return G.cwiseProduct(dense_monomials(F, Xd)).sum(); };
+      const Matrix<double> G =
+          ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
+      auto loss = [&](const Matrix<double>& Xd) {
+        return G.cwiseProduct(dense_monomials(F, Xd)).sum();
+      };
       Matrix<double> want(s.rows, s.dim);
       const double h = 1e-6;
       for (Index r = 0; r < s.rows; ++r) {
@@ -175,7 +181,8 @@ TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)",
           want(r, c) = 0.5 + (loss(plus) - loss(minus)) / (2 * h);
         }
       }
-      CHECK(relative(dX.template cast<double>(), want) < (std::is_same_v<TestType, float> ? 1e-4 : 1e-7));
+      CHECK(relative(dX.template cast<double>(), want) <
+            (std::is_same_v<TestType, float> ? 1e-4 : 1e-7));
     }
   }
 }

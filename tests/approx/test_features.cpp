@@ -106,7 +106,8 @@ TEST_CASE("feature structure: parents, coordinates and weights", "[approx][featu
   CHECK(features.degree_begin(0) == 0);
   CHECK(features.degree_begin(5) == features.size());
   for (int j = 0; j <= 4; ++j) {
-    CHECK(features.degree_begin(j + 1) - features.degree_begin(j) == binomial(static_cast<int>(d) + j - 1, j));
+    CHECK(features.degree_begin(j + 1) - features.degree_begin(j) ==
+          binomial(static_cast<int>(d) + j - 1, j));
     for (Index f = features.degree_begin(j); f < features.degree_begin(j + 1); ++f) {
       std::vector<int> alpha(d, 0);
       int length = 0;
@@ -187,7 +188,8 @@ TEST_CASE("Jacobian-transpose products match central finite differences", "[appr
             plus(r, c) += h;
             minus(r, c) -= h;
             const double fd = (apply(plus) - apply(minus)) / (2 * h);
-            INFO("d = " << d << " g = " << g << (phi_side ? " phi" : " psi") << " row " << r << " col " << c);
+            INFO("d = " << d << " g = " << g << (phi_side ? " phi" : " psi") << " row " << r
+                        << " col " << c);
             CHECK(dX(r, c) == Approx(fd).epsilon(1e-6).margin(1e-8));
           }
         }

@@ -26,7 +26,8 @@ double measured_error(const ExpPolynomial& p) {
   static double cached_R = -1;
   static std::vector<Wide> weight(20001);
   if (cached_R != p.bound) {
-    for (int i = 0; i <= 20000; ++i) weight[i] = std::exp(-static_cast<Wide>(p.bound) * (-1 + i / Wide(10000)));
+    for (int i = 0; i <= 20000; ++i)
+      weight[i] = std::exp(-static_cast<Wide>(p.bound) * (-1 + i / Wide(10000)));
     cached_R = p.bound;
   }
   Wide worst = 0;
@@ -97,13 +98,13 @@ TEST_CASE("Chebyshev polynomial interpolates exp(R t) at the extreme points",
       double worst = 0;
       for (int k = 0; k <= g; ++k) {
         const Wide t = std::cos(pi * k / g);
-        worst = std::max(worst, static_cast<double>(std::fabs(eval_wide(p, t) -
-                                                              std::exp(R * t))));
+        worst = std::max(worst, static_cast<double>(std::fabs(eval_wide(p, t) - std::exp(R * t))));
       }
       INFO("R = " << R << " g = " << g);
       CHECK(worst <= 1e-14 * std::exp(R));
       // Exact at t = -1 (a node), where exp(R t) is smallest.
-      CHECK(static_cast<double>(eval_wide(p, -1)) == Approx(std::exp(-R)).epsilon(1e-15 * std::exp(2 * R)));
+      CHECK(static_cast<double>(eval_wide(p, -1)) ==
+            Approx(std::exp(-R)).epsilon(1e-15 * std::exp(2 * R)));
     }
   }
 }

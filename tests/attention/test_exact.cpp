@@ -61,8 +61,7 @@ struct HeadResult {
 
 template <class T>
 HeadResult run_exact(const HeadData& in, double scale, bool causal, exact::Tiles tiles) {
-  const Matrix<T> Q = in.Q.cast<T>(), K = in.K.cast<T>(), V = in.V.cast<T>(),
-                  dO = in.dO.cast<T>();
+  const Matrix<T> Q = in.Q.cast<T>(), K = in.K.cast<T>(), V = in.V.cast<T>(), dO = in.dO.cast<T>();
   Matrix<T> O, dQ, dK, dV;
   Vector<T> lse;
   exact::forward<T>(Q, K, V, T(scale), causal, O, lse, tiles);
@@ -84,8 +83,8 @@ TEST_CASE("exact kernels match the naive reference in double", "[attention][exac
         const Matrix<double> O_ref =
             exact::reference::attention_forward<double>(in.Q, in.K, in.V, scale, causal);
         Matrix<double> dQ_ref, dK_ref, dV_ref;
-        exact::reference::attention_backward<double>(in.Q, in.K, in.V, in.dO, scale, causal, dQ_ref, dK_ref,
-                                          dV_ref);
+        exact::reference::attention_backward<double>(in.Q, in.K, in.V, in.dO, scale, causal, dQ_ref,
+                                                     dK_ref, dV_ref);
         const Vector<double> lse_ref = dense_lse(in.Q, in.K, scale, causal);
         for (const exact::Tiles& tiles : tile_shapes) {
           INFO("causal " << causal << ", n " << n << ", d_h " << d << ", tiles " << tiles.query
@@ -130,7 +129,8 @@ TEST_CASE("exact kernels survive large scores without overflow", "[attention][ex
     CHECK(f.O.allFinite());
     CHECK(f.dQ.allFinite());
     CHECK(relative_difference(f.O, ref.O) < 1e-4);
-    const Matrix<double> O_ref = exact::reference::attention_forward<double>(in.Q, in.K, in.V, 50.0, causal);
+    const Matrix<double> O_ref =
+        exact::reference::attention_forward<double>(in.Q, in.K, in.V, 50.0, causal);
     CHECK(relative_difference(ref.O, O_ref) < 1e-12);
   }
 }
@@ -185,8 +185,8 @@ TEMPLATE_TEST_CASE("exact kernels are causal", "[attention][exact][causal]", flo
   }
 }
 
-TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads",
-                   "[attention][exact]", float, double) {
+TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads", "[attention][exact]",
+                   float, double) {
   using T = TestType;
   const double tol = std::is_same<T, float>::value ? 1e-4 : 1e-12;
   for (const bool causal : {false, true}) {

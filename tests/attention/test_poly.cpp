@@ -21,7 +21,8 @@ struct Problem {
   AttentionShape shape;
 };
 
-Problem qk_normalised_problem(Index n, Index heads, Index dh, bool causal, double tau, unsigned seed) {
+Problem qk_normalised_problem(Index n, Index heads, Index dh, bool causal, double tau,
+                              unsigned seed) {
   std::srand(seed);
   Problem p;
   p.Q = test::unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
@@ -64,8 +65,9 @@ TEST_CASE("the polynomial error falls with the degree, and is below 1e-3 at g = 
     std::vector<double> worst;
     for (int g = 3; g <= 10; ++g) {
       const Gradients approx = run(poly_of_degree(g, route), p);
-      worst.push_back(std::max({frobenius_error(approx.O, exact.O), frobenius_error(approx.dQ, exact.dQ),
-                                frobenius_error(approx.dK, exact.dK), frobenius_error(approx.dV, exact.dV)}));
+      worst.push_back(
+          std::max({frobenius_error(approx.O, exact.O), frobenius_error(approx.dQ, exact.dQ),
+                    frobenius_error(approx.dK, exact.dK), frobenius_error(approx.dV, exact.dV)}));
     }
     CAPTURE(causal, to_string(route), worst);
     CHECK(worst[7 - 3] < 1e-3);
@@ -94,7 +96,8 @@ TEST_CASE("the automatic bound certifies every score and centres the keys", "[at
   std::srand(3);
   const Index n = 150, dh = 4;
   const Matrix<double> Q = Matrix<double>::Random(n, dh);
-  const Matrix<double> K = (Matrix<double>::Random(n, dh).array() + 3.0).matrix();  // far off centre
+  const Matrix<double> K =
+      (Matrix<double>::Random(n, dh).array() + 3.0).matrix();  // far off centre
   const Matrix<double> V = Matrix<double>::Random(n, dh), dO = Matrix<double>::Random(n, dh);
   const Problem p{Q, K, V, dO, AttentionShape{1, false, 0.5, 0.0}};
   PolyOptions options;
@@ -185,8 +188,9 @@ TEST_CASE("impossible requests are errors that say what to change", "[attention]
     PolyOptions options;
     options.degree = 12;
     options.memory_budget = 1 << 20;
-    CHECK_THROWS_WITH(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O),
-                      Catch::Matchers::Contains("budget") && Catch::Matchers::Contains("lower the degree"));
+    CHECK_THROWS_WITH(
+        PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O),
+        Catch::Matchers::Contains("budget") && Catch::Matchers::Contains("lower the degree"));
     CHECK_THROWS_AS(PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O), PlanError);
   }
   SECTION("an epsilon no degree up to the limit can certify") {
@@ -211,13 +215,15 @@ TEST_CASE("impossible requests are errors that say what to change", "[attention]
     opposite.Q.col(0).setOnes();
     opposite.K.col(0).setConstant(t_min);
     opposite.K.col(1).setConstant(std::sqrt(1 - t_min * t_min));
-    CHECK_THROWS_WITH(poly_of_degree(2, PolyRoute::adjoint).forward(opposite.Q, opposite.K, opposite.V, opposite.shape, O),
+    CHECK_THROWS_WITH(poly_of_degree(2, PolyRoute::adjoint)
+                          .forward(opposite.Q, opposite.K, opposite.V, opposite.shape, O),
                       Catch::Matchers::Contains("raise the degree"));
   }
   SECTION("non-finite input") {
     Problem bad = p;
     bad.K(3, 2) = std::numeric_limits<double>::quiet_NaN();
-    CHECK_THROWS_AS(PolyAttention<double>().forward(bad.Q, bad.K, bad.V, bad.shape, O), NumericError);
+    CHECK_THROWS_AS(PolyAttention<double>().forward(bad.Q, bad.K, bad.V, bad.shape, O),
+                    NumericError);
   }
   SECTION("a caller bound the data violates is reported as not certified") {
     PolyOptions options;
@@ -298,7 +304,7 @@ TEST_CASE("refusals name the options in the caller's terms", "[attention][poly][
   options.names.bound = "--bound";
   options.names.qk_norm = "--qk-norm";
   options.names.allow_causal_data_bound = "--allow-causal-data-bound";
-  options.names.max_degree = "";     // options this caller cannot set: their remedies are left out
+  options.names.max_degree = "";  // options this caller cannot set: their remedies are left out
   options.names.memory_budget = "";
   const auto message = [&](const PolyOptions& o, const Problem& problem) {
     try {

@@ -37,9 +37,12 @@ TEST_CASE("poly_naive's adjoint gradient is the derivative of its forward pass",
       const Vector<double> nQ = test::numeric_gradient(loss, Q.data(), Q.size());
       const Vector<double> nK = test::numeric_gradient(loss, K.data(), K.size());
       const Vector<double> nV = test::numeric_gradient(loss, V.data(), V.size());
-      CHECK(test::relative_error(Eigen::Map<const Vector<double>>(dQ.data(), dQ.size()), nQ) < 1e-7);
-      CHECK(test::relative_error(Eigen::Map<const Vector<double>>(dK.data(), dK.size()), nK) < 1e-7);
-      CHECK(test::relative_error(Eigen::Map<const Vector<double>>(dV.data(), dV.size()), nV) < 1e-7);
+      CHECK(test::relative_error(Eigen::Map<const Vector<double>>(dQ.data(), dQ.size()), nQ) <
+            1e-7);
+      CHECK(test::relative_error(Eigen::Map<const Vector<double>>(dK.data(), dK.size()), nK) <
+            1e-7);
+      CHECK(test::relative_error(Eigen::Map<const Vector<double>>(dV.data(), dV.size()), nV) <
+            1e-7);
     }
   }
 }

@@ -79,7 +79,8 @@ Result run_reference(const PolyApproximation& a, const Problem& p, PolyRoute rou
   if (route == PolyRoute::adjoint) {
     poly::reference::backward_adjoint(p.Q, p.K, p.V, p.dO, a, causal, r.dQ, r.dK, r.dV);
   } else {
-    poly::reference::backward_paper(p.Q, p.K, p.V, p.dO, a, causal, p.shape.scale, r.dQ, r.dK, r.dV);
+    poly::reference::backward_paper(p.Q, p.K, p.V, p.dO, a, causal, p.shape.scale, r.dQ, r.dK,
+                                    r.dV);
   }
   return r;
 }

@@ -65,7 +65,8 @@ struct AddRows {
 }  // namespace
 
 TEST_CASE("chunks come in scan order, the last one shorter", "[attention][poly][scan]") {
-  const poly::ChunkScan forward(10, 4, poly::ScanOrder::forward), reverse(10, 4, poly::ScanOrder::reverse);
+  const poly::ChunkScan forward(10, 4, poly::ScanOrder::forward),
+      reverse(10, 4, poly::ScanOrder::reverse);
   REQUIRE(forward.count() == 3);
   CHECK((forward[0].begin == 0 && forward[0].size == 4));
   CHECK((forward[2].begin == 8 && forward[2].size == 2));
@@ -86,7 +87,7 @@ TEST_CASE("a causal scan reads the rows before each chunk, a whole scan every ro
       Index reads = 0;
       auto read = [&](poly::Chunk c, const Matrix<double>& S) {
         const bool before = order == poly::ScanOrder::forward;
-        const Matrix<double> want = !causal ? s.dense_state(0, n)
+        const Matrix<double> want = !causal  ? s.dense_state(0, n)
                                     : before ? s.dense_state(0, c.begin)
                                              : s.dense_state(c.begin + c.size, n);
         CHECK((S - want).cwiseAbs().maxCoeff() < 1e-14);
@@ -101,16 +102,18 @@ TEST_CASE("a causal scan reads the rows before each chunk, a whole scan every ro
   }
 }
 
-TEST_CASE("a causal scan split in two, the second half started from the first's final state, "
-          "reads what the whole scan reads",
-          "[attention][poly][scan]") {
+TEST_CASE(
+    "a causal scan split in two, the second half started from the first's final state, "
+    "reads what the whole scan reads",
+    "[attention][poly][scan]") {
   const Index n = 40, chunk = 8, split = 16;
   const Setup s(n);
   AddRows add{s};
   std::vector<Matrix<double>> whole, halves;
   poly::FeatureState<double> state(s.features.size(), 3, chunk);
-  poly::scan_causal(poly::ChunkScan(n, chunk, poly::ScanOrder::forward), state, s.w,
-                    [&](poly::Chunk, const Matrix<double>& S) { whole.push_back(S); }, add);
+  poly::scan_causal(
+      poly::ChunkScan(n, chunk, poly::ScanOrder::forward), state, s.w,
+      [&](poly::Chunk, const Matrix<double>& S) { whole.push_back(S); }, add);
 
   // The first shard: rows [0, split).
   const Setup first = [&] {
@@ -121,8 +124,9 @@ TEST_CASE("a causal scan split in two, the second half started from the first's 
   }();
   AddRows add_first{first};
   poly::FeatureState<double> shard(s.features.size(), 3, chunk);
-  poly::scan_causal(poly::ChunkScan(split, chunk, poly::ScanOrder::forward), shard, s.w,
-                    [&](poly::Chunk, const Matrix<double>& S) { halves.push_back(S); }, add_first);
+  poly::scan_causal(
+      poly::ChunkScan(split, chunk, poly::ScanOrder::forward), shard, s.w,
+      [&](poly::Chunk, const Matrix<double>& S) { halves.push_back(S); }, add_first);
   const Matrix<double> handed_on = shard.total();
   // The second shard: rows [split, n), starting from the first shard's final state.
   const Setup second = [&] {
@@ -134,9 +138,11 @@ TEST_CASE("a causal scan split in two, the second half started from the first's 
   AddRows add_second{second};
   poly::FeatureState<double> next(s.features.size(), 3, chunk);
   next.reset(handed_on);
-  poly::scan_causal(poly::ChunkScan(n - split, chunk, poly::ScanOrder::forward), next, s.w,
-                    [&](poly::Chunk, const Matrix<double>& S) { halves.push_back(S); }, add_second);
+  poly::scan_causal(
+      poly::ChunkScan(n - split, chunk, poly::ScanOrder::forward), next, s.w,
+      [&](poly::Chunk, const Matrix<double>& S) { halves.push_back(S); }, add_second);
   REQUIRE(halves.size() == whole.size());
-  for (std::size_t i = 0; i < whole.size(); ++i) CHECK((halves[i] - whole[i]).cwiseAbs().maxCoeff() < 1e-14);
+  for (std::size_t i = 0; i < whole.size(); ++i)
+    CHECK((halves[i] - whole[i]).cwiseAbs().maxCoeff() < 1e-14);
   CHECK_THROWS_AS(next.reset(Matrix<double>::Zero(2, 2)), ShapeError);
 }

@@ -27,7 +27,8 @@ std::vector<Matrix<double>> gradients(polygrad::Transformer<double>& model, cons
   return out;
 }
 
-double largest_difference(const std::vector<Matrix<double>>& a, const std::vector<Matrix<double>>& b) {
+double largest_difference(const std::vector<Matrix<double>>& a,
+                          const std::vector<Matrix<double>>& b) {
   double worst = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
     const double e = (a[i] - b[i]).norm() / std::max(b[i].norm(), 1e-300);
@@ -48,7 +49,8 @@ int main() {
 #if defined(_OPENMP)
   const int threads_before = omp_get_max_threads();
 #endif
-  const Matrix<double> x = Matrix<double>::Random(600, 16), target = Matrix<double>::Random(600, 16);
+  const Matrix<double> x = Matrix<double>::Random(600, 16),
+                       target = Matrix<double>::Random(600, 16);
   polygrad::PolyOptions options;
   options.degree = 5;
   bool ok = true;

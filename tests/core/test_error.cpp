@@ -33,9 +33,11 @@ TEST_CASE("require_finite names the first entry that is not finite", "[core][err
   m(17, 3) = std::numeric_limits<double>::quiet_NaN();
   m(18, 0) = std::numeric_limits<double>::infinity();
   CHECK_THROWS_AS(require_finite(m, "m"), NumericError);
-  CHECK_THROWS_WITH(require_finite(m, "m"), Catch::StartsWith("m contains NaN at row 17 (column 3);"));
+  CHECK_THROWS_WITH(require_finite(m, "m"),
+                    Catch::StartsWith("m contains NaN at row 17 (column 3);"));
   m(17, 3) = 0;
-  CHECK_THROWS_WITH(require_finite(m, "m"), Catch::StartsWith("m contains infinity at row 18 (column 0);"));
+  CHECK_THROWS_WITH(require_finite(m, "m"),
+                    Catch::StartsWith("m contains infinity at row 18 (column 0);"));
   Vector<float> v = Vector<float>::Zero(6);
   v(4) = -std::numeric_limits<float>::infinity();
   CHECK_THROWS_WITH(require_finite(v, "v"), Catch::StartsWith("v contains infinity at index 4;"));

@@ -17,9 +17,11 @@ struct TextElement {
 /// The <text> elements with an x attribute, in document order.
 std::vector<TextElement> texts(const std::string& svg) {
   const std::regex element(
-      "<text x=\"([-0-9.e]+)\" y=\"[-0-9.e]+\" text-anchor=\"(\\w+)\"(?: font-size=\"(\\d+)\")?>([^<]*)</text>");
+      "<text x=\"([-0-9.e]+)\" y=\"[-0-9.e]+\" text-anchor=\"(\\w+)\"(?: "
+      "font-size=\"(\\d+)\")?>([^<]*)</text>");
   std::vector<TextElement> out;
-  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), element); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(svg.begin(), svg.end(), element);
+       it != std::sregex_iterator(); ++it)
     out.push_back({std::stod((*it)[1]), (*it)[2], (*it)[3], (*it)[4]});
   return out;
 }
@@ -27,8 +29,9 @@ std::vector<TextElement> texts(const std::string& svg) {
 }  // namespace
 
 TEST_CASE("A long title wraps to lines that fit the canvas", "[examples][svg]") {
-  const std::string title = "Character LM: exact vs approximate (poly adjoint chebyshev eps=0.001 "
-                            "audit=32) gradients over 20000 steps of 8 x 32768 characters";
+  const std::string title =
+      "Character LM: exact vs approximate (poly adjoint chebyshev eps=0.001 "
+      "audit=32) gradients over 20000 steps of 8 x 32768 characters";
   polygrad::examples::SvgPlot plot(title, "step", "loss");
   plot.add("exact", {1, 2, 3}, {3, 2, 1});
   const std::vector<TextElement> all = texts(plot.svg());

@@ -34,7 +34,9 @@ std::pair<std::vector<int>, Matrix<T>> generate(Decoder<T>& decoder, Index count
     logits.row(i) = decoder.step(tokens.back()).transpose();
     if (i + 1 == count) break;
     const Vector<double> p = (logits.row(i).transpose().template cast<double>().array() -
-                              double(logits.row(i).maxCoeff())).exp().matrix();
+                              double(logits.row(i).maxCoeff()))
+                                 .exp()
+                                 .matrix();
     std::discrete_distribution<int> draw(p.data(), p.data() + p.size());
     tokens.push_back(draw(rng));
   }
@@ -45,7 +47,8 @@ std::pair<std::vector<int>, Matrix<T>> generate(Decoder<T>& decoder, Index count
 template <class T>
 Matrix<T> decode_all(Decoder<T>& decoder, const std::vector<int>& tokens, Index vocab) {
   Matrix<T> logits(Index(tokens.size()), vocab);
-  for (std::size_t i = 0; i < tokens.size(); ++i) logits.row(Index(i)) = decoder.step(tokens[i]).transpose();
+  for (std::size_t i = 0; i < tokens.size(); ++i)
+    logits.row(Index(i)) = decoder.step(tokens[i]).transpose();
   return logits;
 }
 
@@ -89,7 +92,8 @@ TEST_CASE("decoding from the polynomial state gives the full forward pass's logi
   CHECK(largest_row_error<double>(logits.cast<double>(), truth) <= 1e-5);
   CHECK(largest_row_error(logits, full) <= 1e-4);
   // The same approximation as the forward pass's plan.
-  const HeadPlan forward_plan = model.transformer().attention_plans()[1][1];  // a copy: the list is a temporary
+  const HeadPlan forward_plan =
+      model.transformer().attention_plans()[1][1];  // a copy: the list is a temporary
   CHECK(decoder.plan(1, 1).degree == forward_plan.degree);
   CHECK(decoder.plan(1, 1).bound == forward_plan.bound);
   CHECK_THROWS_WITH(decoder.step(0), Catch::Contains("context of 1000 positions is full"));
@@ -124,7 +128,8 @@ TEST_CASE("a prefilled prompt continues as if it had been stepped", "[inference]
     Matrix<double> logits(100, 13);
     logits.row(0) = decoder.prefill(prompt).transpose();
     CHECK(decoder.position() == 200);
-    for (Index i = 1; i < 100; ++i) logits.row(i) = decoder.step(tokens[std::size_t(199 + i)]).transpose();
+    for (Index i = 1; i < 100; ++i)
+      logits.row(i) = decoder.step(tokens[std::size_t(199 + i)]).transpose();
     CHECK(largest_row_error(logits, Matrix<double>(full.bottomRows(101).topRows(100))) <= 1e-12);
   }
 }
@@ -138,8 +143,8 @@ TEST_CASE("models that cannot decode token by token are refused", "[inference][d
   fixed.bound = 3.0;  // a bound fixed before the data decodes
   LanguageModel<float> bounded(config, std::make_shared<PolyAttention<float>>(fixed));
   CHECK(Decoder<float>(bounded).recurrent(1));
-  LanguageModel<float> automatic(
-      decoding_config(16), std::make_shared<PolyAttention<float>>(PolyOptions{}, PolyUse::when_cheaper));
+  LanguageModel<float> automatic(decoding_config(16), std::make_shared<PolyAttention<float>>(
+                                                          PolyOptions{}, PolyUse::when_cheaper));
   CHECK_THROWS_WITH(Decoder<float>(automatic), Catch::Contains("method poly or exact"));
   config.transformer.causal = false;
   LanguageModel<float> bidirectional(config);

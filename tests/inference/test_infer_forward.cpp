@@ -4,8 +4,8 @@
 
 #include <random>
 
-#include "polygrad/inference/forward.hpp"
 #include "polygrad/attention/poly.hpp"
+#include "polygrad/inference/forward.hpp"
 
 using namespace polygrad;
 
@@ -55,7 +55,8 @@ TEST_CASE("infer_logits gives forward's logits, for one sequence and for a packe
       model.init(32, 0.3);
       const std::vector<int> one(ids.begin(), ids.begin() + 300);
       CHECK(relative_error(infer_logits(model, one), model.forward(one)) <= 1e-12);
-      CHECK(relative_error(infer_logits(model, ids, offsets), model.forward_packed(ids, offsets)) <= 1e-12);
+      CHECK(relative_error(infer_logits(model, ids, offsets), model.forward_packed(ids, offsets)) <=
+            1e-12);
     }
   }
 }
@@ -85,7 +86,8 @@ TEST_CASE("infer_logits keeps nothing and changes nothing", "[inference][forward
 TEST_CASE("infer_logits refuses bad tokens, offsets and parameters", "[inference][forward]") {
   LanguageModel<float> model(small_model(true));
   CHECK_THROWS_AS(infer_logits(model, {}), ShapeError);
-  CHECK_THROWS_WITH(infer_logits(model, {1, 11}), Catch::Contains("token id 11 (row 1) is outside the vocabulary"));
+  CHECK_THROWS_WITH(infer_logits(model, {1, 11}),
+                    Catch::Contains("token id 11 (row 1) is outside the vocabulary"));
   CHECK_THROWS_WITH(infer_logits(model, std::vector<int>(301, 1)),
                     Catch::Contains("more than its context of 300"));
   CHECK_THROWS_AS(infer_logits(model, std::vector<int>(10, 1), {0, 4, 9}), ShapeError);

@@ -115,8 +115,9 @@ TEST_CASE("loading rejects missing, misshapen and unexpected tensors", "[io][che
     SafetensorsFile f = original;
     f.remove("blocks.1.attn.v.bias");
     f.write(bad.path);
-    CHECK_THROWS_WITH(load_transformer<double>(bad.path),
-                      Contains("missing") && Contains("blocks.1.attn.v.bias") && Contains(bad.path));
+    CHECK_THROWS_WITH(load_transformer<double>(bad.path), Contains("missing") &&
+                                                              Contains("blocks.1.attn.v.bias") &&
+                                                              Contains(bad.path));
   }
   SECTION("wrong shape") {
     SafetensorsFile f = original;

@@ -39,16 +39,22 @@ SafetensorsFile parse_bytes(const std::vector<std::uint8_t>& bytes) {
 
 template <class T>
 bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
+  return a.size() == b.size() &&
+         (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
 }
 
 /// Values with awkward bit patterns: signed zero, NaN with a payload, infinities, denormals.
 template <class T>
 std::vector<T> awkward_values() {
   using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
-  std::vector<T> v = {T(1.5), T(-0.0), std::numeric_limits<T>::infinity(),
-                      -std::numeric_limits<T>::infinity(), std::numeric_limits<T>::denorm_min(),
-                      std::numeric_limits<T>::max(), T(0.1), T(-3.25)};
+  std::vector<T> v = {T(1.5),
+                      T(-0.0),
+                      std::numeric_limits<T>::infinity(),
+                      -std::numeric_limits<T>::infinity(),
+                      std::numeric_limits<T>::denorm_min(),
+                      std::numeric_limits<T>::max(),
+                      T(0.1),
+                      T(-3.25)};
   // A quiet NaN with a distinctive payload, and a negative one.
   U bits = 0;
   T nan = std::numeric_limits<T>::quiet_NaN();
@@ -166,7 +172,8 @@ TEST_CASE("safetensors accessors report missing tensors and wrong ranks", "[io][
   const double x[6] = {1, 2, 3, 4, 5, 6};
   f.add<double>("weights", {6}, x);
   f.add<double>("cube", {1, 2, 3}, x);
-  const auto g = SafetensorsFile::parse(f.serialize().data(), f.serialize().size(), "m.safetensors");
+  const auto g =
+      SafetensorsFile::parse(f.serialize().data(), f.serialize().size(), "m.safetensors");
   CHECK_FALSE(g.has("bias"));
   CHECK_THROWS_AS(g.matrix<double>("bias"), FormatError);
   CHECK_THROWS_WITH(g.values<float>("bias"), Contains("m.safetensors") && Contains("'bias'") &&
@@ -199,7 +206,8 @@ TEST_CASE("safetensors rejects truncated files and bad header lengths", "[io][sa
   bytes.resize(bytes.size() - 3);
   TempPath path("truncated");
   std::ofstream(path.path, std::ios::binary)
-      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
   CHECK_THROWS_WITH(SafetensorsFile::read(path.path),
                     Contains(path.path) && Contains("past the end of the data"));
   std::ofstream(path.path, std::ios::binary).write("abc", 3);
@@ -229,62 +237,71 @@ TEST_CASE("safetensors rejects malformed headers", "[io][safetensors]") {
                     Contains("no \"shape\""));
   CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1]}})", four)),
                     Contains("no \"data_offsets\""));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":32,"shape":[1],"data_offsets":[0,4]}})", four)),
-                    Contains("\"dtype\" must be a string"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":1,"data_offsets":[0,4]}})", four)),
-                    Contains("\"shape\" must be an array"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", four)),
-                    Contains("non-negative integers"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}})", four)),
-                    Contains("non-negative integers"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", four)),
-                    Contains("[begin, end]"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", four)),
-                    Contains("end before they begin"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"__metadata__":{"k":1}})")), Contains("must be a string"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":32,"shape":[1],"data_offsets":[0,4]}})", four)),
+      Contains("\"dtype\" must be a string"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":1,"data_offsets":[0,4]}})", four)),
+      Contains("\"shape\" must be an array"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", four)),
+      Contains("non-negative integers"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}})", four)),
+      Contains("non-negative integers"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}})", four)),
+      Contains("[begin, end]"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,0]}})", four)),
+      Contains("end before they begin"));
+  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"__metadata__":{"k":1}})")),
+                    Contains("must be a string"));
   CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"__metadata__":[]})")), Contains("object of strings"));
 }
 
 TEST_CASE("safetensors rejects unknown dtypes, naming the supported ones", "[io][safetensors]") {
   const std::vector<std::uint8_t> four(4, 0);
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F31","shape":[1],"data_offsets":[0,4]}})", four)),
-                    Contains("unknown dtype \"F31\"") && Contains("F32") && Contains("BF16"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F31","shape":[1],"data_offsets":[0,4]}})", four)),
+      Contains("unknown dtype \"F31\"") && Contains("F32") && Contains("BF16"));
 }
 
 TEST_CASE("safetensors rejects sizes that disagree with shapes", "[io][safetensors]") {
   const std::vector<std::uint8_t> eight(8, 0);
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight)),
-                    Contains("needs 12 bytes") && Contains("hold 8"));
-  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}})", eight)),
-                    Contains("needs 16 bytes"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", eight)),
+      Contains("needs 12 bytes") && Contains("hold 8"));
+  CHECK_THROWS_WITH(
+      parse_bytes(raw_file(R"({"a":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}})", eight)),
+      Contains("needs 16 bytes"));
   // A product that overflows 64 bits must not wrap around to a small size.
   CHECK_THROWS_WITH(
       parse_bytes(raw_file(
           R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,1073741824],"data_offsets":[0,0]}})")),
       Contains("overflows"));
-  CHECK_THROWS_AS(parse_bytes(raw_file(
-                      R"({"a":{"dtype":"U8","shape":[4611686018427387904,4],"data_offsets":[0,0]}})")),
-                  FormatError);
+  CHECK_THROWS_AS(
+      parse_bytes(
+          raw_file(R"({"a":{"dtype":"U8","shape":[4611686018427387904,4],"data_offsets":[0,0]}})")),
+      FormatError);
 }
 
 TEST_CASE("safetensors rejects overlapping offsets, gaps and trailing bytes", "[io][safetensors]") {
-  CHECK_THROWS_WITH(
-      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},
+  CHECK_THROWS_WITH(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},
                               "b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-                           eight_bytes)),
-      Contains("overlaps") && Contains("'a'") && Contains("'b'"));
-  CHECK_THROWS_WITH(
-      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight_bytes)),
-      Contains("belong to no tensor"));
-  CHECK_THROWS_WITH(
-      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight_bytes)),
-      Contains("cover only 4"));
+                                         eight_bytes)),
+                    Contains("overlaps") && Contains("'a'") && Contains("'b'"));
+  CHECK_THROWS_WITH(parse_bytes(raw_file(
+                        R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight_bytes)),
+                    Contains("belong to no tensor"));
+  CHECK_THROWS_WITH(parse_bytes(raw_file(
+                        R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight_bytes)),
+                    Contains("cover only 4"));
   // Two views of the same bytes are an overlap too.
-  CHECK_THROWS_AS(
-      parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},
+  CHECK_THROWS_AS(parse_bytes(raw_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},
                               "b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
-                           eight_bytes)),
-      FormatError);
+                                       eight_bytes)),
+                  FormatError);
   // Out of order in the header but tiling the data: valid.
   const auto ok = parse_bytes(raw_file(R"({"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},
                                            "a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})",

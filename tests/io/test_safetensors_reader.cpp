@@ -60,12 +60,13 @@ TEST_CASE("the reader refuses ranges outside a tensor and other dtypes", "[io][s
   test::TempPath path("reader_ranges");
   write_example(path.path, 8);
   SafetensorsReader reader(path.path);
-  CHECK_THROWS_WITH(reader.read_rows<float>("x", 6, 3),
-                    Contains("rows [6, 9) of tensor 'x'") && Contains("it has 8") &&
-                        Contains(path.path));
+  CHECK_THROWS_WITH(reader.read_rows<float>("x", 6, 3), Contains("rows [6, 9) of tensor 'x'") &&
+                                                            Contains("it has 8") &&
+                                                            Contains(path.path));
   CHECK_THROWS_AS(reader.read_rows<float>("x", -1, 2), FormatError);
   float out[4];
-  CHECK_THROWS_WITH(reader.read_elements("w", 6, 4, out), Contains("elements [6, 10) of tensor 'w'"));
+  CHECK_THROWS_WITH(reader.read_elements("w", 6, 4, out),
+                    Contains("elements [6, 10) of tensor 'w'"));
   CHECK_THROWS_WITH(reader.read_vector<float>("b"), Contains("dtype I8"));
   CHECK_THROWS_WITH(reader.read_matrix<float>("w"), Contains("rank 3"));
   CHECK_THROWS_WITH(reader.read_matrix<float>("y"), Contains("no tensor named 'y'"));

@@ -83,7 +83,8 @@ TEST_CASE("an overflow inside a block names the block, the layer, the tensor and
   w.value[0 * 16 + 6] = 1e38f;
   const auto e = thrown_by<NumericError>([&] { model.forward(x); });
   CHECK(e.where() == "blocks.2.attn");
-  CHECK_THAT(e.what(), Catch::StartsWith("blocks.2.attn: Q contains infinity at row 17 (column 0)"));
+  CHECK_THAT(e.what(),
+             Catch::StartsWith("blocks.2.attn: Q contains infinity at row 17 (column 0)"));
 }
 
 TEST_CASE("NaN in the output gradient: the error names it and its row", "[layers][error]") {

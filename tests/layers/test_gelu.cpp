@@ -56,9 +56,11 @@ TEST_CASE("float GELU keeps float's relative accuracy over its whole range", "[l
   double worst_y = 0, worst_g = 0;
   for (Index i = 0; i < x.size(); ++i) {
     const double ref_y = y.data()[i], ref_g = g.data()[i];
-    if (ref_y != 0) worst_y = std::max(worst_y, std::abs(double(yf.data()[i]) - ref_y) / std::abs(ref_y));
+    if (ref_y != 0)
+      worst_y = std::max(worst_y, std::abs(double(yf.data()[i]) - ref_y) / std::abs(ref_y));
     // gelu' has a zero near -0.75; measure it against its scale there.
-    worst_g = std::max(worst_g, std::abs(double(gf.data()[i]) - ref_g) / std::max(std::abs(ref_g), 0.1));
+    worst_g =
+        std::max(worst_g, std::abs(double(gf.data()[i]) - ref_g) / std::max(std::abs(ref_g), 0.1));
   }
   CAPTURE(worst_y, worst_g);
   CHECK(worst_y < 1e-6);

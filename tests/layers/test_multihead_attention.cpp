@@ -145,7 +145,8 @@ TEST_CASE("MultiHeadAttention passes scale and score bound to its method", "[lay
   CHECK(method->last.scale == 0.3);
   CHECK_FALSE(method->last.causal);
 
-  MultiHeadAttention<double> normed(attention(8, 2, false, 0.3, 3.0), method);  // tau overrides the scale
+  MultiHeadAttention<double> normed(attention(8, 2, false, 0.3, 3.0),
+                                    method);  // tau overrides the scale
   normed.forward(x);
   CHECK(method->last.scale == 3.0);
   CHECK(method->last.score_bound == 3.0);

@@ -164,8 +164,8 @@ TEST_CASE("LanguageModel::forward_packed restarts the positions of every sequenc
   for (const auto& p : model.parameters()) packed[p.name] = p.grads();
 
   // The loop: each sequence at positions 0.., its loss weighted by its share of counted targets.
-  const double counted = double(std::count_if(targets.begin(), targets.end(),
-                                              [](int t) { return t != ignore_target; }));
+  const double counted = double(
+      std::count_if(targets.begin(), targets.end(), [](int t) { return t != ignore_target; }));
   model.zero_grad();
   for (std::size_t b = 0; b < sizes.size(); ++b) {
     const auto first = std::ptrdiff_t(offsets[b]), last = std::ptrdiff_t(offsets[b + 1]);

@@ -256,7 +256,8 @@ void require_same(const std::map<std::string, Matrix<double>>& a,
   for (const auto& [name, value] : a) {
     INFO("tensor " << name);
     const Matrix<double>& reference = b.at(name);
-    const double scale = std::max({value.norm(), reference.norm(), floor_fraction * largest, 1e-300});
+    const double scale =
+        std::max({value.norm(), reference.norm(), floor_fraction * largest, 1e-300});
     CHECK((value - reference).norm() / scale <= tolerance);
   }
 }
@@ -271,10 +272,10 @@ TEST_CASE("gradients with recomputation equal those without", "[layers][transfor
   adjoint.degree = paper.degree = 5;
   adjoint.chunk = paper.chunk = 32;
   paper.route = PolyRoute::paper;
-  const std::vector<std::pair<std::string, std::shared_ptr<const AttentionMethod<double>>>> methods = {
-      {"exact", nullptr},
-      {"poly adjoint", std::make_shared<PolyAttention<double>>(adjoint)},
-      {"poly paper", std::make_shared<PolyAttention<double>>(paper)}};
+  const std::vector<std::pair<std::string, std::shared_ptr<const AttentionMethod<double>>>>
+      methods = {{"exact", nullptr},
+                 {"poly adjoint", std::make_shared<PolyAttention<double>>(adjoint)},
+                 {"poly paper", std::make_shared<PolyAttention<double>>(paper)}};
   Threading threading{2, 0.0};
   threading.row_block = 64;
   for (const auto& [label, method] : methods) {
@@ -307,14 +308,16 @@ TEST_CASE("recomputed Transformer gradients match central differences", "[layers
   model.set_threading(threading);
   auto params = model.parameters();
   test::randomize(params, rng);
-  test::require_small(test::check_layer_gradients(model, test::random_matrix(5, 6, rng), params, rng));
+  test::require_small(
+      test::check_layer_gradients(model, test::random_matrix(5, 6, rng), params, rng));
 }
 
 TEST_CASE("a Transformer pass gives the same result on 1 and 2 threads", "[layers][transformer]") {
   std::mt19937_64 rng(66);
   Transformer<double> model(small_config(2, 16, 2, 24, true));
   model.init(3, 0.3);
-  const Matrix<double> x = test::random_matrix(257, 16, rng), dy = test::random_matrix(257, 16, rng);
+  const Matrix<double> x = test::random_matrix(257, 16, rng),
+                       dy = test::random_matrix(257, 16, rng);
   Threading serial = Threading::serial(), parallel{2, 0.0};
   serial.row_block = parallel.row_block = 32;
   model.set_threading(serial);

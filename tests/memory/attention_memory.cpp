@@ -105,8 +105,7 @@ int main(int argc, char** argv) {
     const double backward_s = std::chrono::duration<double>(t2 - t1).count();
     const double peak = peak_rss_mib();
     std::cout << "method " << name << "  n " << n << "  heads " << heads << "  d_h " << dh
-              << "  causal " << causal << "  threads " << polygrad::detail::thread_count({})
-              << "\n"
+              << "  causal " << causal << "  threads " << polygrad::detail::thread_count({}) << "\n"
               << "forward " << forward_s << " s  backward " << backward_s << " s  total "
               << forward_s + backward_s << " s\n"
               << "peak resident memory " << peak << " MiB (limit " << limit_mib << " MiB)\n";

@@ -140,27 +140,30 @@ TEST_CASE("a rank with no rows takes part in the scans and the ring", "[mpi]") {
   options.degree = 4;
   const PolyAttention<double> poly(options);
   const ExactAttention<double> exact;
-  for (const AttentionMethod<double>* method : {static_cast<const AttentionMethod<double>*>(&poly),
-                                                static_cast<const AttentionMethod<double>*>(&exact)})
-  for (bool causal : {true, false}) {
-    INFO(method->name() << (causal ? ", causal" : ", not causal"));
-    AttentionShape shape(heads, causal, 2.0, 2.0);
-    shape.threading = Threading::serial();
-    Matrix<double> O, dQ, dK, dV;
-    method->forward(Q, K, V, shape, O)->backward(Q, K, V, O, dO, dQ, dK, dV);
-    // Rows split over the first P - 1 ranks only.
-    const RowRange rows = world->rank() < P - 1 ? balanced_shard(n, world->rank(), P - 1)
-                                                : RowRange{n, 0};
-    shape.shard = SequenceShard{world, rows.begin, n, std::make_shared<Outbox>()};
-    auto mine = [&](const Matrix<double>& X) { return Matrix<double>(X.middleRows(rows.begin, rows.rows)); };
-    Matrix<double> o, dq, dk, dv;
-    method->forward(mine(Q), mine(K), mine(V), shape, o)
-        ->backward(mine(Q), mine(K), mine(V), o, mine(dO), dq, dk, dv);
-    CHECK(relative_error_over_ranks(o, mine(O)) <= 1e-12);
-    CHECK(relative_error_over_ranks(dq, mine(dQ)) <= 1e-12);
-    CHECK(relative_error_over_ranks(dk, mine(dK)) <= 1e-12);
-    CHECK(relative_error_over_ranks(dv, mine(dV)) <= 1e-12);
-  }
+  for (const AttentionMethod<double>* method :
+       {static_cast<const AttentionMethod<double>*>(&poly),
+        static_cast<const AttentionMethod<double>*>(&exact)})
+    for (bool causal : {true, false}) {
+      INFO(method->name() << (causal ? ", causal" : ", not causal"));
+      AttentionShape shape(heads, causal, 2.0, 2.0);
+      shape.threading = Threading::serial();
+      Matrix<double> O, dQ, dK, dV;
+      method->forward(Q, K, V, shape, O)->backward(Q, K, V, O, dO, dQ, dK, dV);
+      // Rows split over the first P - 1 ranks only.
+      const RowRange rows =
+          world->rank() < P - 1 ? balanced_shard(n, world->rank(), P - 1) : RowRange{n, 0};
+      shape.shard = SequenceShard{world, rows.begin, n, std::make_shared<Outbox>()};
+      auto mine = [&](const Matrix<double>& X) {
+        return Matrix<double>(X.middleRows(rows.begin, rows.rows));
+      };
+      Matrix<double> o, dq, dk, dv;
+      method->forward(mine(Q), mine(K), mine(V), shape, o)
+          ->backward(mine(Q), mine(K), mine(V), o, mine(dO), dq, dk, dv);
+      CHECK(relative_error_over_ranks(o, mine(O)) <= 1e-12);
+      CHECK(relative_error_over_ranks(dq, mine(dQ)) <= 1e-12);
+      CHECK(relative_error_over_ranks(dk, mine(dK)) <= 1e-12);
+      CHECK(relative_error_over_ranks(dv, mine(dV)) <= 1e-12);
+    }
 }
 
 namespace {
@@ -171,8 +174,10 @@ template <class T>
 void check_ring(bool causal, double tolerance) {
   const Index n = 53, heads = 2, dh = 4, D = heads * dh;
   std::mt19937_64 rng(1234);
-  const Matrix<T> Q = test::random_matrix(n, D, rng).cast<T>(), K = test::random_matrix(n, D, rng).cast<T>();
-  const Matrix<T> V = test::random_matrix(n, D, rng).cast<T>(), dO = test::random_matrix(n, D, rng).cast<T>();
+  const Matrix<T> Q = test::random_matrix(n, D, rng).cast<T>(),
+                  K = test::random_matrix(n, D, rng).cast<T>();
+  const Matrix<T> V = test::random_matrix(n, D, rng).cast<T>(),
+                  dO = test::random_matrix(n, D, rng).cast<T>();
   AttentionShape shape(heads, causal, 0.7);
   shape.threading = Threading::serial();
   const ExactAttention<T> method(exact::Tiles{8, 8});
@@ -287,12 +292,14 @@ TEST_CASE("ranks that disagree are told so on every rank", "[mpi]") {
   SECTION("on the causal mask") {
     AttentionShape shape(heads, world->rank() == 0, 2.0, 2.0);
     shape.shard = shard_of(*world, n);
-    CHECK_THROWS_WITH(method.forward(x, x, x, shape, o), Catch::Contains("disagree on the causal mask"));
+    CHECK_THROWS_WITH(method.forward(x, x, x, shape, o),
+                      Catch::Contains("disagree on the causal mask"));
   }
   SECTION("on the rows each holds") {
     AttentionShape shape(heads, true, 2.0, 2.0);
     shape.shard = shard_of(*world, n + 1);  // told n + 1 rows, given n
-    CHECK_THROWS_WITH(method.forward(x, x, x, shape, o), Catch::Contains("do not make up the sequence"));
+    CHECK_THROWS_WITH(method.forward(x, x, x, shape, o),
+                      Catch::Contains("do not make up the sequence"));
   }
   SECTION("on the model's parameters") {
     TransformerConfig config;

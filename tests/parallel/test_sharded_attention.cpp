@@ -17,8 +17,8 @@ namespace {
 
 template <class T>
 struct Split {
-  Matrix<T> O, dQ, dK, dV;      // (n, D), each rank's rows in place
-  std::vector<double> bounds;   // head 0's R on each rank
+  Matrix<T> O, dQ, dK, dV;     // (n, D), each rank's rows in place
+  std::vector<double> bounds;  // head 0's R on each rank
 };
 
 /// The rows of each of `ranks` ranks: balanced, or (`last_empty`) over all ranks but the last,
@@ -84,8 +84,9 @@ TEST_CASE("polynomial attention split across ranks equals the whole-sequence com
         whole->backward(Qu, K, V, O, dO, dQ, dK, dV);
         const double whole_bound = whole->plans()[0].bound;
         for (int ranks : {2, 3, 4}) {
-          INFO((causal ? "causal " : "not causal ") << to_string(route)
-               << (fixed ? ", fixed bound, " : ", bound from the data, ") << ranks << " ranks");
+          INFO((causal ? "causal " : "not causal ")
+               << to_string(route) << (fixed ? ", fixed bound, " : ", bound from the data, ")
+               << ranks << " ranks");
           const Split<double> split = run_split<double>(method, shape, Qu, K, V, dO, ranks);
           CHECK(test::relative_error(split.O, O) <= 1e-12);
           CHECK(test::relative_error(split.dQ, dQ) <= 1e-12);
@@ -109,8 +110,10 @@ void check_ring(bool causal, Threading threading, exact::Tiles tiles, bool last_
                 double tolerance) {
   const Index n = 37, heads = 2, dh = 4, D = heads * dh;
   std::mt19937_64 rng(23);
-  const Matrix<T> Q = test::random_matrix(n, D, rng).cast<T>(), K = test::random_matrix(n, D, rng).cast<T>();
-  const Matrix<T> V = test::random_matrix(n, D, rng).cast<T>(), dO = test::random_matrix(n, D, rng).cast<T>();
+  const Matrix<T> Q = test::random_matrix(n, D, rng).cast<T>(),
+                  K = test::random_matrix(n, D, rng).cast<T>();
+  const Matrix<T> V = test::random_matrix(n, D, rng).cast<T>(),
+                  dO = test::random_matrix(n, D, rng).cast<T>();
   AttentionShape shape(heads, causal, 0.6);
   shape.threading = threading;
   const ExactAttention<T> method(tiles);
@@ -129,18 +132,30 @@ void check_ring(bool causal, Threading threading, exact::Tiles tiles, bool last_
 
 }  // namespace
 
-TEST_CASE("exact attention split across ranks (ring attention) equals the whole-sequence "
-          "computation", "[parallel][exact]") {
+TEST_CASE(
+    "exact attention split across ranks (ring attention) equals the whole-sequence "
+    "computation",
+    "[parallel][exact]") {
   Threading two_threads{2};
   two_threads.min_parallel_work = 0;  // each rank's steps split between 2 threads
   for (bool causal : {true, false}) {
     const std::string mask = causal ? "causal" : "not causal";
     // Tiles of 4 x 5 rows: several tiles per shard, shards that end inside a tile.
-    SECTION(mask + ", double") { check_ring<double>(causal, Threading::serial(), {4, 5}, false, 1e-12); }
-    SECTION(mask + ", double, 2 threads per rank") { check_ring<double>(causal, two_threads, {4, 5}, false, 1e-12); }
-    SECTION(mask + ", double, one tile per shard") { check_ring<double>(causal, Threading::serial(), {64, 64}, false, 1e-12); }
-    SECTION(mask + ", double, the last rank holds no rows") { check_ring<double>(causal, Threading::serial(), {4, 5}, true, 1e-12); }
-    SECTION(mask + ", float") { check_ring<float>(causal, Threading::serial(), {4, 5}, false, 1e-5); }
+    SECTION(mask + ", double") {
+      check_ring<double>(causal, Threading::serial(), {4, 5}, false, 1e-12);
+    }
+    SECTION(mask + ", double, 2 threads per rank") {
+      check_ring<double>(causal, two_threads, {4, 5}, false, 1e-12);
+    }
+    SECTION(mask + ", double, one tile per shard") {
+      check_ring<double>(causal, Threading::serial(), {64, 64}, false, 1e-12);
+    }
+    SECTION(mask + ", double, the last rank holds no rows") {
+      check_ring<double>(causal, Threading::serial(), {4, 5}, true, 1e-12);
+    }
+    SECTION(mask + ", float") {
+      check_ring<float>(causal, Threading::serial(), {4, 5}, false, 1e-5);
+    }
   }
 }
 
@@ -157,5 +172,6 @@ TEST_CASE("a split sequence is refused by methods that need all of it", "[parall
       messages[std::size_t(group.rank())] = e.what();
     }
   });
-  for (const std::string& message : messages) CHECK_THAT(message, Catch::Contains("whole sequence"));
+  for (const std::string& message : messages)
+    CHECK_THAT(message, Catch::Contains("whole sequence"));
 }

@@ -24,7 +24,8 @@ std::string contents(const std::string& path) {
 /// A [heads, n, width] tensor ([n, width] for one head) from the n x (heads width) matrix whose
 /// rows the ranks hold.
 template <class T>
-void add_heads_whole(SafetensorsWriter& out, const std::string& name, const Matrix<T>& m, Index heads) {
+void add_heads_whole(SafetensorsWriter& out, const std::string& name, const Matrix<T>& m,
+                     Index heads) {
   const Index n = m.rows(), width = m.cols() / heads;
   std::vector<Index> shape{n, width};
   if (heads > 1) shape.insert(shape.begin(), heads);
@@ -55,7 +56,8 @@ void check_same_file(Index n, Index heads, Index width, int ranks, bool last_emp
                               : balanced_shard(n, group.rank(), last_empty ? ranks - 1 : ranks);
     const Matrix<T> my_rows = rows.middleRows(mine.begin, mine.rows);
     const Matrix<T> my_plain = plain.middleRows(mine.begin, mine.rows);
-    ShardedWriter out(sharded.path, SequenceShard{&group, mine.begin, n, std::make_shared<Outbox>()});
+    ShardedWriter out(sharded.path,
+                      SequenceShard{&group, mine.begin, n, std::make_shared<Outbox>()});
     out.add_rows("heads", my_rows, heads);
     out.add_rows("plain", my_plain);
     out.add("whole", whole);
@@ -82,6 +84,7 @@ TEST_CASE("ShardedWriter refuses tensors whose rows disagree", "[parallel][io]")
   ShardedWriter out(path.path, SequenceShard{});
   const Matrix<double> a = Matrix<double>::Zero(4, 2), b = Matrix<double>::Zero(5, 2);
   out.add_rows("a", a);
-  CHECK_THROWS_WITH(out.add_rows("b", b), Catch::Contains("every sharded tensor holds this rank's rows"));
+  CHECK_THROWS_WITH(out.add_rows("b", b),
+                    Catch::Contains("every sharded tensor holds this rank's rows"));
   CHECK_THROWS_WITH(out.add_rows("c", a, 3), Catch::Contains("heads do not divide"));
 }

@@ -2,9 +2,9 @@
 // A path in the temporary directory for a test's files, unique to the process, removed (with a
 // writer's temporary beside it) when the test ends.
 
+#include <unistd.h>
 #include <filesystem>
 #include <string>
-#include <unistd.h>
 
 namespace polygrad::test {
 

@@ -48,8 +48,9 @@ class ThreadGroupHub {
       result_ = deposits_[0];
       for (int r = 1; r < size_; ++r)
         for (Index i = 0; i < count; ++i)
-          result_[std::size_t(i)] = maximum ? std::max(result_[std::size_t(i)], deposits_[std::size_t(r)][std::size_t(i)])
-                                            : result_[std::size_t(i)] + deposits_[std::size_t(r)][std::size_t(i)];
+          result_[std::size_t(i)] =
+              maximum ? std::max(result_[std::size_t(i)], deposits_[std::size_t(r)][std::size_t(i)])
+                      : result_[std::size_t(i)] + deposits_[std::size_t(r)][std::size_t(i)];
       arrived_ = 0;
       ++generation_;
       changed_.notify_all();

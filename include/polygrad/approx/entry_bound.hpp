@@ -14,10 +14,10 @@ namespace polygrad {
 
 /// A certified bound on the (centred) attention scores of one head.
 struct EntryBound {
-  double R = 0.0;              ///< every centred score c q_i . (k_j - kbar) lies in [-R, R]
-  double q_max = 0.0;          ///< max_i |q_i| (rounded up)
-  double k_max = 0.0;          ///< max_j |k_j - kbar| (rounded up)
-  Vector<double> key_centre;   ///< kbar (d); zero when not centred
+  double R = 0.0;             ///< every centred score c q_i . (k_j - kbar) lies in [-R, R]
+  double q_max = 0.0;         ///< max_i |q_i| (rounded up)
+  double k_max = 0.0;         ///< max_j |k_j - kbar| (rounded up)
+  Vector<double> key_centre;  ///< kbar (d); zero when not centred
 };
 
 /// Sums and maxima of statistics over the processes that share a sequence: none for one
@@ -55,7 +55,8 @@ EntryBound cauchy_schwarz_bound(const Eigen::MatrixBase<DerivedQ>& Q,
   EntryBound bound;
   bound.key_centre = Vector<double>::Zero(d);
   double norms[2] = {0.0, 0.0};  // largest squared norms of q_i and of k_j (centred)
-  for (Index i = 0; i < Q.rows(); ++i) norms[0] = std::max(norms[0], squared_norm(Q.row(i), "Q", i));
+  for (Index i = 0; i < Q.rows(); ++i)
+    norms[0] = std::max(norms[0], squared_norm(Q.row(i), "Q", i));
   if (centre_keys) {
     Vector<double> sum_count = Vector<double>::Zero(d + 1);  // [sum_j k_j, count]
     for (Index j = 0; j < K.rows(); ++j) {
@@ -66,9 +67,12 @@ EntryBound cauchy_schwarz_bound(const Eigen::MatrixBase<DerivedQ>& Q,
     reduce.sum(sum_count.data(), d + 1);
     if (sum_count(d) > 0) bound.key_centre = sum_count.head(d) / sum_count(d);
     for (Index j = 0; j < K.rows(); ++j)
-      norms[1] = std::max(norms[1], (K.row(j).transpose().template cast<double>() - bound.key_centre).squaredNorm());
+      norms[1] =
+          std::max(norms[1],
+                   (K.row(j).transpose().template cast<double>() - bound.key_centre).squaredNorm());
   } else {
-    for (Index j = 0; j < K.rows(); ++j) norms[1] = std::max(norms[1], squared_norm(K.row(j), "K", j));
+    for (Index j = 0; j < K.rows(); ++j)
+      norms[1] = std::max(norms[1], squared_norm(K.row(j), "K", j));
   }
   reduce.max(norms, 2);
   const double q2 = norms[0], k2 = norms[1];

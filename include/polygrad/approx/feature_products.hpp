@@ -41,6 +41,8 @@ void for_column_groups(Index m, Body&& body) {
   for (Index g = 0; g < groups; ++g) {
     const Index width = (m - j0) / (groups - g);  // balanced group widths
     switch (width) {
+      // One case per column count, laid out by hand (clang-format cannot lay out these macros).
+      // clang-format off
 #define POLYGRAD_GROUP(G) \
   case G:                 \
     body(j0, std::integral_constant<int, G>{}); \
@@ -50,6 +52,7 @@ void for_column_groups(Index m, Body&& body) {
       POLYGRAD_GROUP(9) POLYGRAD_GROUP(10) POLYGRAD_GROUP(11) POLYGRAD_GROUP(12)
 #undef POLYGRAD_GROUP
       default: break;  // unreachable: 1 <= width <= 12
+      // clang-format on
     }
     j0 += width;
   }
@@ -120,8 +123,8 @@ void monomials_transpose_times(const Monomials<T>& M, const Matrix<T>& ST, Matri
 /// dM (k x C) = S Y^T for a state S given as ST (m x k) and rows Y (padded C x m); YT is
 /// scratch.
 template <class T>
-void state_times_rows_transpose(const Matrix<T>& ST, const ConstMatrixRef<T>& Y,
-                                StripMatrix<T>& dM, Matrix<T>& YT) {
+void state_times_rows_transpose(const Matrix<T>& ST, const ConstMatrixRef<T>& Y, StripMatrix<T>& dM,
+                                Matrix<T>& YT) {
   constexpr Index W = simd::width<T>;
   const Index k = ST.cols(), m = ST.rows(), C = Y.rows();
   require<ShapeError>(C % W == 0 && Y.cols() == m, "state_times_rows_transpose: rows are ",
@@ -150,7 +153,8 @@ class StateTimesRows {
     for (int j = 0; j < G; ++j) s_[j] = ST.data() + j * ST.cols();
   }
   void begin_strip(Index s) {
-    for (int j = 0; j < G; ++j) y_[j] = simd::load(YT_.data() + j * YT_.cols() + s * simd::width<T>);
+    for (int j = 0; j < G; ++j)
+      y_[j] = simd::load(YT_.data() + j * YT_.cols() + s * simd::width<T>);
   }
   simd::Packet<T> operator()(Index f) const {
     auto acc = simd::mul(y_[0], simd::broadcast(s_[0][f]));
@@ -255,8 +259,7 @@ void add_monomial_products(const Monomials<T>& M, const ConstMatrixRef<detail::n
   if (m <= 12) {  // one column group: transpose each tile as it is used
     detail::for_column_groups(m, [&](Index j0, auto G) {
       detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), X.outerStride(), j0,
-                                                       ST.data(),
-                                                       transpose);
+                                                       ST.data(), transpose);
     });
     return;
   }
@@ -278,8 +281,7 @@ void add_monomial_products(const Monomials<T>& M, const ConstMatrixRef<detail::n
   };
   detail::for_column_groups(m, [&](Index j0, auto G) {
     detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), X.outerStride(), j0,
-                                                       ST.data(),
-                                                     stored);
+                                                     ST.data(), stored);
   });
 }
 

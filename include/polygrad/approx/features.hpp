@@ -71,8 +71,8 @@ class SymmetricFeatures {
     // C(d + i, i) = C(d + i - 1, i - 1) (d + i) / i, an exact division at every step.
     Index c = 1;
     for (int i = 1; i <= degree; ++i) {
-      require<PlanError>(c <= std::numeric_limits<Index>::max() / (dim + i),
-                         "C(", dim, " + ", degree, ", ", degree,
+      require<PlanError>(c <= std::numeric_limits<Index>::max() / (dim + i), "C(", dim, " + ",
+                         degree, ", ", degree,
                          ") features overflow; lower the degree or the head dimension");
       c = c * (dim + i) / i;
     }
@@ -84,8 +84,8 @@ class SymmetricFeatures {
     const auto k = static_cast<std::size_t>(size_);
     parent_.assign(k, 0);
     last_.assign(k, 0);
-    std::vector<int> run(k, 0);              // multiplicity of the last coordinate
-    std::vector<double> multinomial(k, 1.0); // j! / alpha!, exact up to rounding
+    std::vector<int> run(k, 0);               // multiplicity of the last coordinate
+    std::vector<double> multinomial(k, 1.0);  // j! / alpha!, exact up to rounding
     degree_begin_.assign(static_cast<std::size_t>(degree_) + 2, 0);
     degree_begin_[1] = 1;
     std::size_t next = 1;
@@ -117,10 +117,10 @@ class SymmetricFeatures {
   Index dim_ = 0;
   int degree_ = 0;
   Index size_ = 0;
-  std::vector<Index> degree_begin_;         // (g + 2) first feature of each degree, then k
-  std::vector<std::int32_t> parent_;        // (k) parent feature; 0 for the constant
-  std::vector<std::int32_t> last_;          // (k) largest coordinate of the monomial
-  std::vector<double> weight_, phi_weight_; // (k) psi and phi weights
+  std::vector<Index> degree_begin_;          // (g + 2) first feature of each degree, then k
+  std::vector<std::int32_t> parent_;         // (k) parent feature; 0 for the constant
+  std::vector<std::int32_t> last_;           // (k) largest coordinate of the monomial
+  std::vector<double> weight_, phi_weight_;  // (k) psi and phi weights
 };
 
 }  // namespace polygrad

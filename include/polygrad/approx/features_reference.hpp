@@ -13,7 +13,7 @@ namespace polygrad::poly::reference {
 /// coordinate; w is phi's or psi's weights.
 template <class T>
 void feature_rows(const SymmetricFeatures& F, const Eigen::Ref<const Matrix<T>>& X,
-              const std::vector<double>& w, Matrix<T>& out) {
+                  const std::vector<double>& w, Matrix<T>& out) {
   require<ShapeError>(X.cols() == F.dim(), "feature maps: input rows have ", X.cols(),
                       " coordinates, the features were built for ", F.dim());
   const Index k = F.size();
@@ -30,7 +30,7 @@ void feature_rows(const SymmetricFeatures& F, const Eigen::Ref<const Matrix<T>>&
 /// to the first so that each monomial's adjoint is complete before its parent receives it.
 template <class T>
 void feature_rows_backward(const SymmetricFeatures& F, const Eigen::Ref<const Matrix<T>>& X,
-                       const std::vector<double>& w, const Matrix<T>& dF, Matrix<T>& dX) {
+                           const std::vector<double>& w, const Matrix<T>& dF, Matrix<T>& dX) {
   require<ShapeError>(X.cols() == F.dim(), "feature maps: input rows have ", X.cols(),
                       " coordinates, the features were built for ", F.dim());
   require_shape(dF, X.rows(), F.size(), "feature gradient");
@@ -53,8 +53,7 @@ void feature_rows_backward(const SymmetricFeatures& F, const Eigen::Ref<const Ma
 /// The weights of one side: phi's carry the sign of b_j, psi's do not.
 inline std::vector<double> side_weights(const SymmetricFeatures& F, bool phi_side) {
   std::vector<double> w(std::size_t(F.size()));
-  for (Index f = 0; f < F.size(); ++f)
-    w[std::size_t(f)] = phi_side ? F.phi_weight(f) : F.weight(f);
+  for (Index f = 0; f < F.size(); ++f) w[std::size_t(f)] = phi_side ? F.phi_weight(f) : F.weight(f);
   return w;
 }
 

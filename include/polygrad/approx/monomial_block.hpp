@@ -143,8 +143,9 @@ class MonomialBlock {
       const auto begin = visits_.size();
       for (Index p = features.degree_begin(j); p < features.degree_begin(j + 1); ++p)
         visits_.push_back({p, features.last_coordinate(p), first_child[std::size_t(p)]});
-      std::stable_sort(visits_.begin() + std::ptrdiff_t(begin), visits_.end(),
-                       [](const ParentVisit& a, const ParentVisit& b) { return a.first < b.first; });
+      std::stable_sort(
+          visits_.begin() + std::ptrdiff_t(begin), visits_.end(),
+          [](const ParentVisit& a, const ParentVisit& b) { return a.first < b.first; });
     }
   }
 
@@ -167,8 +168,8 @@ class MonomialBlock {
       const Index stride = M.XT_.cols();
       simd::store(m, simd::broadcast(T(1)));
       for (Index f = 1; f < stored; ++f)
-        simd::store(m + f * W, simd::mul(simd::load(m + parent[f] * W),
-                                         simd::load(x + last[f] * stride)));
+        simd::store(m + f * W,
+                    simd::mul(simd::load(m + parent[f] * W), simd::load(x + last[f] * stride)));
     }
   }
 
@@ -274,8 +275,8 @@ class MonomialBlock {
 
   const SymmetricFeatures& features_;
   std::vector<ParentVisit> visits_;  // backward()'s order
-  Matrix<T> XT_, dXT_;  // (d, padded C)
-  Matrix<T> totals_;    // (parents, W): the total gradient of each parent monomial in a strip
+  Matrix<T> XT_, dXT_;               // (d, padded C)
+  Matrix<T> totals_;  // (parents, W): the total gradient of each parent monomial in a strip
 };
 
 }  // namespace polygrad

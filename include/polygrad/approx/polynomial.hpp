@@ -40,10 +40,10 @@ enum class PolynomialFamily { chebyshev, taylor };
 /// p(t) = sum_j coeffs[j] t^j ~ exp(bound t) on [-1, 1], with its certificate.
 struct ExpPolynomial {
   PolynomialFamily family = PolynomialFamily::chebyshev;  ///< how the coefficients were chosen
-  double bound = 0.0;                  ///< R: p approximates exp(R t)
-  int degree = 0;                      ///< g
-  std::vector<double> coeffs;          ///< b_0..b_g, monomial coefficients
-  double certified_error = 0.0;        ///< proved bound of max_{|t|<=1} |p(t) e^{-R t} - 1|
+  double bound = 0.0;                                     ///< R: p approximates exp(R t)
+  int degree = 0;                                         ///< g
+  std::vector<double> coeffs;                             ///< b_0..b_g, monomial coefficients
+  double certified_error = 0.0;  ///< proved bound of max_{|t|<=1} |p(t) e^{-R t} - 1|
 
   /// p(t), by Horner's rule.
   double operator()(double t) const {
@@ -55,7 +55,8 @@ struct ExpPolynomial {
   /// p'(t), by Horner's rule on j b_j t^{j-1}.
   double derivative(double t) const {
     double acc = 0.0;
-    for (std::size_t j = coeffs.size(); j-- > 1;) acc = acc * t + static_cast<double>(j) * coeffs[j];
+    for (std::size_t j = coeffs.size(); j-- > 1;)
+      acc = acc * t + static_cast<double>(j) * coeffs[j];
     return acc;
   }
 };
@@ -159,7 +160,7 @@ inline Wide taylor_exp_error(int g, Wide x) {
 /// Rounds the wide coefficients to double and returns a proved bound of
 /// sum_j |b_j(double) - b_j(exact)| given per-coefficient bounds of |b_j(wide) - b_j(exact)|.
 inline Wide store_coefficients(const std::vector<Wide>& wide, const std::vector<Wide>& wide_error,
-                                std::vector<double>& out) {
+                               std::vector<double>& out) {
   out.resize(wide.size());
   Wide total = 0;
   for (std::size_t j = 0; j < wide.size(); ++j) {
@@ -363,8 +364,8 @@ inline std::string to_string(PolynomialFamily family) {
 inline PolynomialFamily parse_family(const std::string& name) {
   if (name == "chebyshev") return PolynomialFamily::chebyshev;
   if (name == "taylor") return PolynomialFamily::taylor;
-  throw PlanError(detail::concat("unknown polynomial family '", name,
-                                 "'; use \"chebyshev\" or \"taylor\""));
+  throw PlanError(
+      detail::concat("unknown polynomial family '", name, "'; use \"chebyshev\" or \"taylor\""));
 }
 
 /// The lowest degree g <= max_degree whose certified_error is <= eps. PlanError if there is
@@ -407,17 +408,17 @@ inline ExpPolynomial fit_exp_for_error(PolynomialFamily family, double R, double
   const bool rounding_floor = eps < 10 * floor;
   throw PlanError(detail::concat(
       "cannot certify a relative error of ", eps, " for exp on [-R, R] with R = ", R, " using a ",
-      to_string(family), " polynomial of degree <= ", max_degree, " (best: ",
-      best.certified_error, " at degree ", best.degree, "). ",
+      to_string(family), " polynomial of degree <= ", max_degree, " (best: ", best.certified_error,
+      " at degree ", best.degree, "). ",
       rounding_floor
           ? "Rounding the coefficients to double limits this R to about 1e-16 e^(2R); use " +
                 detail::one_of({"a smaller R (QK normalisation or a smaller scale)",
                                 detail::named("a larger error target", eps_name)})
-          : "Use " + detail::one_of({detail::named("a larger error target", eps_name),
-                                     "a smaller R (QK normalisation or a smaller scale)",
-                                     detail::named("a higher maximum degree", max_degree_name),
-                                     family == PolynomialFamily::taylor ? "the chebyshev family"
-                                                                        : ""}),
+          : "Use " +
+                detail::one_of({detail::named("a larger error target", eps_name),
+                                "a smaller R (QK normalisation or a smaller scale)",
+                                detail::named("a higher maximum degree", max_degree_name),
+                                family == PolynomialFamily::taylor ? "the chebyshev family" : ""}),
       "."));
 }
 

@@ -72,9 +72,9 @@ double audit_relative_error(const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>&
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_AUDIT_INSTANCES(how, T)                                                           \
-  how double audit_relative_error<T>(const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,           \
-                                     const ConstMatrixRef<T>&, double, bool,                       \
+#define POLYGRAD_AUDIT_INSTANCES(how, T)                                                 \
+  how double audit_relative_error<T>(const ConstMatrixRef<T>&, const ConstMatrixRef<T>&, \
+                                     const ConstMatrixRef<T>&, double, bool,             \
                                      const ConstMatrixRef<T>&, const std::vector<Index>&);
 POLYGRAD_INSTANCES(POLYGRAD_AUDIT_INSTANCES)
 

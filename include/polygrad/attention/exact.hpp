@@ -40,7 +40,7 @@ class ExactAttention final : public AttentionMethod<T> {
       detail::check_attention_inputs(Q, K, V, shape);
       auto context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
       exact::detail::forward_heads(Q, K, V, shape.heads, T(shape.scale), shape.causal, tiles_,
-                                  shape.threading, O, context->lse, context->threads);
+                                   shape.threading, O, context->lse, context->threads);
       return context;
     }
     // Split across processes: checked on every rank at once, then an error on one rank ends
@@ -52,7 +52,7 @@ class ExactAttention final : public AttentionMethod<T> {
       context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
       context->rows_of = std::move(rows_of);
       exact::detail::ring_forward(Q, K, V, shape, context->rows_of, tiles_, O, context->lse,
-                           context->threads);
+                                  context->threads);
     } catch (const std::exception& e) {
       shape.shard.group->abort(e.what());
     }
@@ -73,12 +73,13 @@ class ExactAttention final : public AttentionMethod<T> {
       if (!shape.shard.split()) {
         detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
         exact::detail::backward_heads(Q, K, V, O, lse, dO, shape.heads, T(shape.scale),
-                                     shape.causal, tiles, shape.threading, dQ, dK, dV, threads);
+                                      shape.causal, tiles, shape.threading, dQ, dK, dV, threads);
         return;
       }
       try {
         detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
-        exact::detail::ring_backward(Q, K, V, O, lse, dO, shape, rows_of, tiles, dQ, dK, dV, threads);
+        exact::detail::ring_backward(Q, K, V, O, lse, dO, shape, rows_of, tiles, dQ, dK, dV,
+                                     threads);
       } catch (const std::exception& e) {
         shape.shard.group->abort(e.what());
       }
@@ -102,15 +103,14 @@ class ExactAttention final : public AttentionMethod<T> {
     AttentionShape shape;
     exact::Tiles tiles;
     Index n, width;
-    std::vector<Vector<T>> lse;    // per head, n
-    std::vector<Index> threads;    // per head, of the last pass
-    std::vector<Index> rows_of;    // split across processes: the rows of every rank
+    std::vector<Vector<T>> lse;  // per head, n
+    std::vector<Index> threads;  // per head, of the last pass
+    std::vector<Index> rows_of;  // split across processes: the rows of every rank
   };
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_EXACT_ATTENTION_INSTANCES(how, T)                                                 \
-  how class ExactAttention<T>;
+#define POLYGRAD_EXACT_ATTENTION_INSTANCES(how, T) how class ExactAttention<T>;
 POLYGRAD_INSTANCES(POLYGRAD_EXACT_ATTENTION_INSTANCES)
 
 }  // namespace polygrad

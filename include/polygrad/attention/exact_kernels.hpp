@@ -48,8 +48,8 @@ void mask_tile(Eigen::Map<Matrix<T>>& tile, Index i0, Index j0, T value) {
 /// finite values unless the caller checked them, a finite positive scale and positive tiles.
 template <class Derived>
 void check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<Derived>& K,
-                        const Eigen::MatrixBase<Derived>& V, double scale,
-                        const exact::Tiles& tiles, bool inputs_checked) {
+                  const Eigen::MatrixBase<Derived>& V, double scale, const exact::Tiles& tiles,
+                  bool inputs_checked) {
   require<ShapeError>(Q.rows() >= 1 && Q.cols() >= 1, "exact attention needs Q with at least one ",
                       "row and one column, got ", Q.rows(), " x ", Q.cols());
   require_shape(K, Q.rows(), Q.cols(), "K");
@@ -70,9 +70,9 @@ void check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<D
 /// sees key j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp).
 /// Calls with the same stride and different `first` touch disjoint rows and may run in parallel.
 template <class T>
-void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
-                          T scale, bool causal, const exact::Tiles& tiles, Index first,
-                          Index stride, MatrixRef<T> O, VectorRef<T> lse) {
+void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V, T scale,
+                    bool causal, const exact::Tiles& tiles, Index first, Index stride,
+                    MatrixRef<T> O, VectorRef<T> lse) {
   const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, m_keys);
   const Index blocks = (n + Bq - 1) / Bq;
@@ -132,9 +132,9 @@ void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> 
 /// when causal (as in forward_blocks).
 template <class T>
 void backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
-                           ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
-                           T scale, bool causal, const exact::Tiles& tiles, Index first,
-                           Index stride, MatrixRef<T> dQ_sum, MatrixRef<T> dK, MatrixRef<T> dV) {
+                     ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta, T scale,
+                     bool causal, const exact::Tiles& tiles, Index first, Index stride,
+                     MatrixRef<T> dQ_sum, MatrixRef<T> dK, MatrixRef<T> dV) {
   const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, m_keys);
   const Index blocks = (m_keys + Bk - 1) / Bk;
@@ -188,7 +188,7 @@ struct WorkSplit {
 };
 
 inline WorkSplit work_split(const Threading& threading, Index heads, Index blocks, Index n,
-                              Index dh, bool causal) {
+                            Index dh, bool causal) {
   const double work = double(heads) * cost::exact(n, dh, causal);
   WorkSplit split;
   split.threads = threads_for(threading, heads * blocks, work);
@@ -212,7 +212,10 @@ inline Index distinct_threads(const std::vector<int>& ran_on, Index h, Index par
 template <class T>
 struct Heads {
   explicit Heads(Index heads)
-      : Q(std::size_t(heads)), K(std::size_t(heads)), V(std::size_t(heads)), dO(std::size_t(heads)) {}
+      : Q(std::size_t(heads)),
+        K(std::size_t(heads)),
+        V(std::size_t(heads)),
+        dO(std::size_t(heads)) {}
   /// to[h] = head h of `from`.
   static void copy(const Matrix<T>& from, std::vector<Matrix<T>>& to, Index h, Index dh) {
     to[std::size_t(h)] = from.middleCols(h * dh, dh);
@@ -223,10 +226,9 @@ struct Heads {
 /// Forward pass of H heads (columns [h d_h, (h + 1) d_h) of Q, K, V, O): assigns O and lse[h]
 /// (n each), and threads[h], the threads that ran head h.
 template <class T>
-void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, Index heads,
-                         T scale, bool causal, const exact::Tiles& tiles,
-                         const Threading& threading, Matrix<T>& O, std::vector<Vector<T>>& lse,
-                         std::vector<Index>& threads) {
+void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, Index heads, T scale,
+                   bool causal, const exact::Tiles& tiles, const Threading& threading, Matrix<T>& O,
+                   std::vector<Vector<T>>& lse, std::vector<Index>& threads) {
   const Index n = Q.rows(), dh = Q.cols() / heads;
   const Index blocks = (n + std::min(tiles.query, n) - 1) / std::min(tiles.query, n);
   const WorkSplit split = work_split(threading, heads, blocks, n, dh, causal);
@@ -242,22 +244,22 @@ void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, I
   std::vector<int> ran_on(std::size_t(heads * split.parts));
   parallel_for(heads * split.parts, split.threads, [&](Index w) {
     const std::size_t h = std::size_t(w / split.parts);
-    forward_blocks<T>(in.Q[h], in.K[h], in.V[h], scale, causal, tiles, w % split.parts,
-                            split.parts, O.middleCols(Index(h) * dh, dh), lse[h]);
+    forward_blocks<T>(in.Q[h], in.K[h], in.V[h], scale, causal, tiles, w % split.parts, split.parts,
+                      O.middleCols(Index(h) * dh, dh), lse[h]);
     ran_on[std::size_t(w)] = current_thread();
   });
   threads.resize(std::size_t(heads));
-  for (Index h = 0; h < heads; ++h) threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
+  for (Index h = 0; h < heads; ++h)
+    threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
 }
 
 /// Backward pass of H heads given what forward_heads returned: assigns dQ, dK, dV
 /// (n x H d_h, sized by prepare_backward) and threads[h].
 template <class T>
-void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
-                          const Matrix<T>& O, const std::vector<Vector<T>>& lse,
-                          const Matrix<T>& dO, Index heads, T scale, bool causal,
-                          const exact::Tiles& tiles, const Threading& threading, Matrix<T>& dQ,
-                          Matrix<T>& dK, Matrix<T>& dV, std::vector<Index>& threads) {
+void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
+                    const std::vector<Vector<T>>& lse, const Matrix<T>& dO, Index heads, T scale,
+                    bool causal, const exact::Tiles& tiles, const Threading& threading,
+                    Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV, std::vector<Index>& threads) {
   const Index n = Q.rows(), width = Q.cols(), dh = width / heads;
   const Index blocks = (n + std::min(tiles.key, n) - 1) / std::min(tiles.key, n);
   const WorkSplit split = work_split(threading, heads, blocks, n, dh, causal);
@@ -272,14 +274,15 @@ void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
     in.copy(dO, in.dO, h, dh);
     delta[std::size_t(h)] =
         O.middleCols(h * dh, dh).cwiseProduct(dO.middleCols(h * dh, dh)).rowwise().sum();
-    for (Index c = 0; c < split.parts; ++c) dQ_parts[std::size_t(h * split.parts + c)].setZero(n, dh);
+    for (Index c = 0; c < split.parts; ++c)
+      dQ_parts[std::size_t(h * split.parts + c)].setZero(n, dh);
   });
   std::vector<int> ran_on(std::size_t(heads * split.parts));
   parallel_for(heads * split.parts, split.threads, [&](Index w) {
     const std::size_t h = std::size_t(w / split.parts);
-    backward_blocks<T>(in.Q[h], in.K[h], in.V[h], in.dO[h], lse[h], delta[h], scale, causal,
-                             tiles, w % split.parts, split.parts, dQ_parts[std::size_t(w)],
-                             dK.middleCols(Index(h) * dh, dh), dV.middleCols(Index(h) * dh, dh));
+    backward_blocks<T>(in.Q[h], in.K[h], in.V[h], in.dO[h], lse[h], delta[h], scale, causal, tiles,
+                       w % split.parts, split.parts, dQ_parts[std::size_t(w)],
+                       dK.middleCols(Index(h) * dh, dh), dV.middleCols(Index(h) * dh, dh));
     ran_on[std::size_t(w)] = current_thread();
   });
   parallel_for(heads, split.threads, [&](Index h) {
@@ -288,7 +291,8 @@ void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
     dQ.middleCols(h * dh, dh) = scale * sum;
   });
   threads.resize(std::size_t(heads));
-  for (Index h = 0; h < heads; ++h) threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
+  for (Index h = 0; h < heads; ++h)
+    threads[std::size_t(h)] = distinct_threads(ran_on, h, split.parts);
 }
 
 }  // namespace detail
@@ -324,31 +328,30 @@ void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const 
                       " entries (one per query row, as forward() returns it), got ", lse.size());
   detail::prepare_backward(Q, K, V, O, dO, Q.rows(), Q.cols(), false, dQ, dK, dV);
   std::vector<Index> threads;
-  detail::backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal,
-                               tiles, threading, dQ, dK, dV, threads);
+  detail::backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal, tiles,
+                         threading, dQ, dK, dV, threads);
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_EXACT_KERNELS_INSTANCES(how, T)                                                   \
-  how void detail::forward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,      \
-                                     T, bool, const Tiles&, Index, Index, MatrixRef<T>,            \
-                                     VectorRef<T>);                                                \
-  how void detail::backward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,     \
-                                      ConstMatrixRef<T>, ConstVectorRef<T>, ConstVectorRef<T>,     \
-                                      T, bool, const Tiles&, Index, Index, MatrixRef<T>,           \
-                                      MatrixRef<T>, MatrixRef<T>);                                 \
-  how void detail::forward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, Index,   \
-                                    T, bool, const Tiles&, const Threading&, Matrix<T>&,           \
-                                    std::vector<Vector<T>>&, std::vector<Index>&);                 \
-  how void detail::backward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,         \
-                                     const Matrix<T>&, const std::vector<Vector<T>>&,              \
-                                     const Matrix<T>&, Index, T, bool, const Tiles&,               \
-                                     const Threading&, Matrix<T>&, Matrix<T>&, Matrix<T>&,         \
-                                     std::vector<Index>&);                                         \
-  how void forward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, T, bool, Matrix<T>&,   \
-                      Vector<T>&, const Tiles&, const Threading&);                                 \
-  how void backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,     \
-                       const Vector<T>&, const Matrix<T>&, T, bool, Matrix<T>&, Matrix<T>&,        \
+#define POLYGRAD_EXACT_KERNELS_INSTANCES(how, T)                                                  \
+  how void detail::forward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>, T,  \
+                                     bool, const Tiles&, Index, Index, MatrixRef<T>,              \
+                                     VectorRef<T>);                                               \
+  how void detail::backward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,    \
+                                      ConstMatrixRef<T>, ConstVectorRef<T>, ConstVectorRef<T>, T, \
+                                      bool, const Tiles&, Index, Index, MatrixRef<T>,             \
+                                      MatrixRef<T>, MatrixRef<T>);                                \
+  how void detail::forward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, Index,  \
+                                    T, bool, const Tiles&, const Threading&, Matrix<T>&,          \
+                                    std::vector<Vector<T>>&, std::vector<Index>&);                \
+  how void detail::backward_heads<T>(                                                             \
+      const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,                     \
+      const std::vector<Vector<T>>&, const Matrix<T>&, Index, T, bool, const Tiles&,              \
+      const Threading&, Matrix<T>&, Matrix<T>&, Matrix<T>&, std::vector<Index>&);                 \
+  how void forward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, T, bool, Matrix<T>&,  \
+                      Vector<T>&, const Tiles&, const Threading&);                                \
+  how void backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,    \
+                       const Vector<T>&, const Matrix<T>&, T, bool, Matrix<T>&, Matrix<T>&,       \
                        Matrix<T>&, const Tiles&, const Threading&);
 POLYGRAD_INSTANCES(POLYGRAD_EXACT_KERNELS_INSTANCES)
 

@@ -27,7 +27,11 @@ namespace polygrad::exact::detail {
 
 /// Message tags of the ring, above those of the polynomial scans (2 per pass and head, 6 H in
 /// all) and below MPI's guaranteed MPI_TAG_UB of 32767.
-enum RingTag : int { ring_forward_tag = 30000, ring_backward_tag = 30001, ring_returned_tag = 30002 };
+enum RingTag : int {
+  ring_forward_tag = 30000,
+  ring_backward_tag = 30001,
+  ring_returned_tag = 30002
+};
 
 /// The keys and values of one shard, each head's rows x d_h contiguous (the layout the tiles
 /// read), and in the backward pass the accumulators of their gradients after them:
@@ -90,7 +94,7 @@ struct RingSchedule {
 /// How one step's work is shared between threads: heads x parts work items, each part a set of
 /// interleaved tiles of `tile_rows` rows (query rows forward, key rows backward) of `tile` each.
 inline WorkSplit ring_split(const Threading& threading, Index heads, Index tile_rows, Index tile,
-                             Index queries, Index keys, Index dh) {
+                            Index queries, Index keys, Index dh) {
   const Index blocks = std::max<Index>((tile_rows + tile - 1) / tile, 1);
   const double work = double(heads) * 4.0 * double(queries) * double(keys) * double(dh);
   WorkSplit split;
@@ -114,7 +118,8 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
 
   Heads<T> in(H);
-  std::vector<Matrix<T>> O_step(static_cast<std::size_t>(H));  // (n_r, d_h) per head: one block's result
+  std::vector<Matrix<T>> O_step(
+      static_cast<std::size_t>(H));  // (n_r, d_h) per head: one block's result
   std::vector<Vector<T>> lse_step(static_cast<std::size_t>(H));
   std::vector<Matrix<T>> O_run(static_cast<std::size_t>(H));  // (n_r, d_h) per head: merged so far
   lse.assign(std::size_t(H), Vector<T>::Constant(n, minus_inf));
@@ -131,7 +136,8 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
   held.fill(K, V);
   for (int s = 0; s < ring.steps(); ++s) {
     std::unique_ptr<PendingMessage> sent, received;
-    if (ring.hands_on(s)) sent = group.send(ring.next(), ring_forward_tag, held.data(), held.size());
+    if (ring.hands_on(s))
+      sent = group.send(ring.next(), ring_forward_tag, held.data(), held.size());
     if (ring.receives_after(s)) {
       arriving.resize(rows_of[std::size_t(ring.source(s + 1))], H, dh, 2);
       received = group.receive(ring.previous(), ring_forward_tag, arriving.data(), arriving.size());
@@ -143,9 +149,9 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
       std::vector<int> ran_on(std::size_t(H * split.parts));
       parallel_for(H * split.parts, split.threads, [&](Index w) {
         const Index h = w / split.parts;
-        forward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h), scale,
-                                diagonal, tiles, w % split.parts, split.parts, O_step[std::size_t(h)],
-                                lse_step[std::size_t(h)]);
+        forward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h), scale, diagonal,
+                          tiles, w % split.parts, split.parts, O_step[std::size_t(h)],
+                          lse_step[std::size_t(h)]);
         ran_on[std::size_t(w)] = current_thread();
       });
       // Merge by log-sum-exp: O = (e^{lse_a} O_a + e^{lse_b} O_b) / (e^{lse_a} + e^{lse_b}).
@@ -157,11 +163,12 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
           const T a = l[i] == minus_inf ? T(0) : std::exp(l[i] - top);
           const T b = std::exp(l_new[i] - top);
           const T sum = a + b;
-          O_run[std::size_t(h)].row(i) = (a / sum) * O_run[std::size_t(h)].row(i) +
-                                         (b / sum) * O_step[std::size_t(h)].row(i);
+          O_run[std::size_t(h)].row(i) =
+              (a / sum) * O_run[std::size_t(h)].row(i) + (b / sum) * O_step[std::size_t(h)].row(i);
           l[i] = top + std::log(sum);
         }
-        threads[std::size_t(h)] = std::max(threads[std::size_t(h)], distinct_threads(ran_on, h, split.parts));
+        threads[std::size_t(h)] =
+            std::max(threads[std::size_t(h)], distinct_threads(ran_on, h, split.parts));
       });
     }
     if (received) received->wait();
@@ -192,8 +199,8 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
     max_parts = std::max(max_parts, ring_split(shape.threading, H, m, tiles.key, n, m, dh).parts);
   }
   Heads<T> in(H);
-  std::vector<Vector<T>> delta(static_cast<std::size_t>(H));                  // (n_r) dO_i . O_i
-  std::vector<Matrix<T>> dQ_parts(std::size_t(H * max_parts));   // (n_r, d_h) sums of dS K
+  std::vector<Vector<T>> delta(static_cast<std::size_t>(H));    // (n_r) dO_i . O_i
+  std::vector<Matrix<T>> dQ_parts(std::size_t(H * max_parts));  // (n_r, d_h) sums of dS K
   std::vector<Matrix<T>> dK_step(static_cast<std::size_t>(H));  // (m, d_h) per head
   std::vector<Matrix<T>> dV_step(static_cast<std::size_t>(H));
   for (Index h = 0; h < H; ++h) {
@@ -221,7 +228,8 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
     std::unique_ptr<PendingMessage> sent, received;
     if (ring.receives_after(s)) {
       arriving.resize(rows_of[std::size_t(ring.source(s + 1))], H, dh, 4);
-      received = group.receive(ring.previous(), ring_backward_tag, arriving.data(), arriving.size());
+      received =
+          group.receive(ring.previous(), ring_backward_tag, arriving.data(), arriving.size());
     }
     const Index m = held.rows();
     if (n > 0 && m > 0) {
@@ -235,16 +243,17 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
       parallel_for(H * split.parts, split.threads, [&](Index w) {
         const Index h = w / split.parts, p = w % split.parts;
         backward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h),
-                                 in.dO[std::size_t(h)], lse[std::size_t(h)], delta[std::size_t(h)],
-                                 scale, diagonal, tiles, p, split.parts,
-                                 dQ_parts[std::size_t(h * max_parts + p)], dK_step[std::size_t(h)],
-                                 dV_step[std::size_t(h)]);
+                           in.dO[std::size_t(h)], lse[std::size_t(h)], delta[std::size_t(h)], scale,
+                           diagonal, tiles, p, split.parts,
+                           dQ_parts[std::size_t(h * max_parts + p)], dK_step[std::size_t(h)],
+                           dV_step[std::size_t(h)]);
         ran_on[std::size_t(w)] = current_thread();
       });
       for (Index h = 0; h < H; ++h) {
         held.part(2, h) += dK_step[std::size_t(h)];
         held.part(3, h) += dV_step[std::size_t(h)];
-        threads[std::size_t(h)] = std::max(threads[std::size_t(h)], distinct_threads(ran_on, h, split.parts));
+        threads[std::size_t(h)] =
+            std::max(threads[std::size_t(h)], distinct_threads(ran_on, h, split.parts));
       }
     }
     // The block goes on with its accumulators, or the accumulators go home.
@@ -253,7 +262,7 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
       sent = group.send(ring.next(), ring_backward_tag, held.data(), held.size());
     } else if (source != ring.rank) {
       sent = group.send(ring.causal ? source : ring.next(), ring_returned_tag, gradients,
-                       2 * held.part_size());
+                        2 * held.part_size());
     } else {  // the last rank's own block, causal: no one else sees it
       std::copy(gradients, gradients + 2 * held.part_size(), own_gradients.data());
     }
@@ -278,9 +287,8 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
                            Matrix<T>&, std::vector<Vector<T>>&, std::vector<Index>&);              \
   how void ring_backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,                  \
                             const Matrix<T>&, const std::vector<Vector<T>>&, const Matrix<T>&,     \
-                            const AttentionShape&, const std::vector<Index>&,                      \
-                            const exact::Tiles&, Matrix<T>&, Matrix<T>&, Matrix<T>&,               \
-                            std::vector<Index>&);
+                            const AttentionShape&, const std::vector<Index>&, const exact::Tiles&, \
+                            Matrix<T>&, Matrix<T>&, Matrix<T>&, std::vector<Index>&);
 POLYGRAD_INSTANCES(POLYGRAD_EXACT_RING_INSTANCES)
 
 }  // namespace polygrad::exact::detail

@@ -23,8 +23,8 @@ std::shared_ptr<const AttentionMethod<T>> make_attention(const std::string& name
   if (name == "exact") return std::make_shared<ExactAttention<T>>();
   if (name == "poly") return std::make_shared<PolyAttention<T>>(options, PolyUse::every_head);
   if (name == "auto") return std::make_shared<PolyAttention<T>>(options, PolyUse::when_cheaper);
-  throw PlanError(detail::concat("unknown attention method '", name,
-                                 "'; use \"exact\", \"poly\" or \"auto\""));
+  throw PlanError(
+      detail::concat("unknown attention method '", name, "'; use \"exact\", \"poly\" or \"auto\""));
 }
 
 }  // namespace polygrad

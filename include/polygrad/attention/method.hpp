@@ -20,9 +20,9 @@ namespace polygrad {
 
 /// What a multi-head attention call looks like, apart from the data.
 struct AttentionShape {
-  Index heads = 1;          ///< H; the head size is d_h = columns / H
-  bool causal = false;      ///< mask j > i
-  double scale = 1.0;       ///< c in S = c Q K^T
+  Index heads = 1;      ///< H; the head size is d_h = columns / H
+  bool causal = false;  ///< mask j > i
+  double scale = 1.0;   ///< c in S = c Q K^T
   /// If > 0, every score is known to lie in [-score_bound, score_bound] by construction
   /// (QK normalisation: |q| = |k| = 1 and c = tau give score_bound = tau). Methods that need an
   /// entry bound use it instead of estimating one from the data, which keeps a causal model
@@ -124,10 +124,10 @@ inline std::vector<Index> check_shard(const AttentionShape& shape, Index rows, I
                       "for the states it hands on; make it with shard_of()");
   // What the ranks must agree on, each with its largest and (negated) smallest value over the
   // ranks in one maximum.
-  const char* names[] = {"length of the sequence", "heads", "width", "causal mask", "scale",
-                         "score bound"};
-  const double values[] = {double(shard.total), double(shape.heads), double(width),
-                           shape.causal ? 1.0 : 0.0, shape.scale, shape.score_bound};
+  const char* names[] = {
+      "length of the sequence", "heads", "width", "causal mask", "scale", "score bound"};
+  const double values[] = {double(shard.total),      double(shape.heads), double(width),
+                           shape.causal ? 1.0 : 0.0, shape.scale,         shape.score_bound};
   constexpr std::size_t agreed = sizeof(values) / sizeof(values[0]);
   double extremes[2 * agreed];
   for (std::size_t i = 0; i < agreed; ++i) {
@@ -152,11 +152,11 @@ inline std::vector<Index> check_shard(const AttentionShape& shape, Index rows, I
     all += counts[std::size_t(r)];
     rows_of[std::size_t(r)] = Index(counts[std::size_t(r)]);
   }
-  require_on_every_rank<ShapeError>(group, double(shard.begin) == before && all == double(shard.total),
-                                    what, ": the shards do not make up the sequence: this rank ",
-                                    "holds ", rows, " rows from row ", shard.begin, " of ",
-                                    shard.total, ", the ranks hold ", all, " rows in all; give ",
-                                    "each rank the rows shard_of() names");
+  require_on_every_rank<ShapeError>(
+      group, double(shard.begin) == before && all == double(shard.total), what,
+      ": the shards do not make up the sequence: this rank ", "holds ", rows, " rows from row ",
+      shard.begin, " of ", shard.total, ", the ranks hold ", all, " rows in all; give ",
+      "each rank the rows shard_of() names");
   return rows_of;
 }
 

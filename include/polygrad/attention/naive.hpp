@@ -48,7 +48,7 @@ void attention_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>&
                         const Matrix<T>& dO, T scale, bool causal, Matrix<T>& dQ, Matrix<T>& dK,
                         Matrix<T>& dV) {
   const Matrix<T> P = attention_probabilities(Q, K, scale, causal);  // (n, n)
-  const Matrix<T> dP = dO * V.transpose();                          // (n, n)
+  const Matrix<T> dP = dO * V.transpose();                           // (n, n)
   const Vector<T> delta = (P.array() * dP.array()).rowwise().sum();
   const Matrix<T> dS = P.array() * (dP.colwise() - delta).array();  // (n, n)
   dV = P.transpose() * dO;
@@ -71,9 +71,9 @@ class NaiveAttention final : public AttentionMethod<T> {
     const Index dh = detail::check_attention_inputs(Q, K, V, shape);
     O.resize(Q.rows(), Q.cols());
     for (Index h = 0; h < shape.heads; ++h) {
-      O.middleCols(h * dh, dh) =
-          exact::reference::attention_forward<T>(exact::reference::head_of(Q, h, dh), exact::reference::head_of(K, h, dh),
-                                      exact::reference::head_of(V, h, dh), T(shape.scale), shape.causal);
+      O.middleCols(h * dh, dh) = exact::reference::attention_forward<T>(
+          exact::reference::head_of(Q, h, dh), exact::reference::head_of(K, h, dh),
+          exact::reference::head_of(V, h, dh), T(shape.scale), shape.causal);
     }
     return std::make_unique<Context>(shape, Q.rows(), Q.cols());
   }
@@ -89,9 +89,10 @@ class NaiveAttention final : public AttentionMethod<T> {
       const Index dh = width_ / shape_.heads;
       for (Index h = 0; h < shape_.heads; ++h) {
         Matrix<T> dq, dk, dv;
-        exact::reference::attention_backward<T>(exact::reference::head_of(Q, h, dh), exact::reference::head_of(K, h, dh),
-                                     exact::reference::head_of(V, h, dh), exact::reference::head_of(dO, h, dh),
-                                     T(shape_.scale), shape_.causal, dq, dk, dv);
+        exact::reference::attention_backward<T>(
+            exact::reference::head_of(Q, h, dh), exact::reference::head_of(K, h, dh),
+            exact::reference::head_of(V, h, dh), exact::reference::head_of(dO, h, dh),
+            T(shape_.scale), shape_.causal, dq, dk, dv);
         dQ.middleCols(h * dh, dh) = dq;
         dK.middleCols(h * dh, dh) = dk;
         dV.middleCols(h * dh, dh) = dv;

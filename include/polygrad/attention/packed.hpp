@@ -83,8 +83,8 @@ class PackedContext final : public AttentionContext<T> {
     for_pairs([&](std::size_t i, const AttentionShape&) {
       const Pair& p = pairs_[i];
       Matrix<T> dQs, dKs, dVs;
-      contexts_[i]->backward(block(Q, p), block(K, p), block(V, p), block(O, p), block(dO, p),
-                             dQs, dKs, dVs);
+      contexts_[i]->backward(block(Q, p), block(K, p), block(V, p), block(O, p), block(dO, p), dQs,
+                             dKs, dVs);
       block_of(dQ, p) = dQs;
       block_of(dK, p) = dKs;
       block_of(dV, p) = dVs;
@@ -97,7 +97,8 @@ class PackedContext final : public AttentionContext<T> {
     for (std::size_t i = 0; i < pairs_.size(); ++i) {
       if (!contexts_[i]) continue;
       const auto one = contexts_[i]->plans();
-      if (!one.empty()) out[std::size_t(pairs_[i].sequence * shape_.heads + pairs_[i].head)] = one[0];
+      if (!one.empty())
+        out[std::size_t(pairs_[i].sequence * shape_.heads + pairs_[i].head)] = one[0];
     }
     return out;
   }
@@ -137,12 +138,14 @@ class PackedContext final : public AttentionContext<T> {
     one.heads = 1;
     one.inputs_checked = true;  // checked once for the whole batch
     double work = 0;
-    for (const Pair& p : pairs_) work += double(length(p.sequence)) * double(length(p.sequence)) * double(dh());
+    for (const Pair& p : pairs_)
+      work += double(length(p.sequence)) * double(length(p.sequence)) * double(dh());
     const int threads = threads_for(shape_.threading, Index(pairs_.size()), work);
     const bool across_pairs = threads > 1 && Index(pairs_.size()) >= threads;
     if (across_pairs) one.threading = Threading::serial();
-    parallel_for(Index(pairs_.size()), across_pairs ? threads : 1,
-                 [&](Index i) { body(std::size_t(i), one); }, Schedule::next_free);
+    parallel_for(
+        Index(pairs_.size()), across_pairs ? threads : 1,
+        [&](Index i) { body(std::size_t(i), one); }, Schedule::next_free);
   }
 
   AttentionShape shape_;
@@ -161,13 +164,9 @@ class PackedContext final : public AttentionContext<T> {
 /// Returns the context whose backward() does the same for the gradients; its plans() are B H
 /// plans, sequence by sequence. Empty offsets or a single sequence call the method directly.
 template <class T>
-std::unique_ptr<AttentionContext<T>> attention_forward_packed(const AttentionMethod<T>& method,
-                                                              const Matrix<T>& Q,
-                                                              const Matrix<T>& K,
-                                                              const Matrix<T>& V,
-                                                              const AttentionShape& shape,
-                                                              const SequenceOffsets& offsets,
-                                                              Matrix<T>& O) {
+std::unique_ptr<AttentionContext<T>> attention_forward_packed(
+    const AttentionMethod<T>& method, const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+    const AttentionShape& shape, const SequenceOffsets& offsets, Matrix<T>& O) {
   if (offsets.size() <= 2) {
     check_offsets(offsets, Q.rows(), "packed attention");
     return method.forward(Q, K, V, shape, O);
@@ -183,10 +182,10 @@ std::unique_ptr<AttentionContext<T>> attention_forward_packed(const AttentionMet
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_PACKED_INSTANCES(how, T)                                                          \
-  how class detail::PackedContext<T>;                                                              \
-  how std::unique_ptr<AttentionContext<T>> attention_forward_packed<T>(                            \
-      const AttentionMethod<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,             \
+#define POLYGRAD_PACKED_INSTANCES(how, T)                                              \
+  how class detail::PackedContext<T>;                                                  \
+  how std::unique_ptr<AttentionContext<T>> attention_forward_packed<T>(                \
+      const AttentionMethod<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, \
       const AttentionShape&, const SequenceOffsets&, Matrix<T>&);
 POLYGRAD_INSTANCES(POLYGRAD_PACKED_INSTANCES)
 

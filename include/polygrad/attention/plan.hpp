@@ -29,8 +29,8 @@ inline std::string to_string(PolyRoute route) {
 inline PolyRoute parse_route(const std::string& name) {
   if (name == "adjoint") return PolyRoute::adjoint;
   if (name == "paper") return PolyRoute::paper;
-  throw PlanError(detail::concat("unknown backward route '", name,
-                                 "'; use \"adjoint\" or \"paper\""));
+  throw PlanError(
+      detail::concat("unknown backward route '", name, "'; use \"adjoint\" or \"paper\""));
 }
 
 /// How one head's attention is computed.
@@ -70,27 +70,27 @@ struct HeadPlan {
   ///@{
   Index n = 0, head_dim = 0;
   ///@}
-  bool causal = false;          ///< the causal mask was applied
+  bool causal = false;  ///< the causal mask was applied
   /// Under the causal mask, whether row i depends on rows <= i only: false when R or the key
   /// centre came from the whole sequence (PolyOptions::allow_causal_data_bound).
   bool exactly_causal = true;
   // The fields below describe the polynomial approximation; for an exact head they describe
   // the approximation that was considered (when a choice was made) or stay at their defaults.
-  PolyRoute route = PolyRoute::adjoint;  ///< the backward route
+  PolyRoute route = PolyRoute::adjoint;                   ///< the backward route
   PolynomialFamily family = PolynomialFamily::chebyshev;  ///< how P was fitted
-  BoundSource bound_source = BoundSource::none;  ///< where R came from
-  double bound = 0;             ///< R: the scores used lie in [-R, R] when `certified`
+  BoundSource bound_source = BoundSource::none;           ///< where R came from
+  double bound = 0;                 ///< R: the scores used lie in [-R, R] when `certified`
   double cauchy_schwarz_bound = 0;  ///< what Cauchy-Schwarz gives on this data (O(n d) check)
-  bool certified = false;       ///< the data provably satisfies |scores| <= R
-  bool keys_centred = false;    ///< keys centred on their mean (R from the data, centre_keys)
-  int degree = 0;               ///< g
-  Index rank = 0;               ///< k = C(d_h + g, g)
-  double exp_error = 0;         ///< certified max |P(s)/exp(s) - 1| on [-R, R]
-  double output_error = 0;      ///< certified |O~_i - O_i| <= this (design.md section 3)
-  double exact_cost = 0;        ///< predicted multiply-adds, exact tiled path
-  double poly_cost = 0;         ///< predicted multiply-adds, polynomial route
-  Index threads = 1;            ///< threads that ran this head's work in its last pass
-  Index audit_rows = 0;         ///< rows sampled by the audit (0: no audit)
+  bool certified = false;           ///< the data provably satisfies |scores| <= R
+  bool keys_centred = false;        ///< keys centred on their mean (R from the data, centre_keys)
+  int degree = 0;                   ///< g
+  Index rank = 0;                   ///< k = C(d_h + g, g)
+  double exp_error = 0;             ///< certified max |P(s)/exp(s) - 1| on [-R, R]
+  double output_error = 0;          ///< certified |O~_i - O_i| <= this (design.md section 3)
+  double exact_cost = 0;            ///< predicted multiply-adds, exact tiled path
+  double poly_cost = 0;             ///< predicted multiply-adds, polynomial route
+  Index threads = 1;                ///< threads that ran this head's work in its last pass
+  Index audit_rows = 0;             ///< rows sampled by the audit (0: no audit)
   double audit_error = std::numeric_limits<double>::quiet_NaN();  ///< measured relative error
 
   /// One line, e.g. "poly adjoint chebyshev g=7 k=6435 R=2 (qk-norm) eps<=3.3e-04 ...".
@@ -99,11 +99,12 @@ struct HeadPlan {
     s.precision(3);
     if (method == HeadMethod::exact) {
       s << "exact (tiled)";
-      if (poly_cost > 0) s << " (poly would cost " << poly_cost / exact_cost << "x: k=" << rank << ")";
+      if (poly_cost > 0)
+        s << " (poly would cost " << poly_cost / exact_cost << "x: k=" << rank << ")";
       return s.str();
     }
-    s << "poly " << to_string(route) << ' ' << to_string(family) << " g=" << degree
-      << " k=" << rank << " R=" << bound << " (" << to_string(bound_source)
+    s << "poly " << to_string(route) << ' ' << to_string(family) << " g=" << degree << " k=" << rank
+      << " R=" << bound << " (" << to_string(bound_source)
       << (certified ? "" : ", NOT certified: Cauchy-Schwarz gives ");
     if (!certified) s << cauchy_schwarz_bound;
     if (!exactly_causal) s << ", NOT exactly causal: R from the whole sequence";

@@ -75,8 +75,8 @@ class PolyAttention final : public AttentionMethod<T> {
         split ? 1 : detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
     detail::parallel_for(H, plan_threads, [&](Index h) {
       Head& head = heads[std::size_t(h)];
-      head.plan = plan_head(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh), shape,
-                            head.approximation);
+      head.plan =
+          plan_head(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh), shape, head.approximation);
     });
     for (const Head& head : heads) {
       require<PlanError>(!split || head.approximation, "head plan: the exact path was chosen ",
@@ -84,24 +84,28 @@ class PolyAttention final : public AttentionMethod<T> {
                          "cannot run; use ExactAttention for such heads, or method poly");
     }
     double work = 0;
-    for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
+    for (const Head& head : heads)
+      work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
     detail::parallel_for(H, context->head_threads(work), [&](Index h) {
       Head& head = heads[std::size_t(h)];
-      const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
+      const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh),
+                 v = V.middleCols(h * dh, dh);
       auto o = O.middleCols(h * dh, dh);
       head.normalisers.resize(n);  // lse (exact head) or z~ (polynomial head)
-      if (!head.approximation) {  // contiguous copies for the tiles (detail::ExactHeads)
+      if (!head.approximation) {   // contiguous copies for the tiles (detail::ExactHeads)
         const Matrix<T> qc = q, kc = k, vc = v;
         exact::detail::forward_blocks<T>(qc, kc, vc, T(shape.scale), shape.causal, exact::Tiles{},
-                                        0, 1, o, head.normalisers);
+                                         0, 1, o, head.normalisers);
         return;
       }
       poly::forward<T>(*head.approximation, q, k, v, shape.causal, options_.chunk, o,
                        head.normalisers, context->link(Pass::forward_keys, h));
       if (options_.audit_rows > 0) {
-        const auto rows = audit_sample(n, options_.audit_rows, options_.audit_seed + std::uint64_t(h));
+        const auto rows =
+            audit_sample(n, options_.audit_rows, options_.audit_seed + std::uint64_t(h));
         head.plan.audit_rows = Index(rows.size());
-        head.plan.audit_error = audit_relative_error<T>(q, k, v, shape.scale, shape.causal, o, rows);
+        head.plan.audit_error =
+            audit_relative_error<T>(q, k, v, shape.scale, shape.causal, o, rows);
       }
     });
     return context;
@@ -189,22 +193,26 @@ class PolyAttention final : public AttentionMethod<T> {
       detail::prepare_backward(Q, K, V, O, dO, n_, width_, shape_.inputs_checked, dQ, dK, dV);
       const Index dh = width_ / shape_.heads;
       double work = 0;
-      for (const Head& head : heads) work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
+      for (const Head& head : heads)
+        work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
       // Causal shards late in the sequence run the query pass first: its start comes from the
       // shard after them, which has its own start soonest (design.md section 8). Not causal,
       // each pass waits for the sum over every shard, so every rank runs them in one order.
       const bool queries_first = shape_.causal && 2 * shape_.shard.rank() >= shape_.shard.size();
       detail::parallel_for(shape_.heads, head_threads(work), [&](Index h) {
         const Head& head = heads[std::size_t(h)];
-        const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh), v = V.middleCols(h * dh, dh);
+        const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh),
+                   v = V.middleCols(h * dh, dh);
         const auto o = O.middleCols(h * dh, dh), dO_h = dO.middleCols(h * dh, dh);
-        auto dq = dQ.middleCols(h * dh, dh), dk = dK.middleCols(h * dh, dh), dv = dV.middleCols(h * dh, dh);
+        auto dq = dQ.middleCols(h * dh, dh), dk = dK.middleCols(h * dh, dh),
+             dv = dV.middleCols(h * dh, dh);
         if (!head.approximation) {  // contiguous copies for the tiles (detail::ExactHeads)
           const Vector<T> delta = o.cwiseProduct(dO_h).rowwise().sum();  // (n) dO_i . O_i
           const Matrix<T> qc = q, kc = k, vc = v, dOc = dO_h;
           Matrix<T> dq_sum = Matrix<T>::Zero(n_, dh);
-          exact::detail::backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta, T(shape_.scale),
-                                           shape_.causal, exact::Tiles{}, 0, 1, dq_sum, dk, dv);
+          exact::detail::backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta,
+                                            T(shape_.scale), shape_.causal, exact::Tiles{}, 0, 1,
+                                            dq_sum, dk, dv);
           dq = T(shape_.scale) * dq_sum;
         } else {
           const poly::BackwardLinks links{link(Pass::backward_keys, h),
@@ -229,8 +237,7 @@ class PolyAttention final : public AttentionMethod<T> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_POLY_ATTENTION_INSTANCES(how, T)                                                  \
-  how class PolyAttention<T>;
+#define POLYGRAD_POLY_ATTENTION_INSTANCES(how, T) how class PolyAttention<T>;
 POLYGRAD_INSTANCES(POLYGRAD_POLY_ATTENTION_INSTANCES)
 
 }  // namespace polygrad

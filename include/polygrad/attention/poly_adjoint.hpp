@@ -24,8 +24,7 @@ void backward_adjoint(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
                       const ConstMatrixRef<T>& K, const ConstMatrixRef<T>& V,
                       const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
                       const ConstMatrixRef<T>& dO, bool causal, Index chunk, MatrixRef<T> dQ,
-                      MatrixRef<T> dK, MatrixRef<T> dV,
-                      const BackwardLinks& links = {}) {
+                      MatrixRef<T> dK, MatrixRef<T> dV, const BackwardLinks& links = {}) {
   const Index n = Q.rows(), dh = V.cols(), k = a.features.size();
   dQ.setZero();
   dK.setZero();
@@ -97,12 +96,12 @@ void backward_adjoint(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_POLY_ADJOINT_INSTANCES(how, T)                                                    \
-  how void backward_adjoint<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                 \
-                 const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                               \
-                 const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                               \
-                 const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>,                \
-                 MatrixRef<T>, const BackwardLinks&);
+#define POLYGRAD_POLY_ADJOINT_INSTANCES(how, T)                                                   \
+  how void backward_adjoint<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                \
+                               const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                \
+                               const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                \
+                               const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>, \
+                               MatrixRef<T>, const BackwardLinks&);
 POLYGRAD_INSTANCES(POLYGRAD_POLY_ADJOINT_INSTANCES)
 
 }  // namespace polygrad::poly

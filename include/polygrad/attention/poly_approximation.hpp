@@ -91,8 +91,8 @@ namespace detail {
 /// Bytes of state and chunk buffers a route needs per head with rank k (used by the budget).
 inline double poly_memory(PolyRoute route, Index k, Index dh, Index chunk, std::size_t scalar) {
   const double state_cols = route == PolyRoute::paper ? double(dh * dh + 2 * dh) : double(dh + 1);
-  return double(k) * state_cols * 2 * 8      // prefix and suffix states in double
-         + double(k) * state_cols * scalar  // their working copy in T
+  return double(k) * state_cols * 2 * 8               // prefix and suffix states in double
+         + double(k) * state_cols * scalar            // their working copy in T
          + 2.0 * double(chunk) * double(k) * scalar;  // a chunk's phi and psi rows
 }
 
@@ -109,8 +109,8 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
                                           const AttentionShape& shape, const PolyOptions& options) {
   using T = typename DerivedQ::Scalar;
   const OptionNames& names = options.names;
-  require<PlanError>(options.chunk >= 1, "the chunk size (", names.chunk, ") must be at least 1, got ",
-                     options.chunk);
+  require<PlanError>(options.chunk >= 1, "the chunk size (", names.chunk,
+                     ") must be at least 1, got ", options.chunk);
   require<PlanError>(options.degree >= 0, "the degree (", names.degree, ") must be >= 0, got ",
                      options.degree);
   require<PlanError>(options.bound >= 0 && std::isfinite(options.bound), "the bound R (",
@@ -145,7 +145,8 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   } else {
     require<PlanError>(!shape.causal || options.allow_causal_data_bound,
                        "causal polynomial attention with the bound R taken from the data ",
-                       "(Cauchy-Schwarz over the whole sequence", centre_keys ? ", keys centred on their mean" : "",
+                       "(Cauchy-Schwarz over the whole sequence",
+                       centre_keys ? ", keys centred on their mean" : "",
                        ") lets every row depend on later rows through R: use ",
                        detail::one_of({detail::named("QK normalisation", names.qk_norm),
                                        detail::named("a fixed bound", names.bound)}),
@@ -177,23 +178,25 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
   plan.output_error = plan.exp_error < 1 ? 2 * plan.exp_error / (1 - plan.exp_error)
                                          : std::numeric_limits<double>::infinity();
   plan.exact_cost = cost::exact(n, dh, shape.causal);
-  plan.poly_cost = options.route == PolyRoute::adjoint
-                       ? cost::poly_adjoint(n, dh, plan.degree, plan.rank, options.chunk, shape.causal)
-                       : cost::poly_paper(n, dh, plan.degree, plan.rank, options.chunk, shape.causal);
+  plan.poly_cost =
+      options.route == PolyRoute::adjoint
+          ? cost::poly_adjoint(n, dh, plan.degree, plan.rank, options.chunk, shape.causal)
+          : cost::poly_paper(n, dh, plan.degree, plan.rank, options.chunk, shape.causal);
   const double bytes = detail::poly_memory(options.route, plan.rank, dh, options.chunk, sizeof(T));
-  require<PlanError>(bytes <= options.memory_budget, "rank k = ", plan.rank, " (d_h = ", dh,
-                     ", degree ", plan.degree, ") needs ", bytes / (1 << 20),
-                     " MiB per head, over the budget of ", options.memory_budget / (1 << 20),
-                     " MiB: ",
-                     detail::one_of({detail::named("lower the degree", names.degree),
-                                     detail::named("raise the error target", names.epsilon),
-                                     "bound the scores more tightly",
-                                     detail::named("raise the memory budget", names.memory_budget)}));
+  require<PlanError>(
+      bytes <= options.memory_budget, "rank k = ", plan.rank, " (d_h = ", dh, ", degree ",
+      plan.degree, ") needs ", bytes / (1 << 20), " MiB per head, over the budget of ",
+      options.memory_budget / (1 << 20), " MiB: ",
+      detail::one_of({detail::named("lower the degree", names.degree),
+                      detail::named("raise the error target", names.epsilon),
+                      "bound the scores more tightly",
+                      detail::named("raise the memory budget", names.memory_budget)}));
 
   SymmetricFeatures features(dh, polynomial.coeffs);
   Vector<double> weights = pair_weights(features, polynomial.coeffs);
-  return PolyApproximation{std::move(polynomial), std::move(features), std::move(weights),
-                           q_scale, k_scale, std::move(centre), std::move(plan)};
+  return PolyApproximation{
+      std::move(polynomial), std::move(features), std::move(weights), q_scale, k_scale,
+      std::move(centre),     std::move(plan)};
 }
 
 namespace detail {
@@ -214,9 +217,9 @@ Matrix<T> scaled_keys(const Matrix<T>& K, const PolyApproximation& a) {
 
 }  // namespace detail
 // Compiled instances (core/instances.hpp): the planner as PolyAttention calls it, on views.
-#define POLYGRAD_POLY_APPROXIMATION_INSTANCES(how, T)                                              \
-  how PolyApproximation make_poly_approximation<ConstMatrixRef<T>, ConstMatrixRef<T>>(             \
-      const Eigen::MatrixBase<ConstMatrixRef<T>>&, const Eigen::MatrixBase<ConstMatrixRef<T>>&,    \
+#define POLYGRAD_POLY_APPROXIMATION_INSTANCES(how, T)                                           \
+  how PolyApproximation make_poly_approximation<ConstMatrixRef<T>, ConstMatrixRef<T>>(          \
+      const Eigen::MatrixBase<ConstMatrixRef<T>>&, const Eigen::MatrixBase<ConstMatrixRef<T>>&, \
       const AttentionShape&, const PolyOptions&);
 POLYGRAD_INSTANCES(POLYGRAD_POLY_APPROXIMATION_INSTANCES)
 

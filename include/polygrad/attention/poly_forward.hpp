@@ -27,17 +27,17 @@ struct Workspace {
   explicit Workspace(const PolyApproximation& a)
       : block(a.features), centre(a.key_centre.transpose().template cast<T>()) {}
   MonomialBlock<T> block;
-  RowVector<T> centre;      // (d_h) the key centre, empty when keys are not centred
-  Monomials<T> Mq, Mk;      // (k, W) monomials of a strip of queries or keys
+  RowVector<T> centre;  // (d_h) the key centre, empty when keys are not centred
+  Monomials<T> Mq, Mk;  // (k, W) monomials of a strip of queries or keys
   ProductScratch<T> scratch;
-  Matrix<T> qh, kh;         // (C, d_h) a chunk's scaled queries and keys
-  Matrix<T> values;         // (padded C, d_h + 1) [v_j 1] of a chunk
-  Matrix<T> gradients;      // (padded C, d_h + 1) [dO'_i dz_i] of a chunk
-  Matrix<T> rows;           // (W, m) the rows of a strip entering a wide state (route paper)
-  Matrix<T> products;       // (W, m) a strip's products with a state
-  Matrix<T> numerator;      // (C, d_h + 1) [sum_j A_ij v_j, z_i] of a chunk
-  Matrix<T> t, A, dp, dA;   // (C, C) a diagonal block's t, p(t), p'(t) and score gradient
-  Matrix<T> dx;             // (W, d_h) a strip's gradient before it is scaled (route paper)
+  Matrix<T> qh, kh;        // (C, d_h) a chunk's scaled queries and keys
+  Matrix<T> values;        // (padded C, d_h + 1) [v_j 1] of a chunk
+  Matrix<T> gradients;     // (padded C, d_h + 1) [dO'_i dz_i] of a chunk
+  Matrix<T> rows;          // (W, m) the rows of a strip entering a wide state (route paper)
+  Matrix<T> products;      // (W, m) a strip's products with a state
+  Matrix<T> numerator;     // (C, d_h + 1) [sum_j A_ij v_j, z_i] of a chunk
+  Matrix<T> t, A, dp, dA;  // (C, C) a diagonal block's t, p(t), p'(t) and score gradient
+  Matrix<T> dx;            // (W, d_h) a strip's gradient before it is scaled (route paper)
 };
 
 /// qh = q * q_scale for the rows of a chunk: (C, d_h).
@@ -137,14 +137,15 @@ void require_positive_normalisers(const PolyApproximation& a, const ConstVectorR
     const HeadPlan& plan = a.plan;
     std::string why;
     if (plan.exp_error >= 1) {
-      why = polygrad::detail::concat("the degree-", plan.degree, " polynomial certifies no error bound (",
-                           plan.exp_error, " >= 1) on [-R, R], R = ", plan.bound,
-                           ", and is not positive on these scores: raise the degree, or let ",
-                           "epsilon choose it");
+      why = polygrad::detail::concat(
+          "the degree-", plan.degree, " polynomial certifies no error bound (", plan.exp_error,
+          " >= 1) on [-R, R], R = ", plan.bound,
+          ", and is not positive on these scores: raise the degree, or let ", "epsilon choose it");
     } else if (!plan.certified) {
-      why = polygrad::detail::concat("the scores are not within the given bound R = ", plan.bound,
-                           " (Cauchy-Schwarz gives ", plan.cauchy_schwarz_bound,
-                           "): use a larger bound, QK normalisation, or the automatic bound");
+      why = polygrad::detail::concat(
+          "the scores are not within the given bound R = ", plan.bound, " (Cauchy-Schwarz gives ",
+          plan.cauchy_schwarz_bound,
+          "): use a larger bound, QK normalisation, or the automatic bound");
     } else {
       why = "rounding broke the certified positivity: use double, or a tighter epsilon";
     }
@@ -182,11 +183,11 @@ struct BackwardLinks {
 /// approximation of poly_approximation.hpp. `link` joins the scan to other shards'.
 template <class T>
 void forward(const PolyApproximation& a, const ConstMatrixRef<T>& Q, const ConstMatrixRef<T>& K,
-             const ConstMatrixRef<T>& V, bool causal, Index chunk, MatrixRef<T> O,
-             VectorRef<T> z, const ScanLink& link = {}) {
+             const ConstMatrixRef<T>& V, bool causal, Index chunk, MatrixRef<T> O, VectorRef<T> z,
+             const ScanLink& link = {}) {
   const Index n = Q.rows(), dh = V.cols(), k = a.features.size();
-  require<ShapeError>(O.rows() == n && O.cols() == dh && z.size() == n,
-                      "poly::forward: O must be ", n, " x ", dh, " and z of length ", n);
+  require<ShapeError>(O.rows() == n && O.cols() == dh && z.size() == n, "poly::forward: O must be ",
+                      n, " x ", dh, " and z of length ", n);
   detail::Workspace<T> ws(a);
   // keys = sum_j m(kh_j) [v_j 1]^T over the keys seen so far: (k, d_h + 1).
   FeatureState<T> keys(k, dh + 1, chunk);
@@ -214,9 +215,9 @@ void forward(const PolyApproximation& a, const ConstMatrixRef<T>& Q, const Const
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_POLY_FORWARD_INSTANCES(how, T)                                                    \
-  how void forward<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                          \
-                      const ConstMatrixRef<T>&, const ConstMatrixRef<T>&, bool, Index,             \
+#define POLYGRAD_POLY_FORWARD_INSTANCES(how, T)                                        \
+  how void forward<T>(const PolyApproximation&, const ConstMatrixRef<T>&,              \
+                      const ConstMatrixRef<T>&, const ConstMatrixRef<T>&, bool, Index, \
                       MatrixRef<T>, VectorRef<T>, const ScanLink&);
 POLYGRAD_INSTANCES(POLYGRAD_POLY_FORWARD_INSTANCES)
 

@@ -27,7 +27,8 @@ Matrix<T> approximate_scores(const Matrix<T>& Qh, const Matrix<T>& Kh,
     for (Index j = 0; j < n; ++j) {
       const bool visible = !causal || j <= i;
       A(i, j) = visible ? T(polynomial(double(t(i, j)))) : T(0);
-      if (derivative) (*derivative)(i, j) = visible ? T(polynomial.derivative(double(t(i, j)))) : T(0);
+      if (derivative)
+        (*derivative)(i, j) = visible ? T(polynomial.derivative(double(t(i, j)))) : T(0);
     }
   }
   return A;
@@ -37,8 +38,8 @@ Matrix<T> approximate_scores(const Matrix<T>& Qh, const Matrix<T>& Kh,
 template <class T>
 Matrix<T> forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
                   const PolyApproximation& a, bool causal) {
-  const Matrix<T> A = approximate_scores<T>(scaled_queries(Q, a), scaled_keys(K, a),
-                                            a.polynomial, causal);
+  const Matrix<T> A =
+      approximate_scores<T>(scaled_queries(Q, a), scaled_keys(K, a), a.polynomial, causal);
   const Vector<T> z = A.rowwise().sum();
   return (A * V).array().colwise() / z.array();
 }
@@ -53,9 +54,9 @@ void backward_adjoint(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V
   const Matrix<T> A = approximate_scores<T>(Qh, Kh, a.polynomial, causal, &dp);
   const Vector<T> z = A.rowwise().sum();
   const Matrix<T> O = (A * V).array().colwise() / z.array();
-  const Matrix<T> dOz = dO.array().colwise() / z.array();                  // dO_i / z_i
+  const Matrix<T> dOz = dO.array().colwise() / z.array();                      // dO_i / z_i
   const Vector<T> dz = -(dO.array() * O.array()).rowwise().sum() / z.array();  // d loss / d z_i
-  const Matrix<T> dA = (dOz * V.transpose()).colwise() + dz;                  // (n, n)
+  const Matrix<T> dA = (dOz * V.transpose()).colwise() + dz;                   // (n, n)
   const Matrix<T> dt = dA.cwiseProduct(dp);  // masked: dp is zero there
   dV = A.transpose() * dOz;
   dQ = (dt * Kh) * T(a.q_scale);
@@ -66,15 +67,15 @@ void backward_adjoint(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V
 /// in the original coordinates: f~ = diag(z~)^-1 A~, q = dO V^T, p = f~ o q - diag((f~ o q) 1) f~,
 /// dQ = c p K, dK = c p^T Q, dV = f~^T dO.
 template <class T>
-void backward_paper(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
-                    const Matrix<T>& dO, const PolyApproximation& a, bool causal, T scale,
-                    Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) {
-  const Matrix<T> A = approximate_scores<T>(scaled_queries(Q, a), scaled_keys(K, a),
-                                            a.polynomial, causal);
+void backward_paper(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& dO,
+                    const PolyApproximation& a, bool causal, T scale, Matrix<T>& dQ, Matrix<T>& dK,
+                    Matrix<T>& dV) {
+  const Matrix<T> A =
+      approximate_scores<T>(scaled_queries(Q, a), scaled_keys(K, a), a.polynomial, causal);
   const Vector<T> z = A.rowwise().sum();
-  const Matrix<T> f = A.array().colwise() / z.array();      // (n, n)
-  const Matrix<T> q = dO * V.transpose();                     // (n, n)
-  const Matrix<T> fq = f.cwiseProduct(q);                     // (n, n)
+  const Matrix<T> f = A.array().colwise() / z.array();  // (n, n)
+  const Matrix<T> q = dO * V.transpose();               // (n, n)
+  const Matrix<T> fq = f.cwiseProduct(q);               // (n, n)
   const Vector<T> fq_rows = fq.rowwise().sum();
   const Matrix<T> p = fq - (f.array().colwise() * fq_rows.array()).matrix();  // (n, n)
   dV = f.transpose() * dO;

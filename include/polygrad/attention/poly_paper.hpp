@@ -45,8 +45,7 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
                     const ConstMatrixRef<T>& K, const ConstMatrixRef<T>& V,
                     const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
                     const ConstMatrixRef<T>& dO, bool causal, Index chunk, MatrixRef<T> dQ,
-                    MatrixRef<T> dK, MatrixRef<T> dV,
-                    const BackwardLinks& links = {}) {
+                    MatrixRef<T> dK, MatrixRef<T> dV, const BackwardLinks& links = {}) {
   constexpr Index W = simd::width<T>;
   const Index n = Q.rows(), d = V.cols(), k = a.features.size(), dd = d * d;
   const T R = T(a.polynomial.bound);
@@ -119,7 +118,8 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
       ws.block.build(ws.kh.middleRows(b, s), ws.Mk);
       monomials_transpose_times(ws.Mk, UZG, ws.products);  // (W, d^2 + 2 d)
       ws.dx = ws.products.block(0, dd, s, d);
-      detail::add_contracted<T>(ws.products.topLeftCorner(s, dd), V.middleRows(c.begin + b, s), ws.dx);
+      detail::add_contracted<T>(ws.products.topLeftCorner(s, dd), V.middleRows(c.begin + b, s),
+                                ws.dx);
       dK.middleRows(c.begin + b, s) += R * ws.dx;
       dV.middleRows(c.begin + b, s) += ws.products.topRightCorner(s, d);
     });
@@ -145,12 +145,12 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_POLY_PAPER_INSTANCES(how, T)                                                      \
-  how void backward_paper<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                   \
-                 const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                               \
-                 const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                               \
-                 const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>,                \
-                 MatrixRef<T>, const BackwardLinks&);
+#define POLYGRAD_POLY_PAPER_INSTANCES(how, T)                                                   \
+  how void backward_paper<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                \
+                             const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                \
+                             const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                \
+                             const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>, \
+                             MatrixRef<T>, const BackwardLinks&);
 POLYGRAD_INSTANCES(POLYGRAD_POLY_PAPER_INSTANCES)
 
 }  // namespace polygrad::poly

@@ -66,7 +66,8 @@ class ChunkScan {
 template <class T, class Body>
 void for_each_strip(Chunk chunk, Body&& body) {
   constexpr Index W = simd::width<T>;
-  for (Index begin = 0; begin < chunk.size; begin += W) body(begin, std::min(W, chunk.size - begin));
+  for (Index begin = 0; begin < chunk.size; begin += W)
+    body(begin, std::min(W, chunk.size - begin));
 }
 
 /// A running sum, in double, of monomial-weighted rows: S += M X for the monomials M (k x W)
@@ -176,7 +177,8 @@ void scan_causal_joined(const ChunkScan& chunks, FeatureState<T>& state, const V
     state.reset(start);
   }
   scan_causal(chunks, state, w, read, add);
-  if (after >= 0 && after < group.size()) link.shard.outbox->send(group, after, link.tag, state.total());
+  if (after >= 0 && after < group.size())
+    link.shard.outbox->send(group, after, link.tag, state.total());
 }
 
 /// scan_whole across shards: every chunk enters the local state; the local states are summed

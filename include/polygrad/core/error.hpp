@@ -103,8 +103,8 @@ void require(bool condition, const Parts&... message) {
 template <class Derived>
 void require_shape(const Eigen::MatrixBase<Derived>& m, Index rows, Index cols, const char* what) {
   if (m.rows() != rows || m.cols() != cols) {
-    throw ShapeError(detail::concat(what, " must be ", rows, " x ", cols, ", got ", m.rows(), " x ",
-                                    m.cols()));
+    throw ShapeError(
+        detail::concat(what, " must be ", rows, " x ", cols, ", got ", m.rows(), " x ", m.cols()));
   }
 }
 

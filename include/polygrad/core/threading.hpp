@@ -97,7 +97,8 @@ enum class Schedule { round_robin, next_free };
 /// Calls body(i) for i in [0, count) on `threads` threads, handed out as `schedule` says.
 /// body(i) must not depend on which thread runs it. Exceptions are rethrown after the loop.
 template <class Body>
-void parallel_for(Index count, int threads, Body&& body, Schedule schedule = Schedule::round_robin) {
+void parallel_for(Index count, int threads, Body&& body,
+                  Schedule schedule = Schedule::round_robin) {
   ExceptionSlot slot;
 #if defined(_OPENMP)
   threads = int(std::clamp<Index>(threads, 1, std::max<Index>(count, 1)));

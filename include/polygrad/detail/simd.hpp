@@ -87,7 +87,8 @@ P exp(const P& x) {
 template <class P>
 P select_negative(const P& x, const P& if_negative, const P& otherwise) {
   using namespace Eigen::internal;
-  return pselect(pcmp_lt(x, pset1<P>(typename unpacket_traits<P>::type(0))), if_negative, otherwise);
+  return pselect(pcmp_lt(x, pset1<P>(typename unpacket_traits<P>::type(0))), if_negative,
+                 otherwise);
 }
 
 // PacketBlock<__m512, ...> drops the vector type's alignment attribute as a template argument,

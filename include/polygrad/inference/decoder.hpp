@@ -106,8 +106,8 @@ class Decoder {
  private:
   struct Layer {
     std::vector<PolyApproximation> heads;  // per head; empty for an exact layer
-    std::vector<Matrix<double>> states;    // per head, (d_h + 1, k): sum_j [v_j 1]^T (w o m(kh_j))^T
-    Matrix<T> keys, values;                // exact layer: (capacity, D), rows < position used
+    std::vector<Matrix<double>> states;  // per head, (d_h + 1, k): sum_j [v_j 1]^T (w o m(kh_j))^T
+    Matrix<T> keys, values;              // exact layer: (capacity, D), rows < position used
   };
 
   /// Runs `ids` at positions position() .. position() + n - 1 (n > 1 only from position 0)
@@ -125,14 +125,15 @@ class Decoder {
       TransformerBlock<T>& block = transformer.block(l);
       const MultiHeadAttention<T>& attn = block.attn();
       Layer& layer = layers_[std::size_t(l)];
-      detail::infer_block(block, x, rows_, [&](const Matrix<T>& q, const Matrix<T>& k,
-                                               const Matrix<T>& v, Matrix<T>& o) {
-        if (n == 1) return attend(layer, attn, q, k, v, o);
-        AttentionShape shape(attn.heads(), true, attn.scale(), attn.qk_norm().value_or(0.0));
-        shape.threading = attn.threading();
-        attn.attention().forward(q, k, v, shape, o);
-        remember(layer, attn, k, v);
-      });
+      detail::infer_block(
+          block, x, rows_,
+          [&](const Matrix<T>& q, const Matrix<T>& k, const Matrix<T>& v, Matrix<T>& o) {
+            if (n == 1) return attend(layer, attn, q, k, v, o);
+            AttentionShape shape(attn.heads(), true, attn.scale(), attn.qk_norm().value_or(0.0));
+            shape.threading = attn.threading();
+            attn.attention().forward(q, k, v, shape, o);
+            remember(layer, attn, k, v);
+          });
     }
     position_ += n;
     return detail::infer_logits_of<T>(model_, x.bottomRows(1), who).row(0).transpose();
@@ -154,8 +155,10 @@ class Decoder {
       for (Index b = 0; b < n; b += rows) {
         const Index s = std::min(rows, n - b);
         for (Index j = 0; j < s; ++j) {
-          const Vector<double> kh = k.row(b + j).segment(hd * dh, dh).transpose().template cast<double>() * a.k_scale;
-          M.row(j) = (monomials(a.features, kh).array() * a.pair_weight.array()).matrix().transpose();
+          const Vector<double> kh =
+              k.row(b + j).segment(hd * dh, dh).transpose().template cast<double>() * a.k_scale;
+          M.row(j) =
+              (monomials(a.features, kh).array() * a.pair_weight.array()).matrix().transpose();
         }
         values.topLeftCorner(s, dh) = v.block(b, hd * dh, s, dh).template cast<double>();
         values.col(dh).head(s).setOnes();
@@ -175,8 +178,9 @@ class Decoder {
       append(layer.values, v);
     }
     const Index n = position_ + 1;
-    const double work = exact ? 4.0 * double(n) * double(dh) * double(H)
-                              : 4.0 * double(layer.heads[0].features.size()) * double(dh + 1) * double(H);
+    const double work =
+        exact ? 4.0 * double(n) * double(dh) * double(H)
+              : 4.0 * double(layer.heads[0].features.size()) * double(dh + 1) * double(H);
     const int threads = detail::threads_for(attn.threading(), H, work);
     detail::parallel_for(H, threads, [&](Index hd) {
       auto out = o.row(0).segment(hd * dh, dh);
@@ -193,9 +197,11 @@ class Decoder {
       Matrix<double>& S = layer.states[std::size_t(hd)];
       RowVector<double> value(dh + 1);
       value << v.row(0).segment(hd * dh, dh).template cast<double>(), 1.0;
-      const Vector<double> key = k.row(0).segment(hd * dh, dh).transpose().template cast<double>() * a.k_scale;
+      const Vector<double> key =
+          k.row(0).segment(hd * dh, dh).transpose().template cast<double>() * a.k_scale;
       const Vector<double> weighted_key = monomials(a.features, key).cwiseProduct(a.pair_weight);
-      const Vector<double> query = monomials(a.features, qh.transpose().template cast<double>() * a.q_scale);
+      const Vector<double> query =
+          monomials(a.features, qh.transpose().template cast<double>() * a.q_scale);
       const RowVector<double> numerator = read_and_add(S, query, weighted_key, value);
       const double z = numerator(dh);
       require<NumericError>(z > 0 && std::isfinite(z), "Decoder: the polynomial normaliser of ",
@@ -223,14 +229,16 @@ class Decoder {
   static Vector<double> monomials(const SymmetricFeatures& features, const Vector<double>& x) {
     Vector<double> m(features.size());
     m(0) = 1;
-    for (Index f = 1; f < features.size(); ++f) m(f) = m(features.parent(f)) * x(features.last_coordinate(f));
+    for (Index f = 1; f < features.size(); ++f)
+      m(f) = m(features.parent(f)) * x(features.last_coordinate(f));
     return m;
   }
 
   /// Writes row r (1 x D) at row position() of a cache, doubling its capacity when full.
   void append(Matrix<T>& cache, const Matrix<T>& r) const {
     if (cache.rows() <= position_) {
-      const Index capacity = std::min<Index>(std::max<Index>(2 * cache.rows(), 64), model_.config().context);
+      const Index capacity =
+          std::min<Index>(std::max<Index>(2 * cache.rows(), 64), model_.config().context);
       cache.conservativeResize(capacity, r.cols());
     }
     cache.row(position_) = r.row(0);
@@ -243,8 +251,7 @@ class Decoder {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_DECODER_INSTANCES(how, T)                                                         \
-  how class Decoder<T>;
+#define POLYGRAD_DECODER_INSTANCES(how, T) how class Decoder<T>;
 POLYGRAD_INSTANCES(POLYGRAD_DECODER_INSTANCES)
 
 }  // namespace polygrad

@@ -55,7 +55,8 @@ void infer_block(TransformerBlock<T>& block, Matrix<T>& x, InferenceRows<T>& row
   MultiHeadAttention<T>& attn = block.attn();
   const Threading& threading = attn.threading();
   const Index n = x.rows(), D = x.cols(), H = attn.heads();
-  const Index F = block.mlp().fc1().out_features(), rows_per_block = std::max<Index>(threading.row_block, 1);
+  const Index F = block.mlp().fc1().out_features(),
+              rows_per_block = std::max<Index>(threading.row_block, 1);
   rows.resize(n, D, H);
   int parts = row_parts(threading, n, 3.0 * double(D) * double(D));
   std::vector<Matrix<T>> a(std::size_t(parts), Matrix<T>(std::min(n, rows_per_block), D));
@@ -130,20 +131,23 @@ Matrix<T> infer_logits(LanguageModel<T>& model, const std::vector<int>& ids,
   for (Index l = 0; l < transformer.config().layers; ++l) {
     TransformerBlock<T>& block = transformer.block(l);
     const MultiHeadAttention<T>& attn = block.attn();
-    detail::infer_block(block, x, rows, [&](const Matrix<T>& q, const Matrix<T>& k,
-                                            const Matrix<T>& v, Matrix<T>& o) {
-      AttentionShape shape(attn.heads(), attn.causal(), attn.scale(), attn.qk_norm().value_or(0.0));
-      shape.threading = attn.threading();
-      attention_forward_packed(method ? *method : attn.attention(), q, k, v, shape, offsets, o);
-    });
+    detail::infer_block(
+        block, x, rows,
+        [&](const Matrix<T>& q, const Matrix<T>& k, const Matrix<T>& v, Matrix<T>& o) {
+          AttentionShape shape(attn.heads(), attn.causal(), attn.scale(),
+                               attn.qk_norm().value_or(0.0));
+          shape.threading = attn.threading();
+          attention_forward_packed(method ? *method : attn.attention(), q, k, v, shape, offsets, o);
+        });
   }
   return detail::infer_logits_of<T>(model, x, who);
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_INFER_LOGITS_INSTANCES(how, T)                                                    \
-  how Matrix<T> infer_logits<T>(LanguageModel<T>&, const std::vector<int>&,                        \
-                                const SequenceOffsets&, std::shared_ptr<const AttentionMethod<T>>);
+#define POLYGRAD_INFER_LOGITS_INSTANCES(how, T)                             \
+  how Matrix<T> infer_logits<T>(LanguageModel<T>&, const std::vector<int>&, \
+                                const SequenceOffsets&,                     \
+                                std::shared_ptr<const AttentionMethod<T>>);
 POLYGRAD_INSTANCES(POLYGRAD_INFER_LOGITS_INSTANCES)
 
 }  // namespace polygrad

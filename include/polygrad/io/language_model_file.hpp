@@ -14,7 +14,8 @@
 namespace polygrad {
 
 /// The metadata save_language_model records for `config`.
-inline std::map<std::string, std::string> language_model_metadata(const LanguageModelConfig& config) {
+inline std::map<std::string, std::string> language_model_metadata(
+    const LanguageModelConfig& config) {
   auto m = transformer_metadata(config.transformer);
   m["model"] = "LanguageModel";
   m["vocab"] = std::to_string(config.vocab);

@@ -44,7 +44,8 @@ class SafetensorsFile {
     file.metadata_ = reader.metadata();
     // In the order of the data, so that the file is read front to back.
     for (const std::string& name : reader.names_in_file_order()) {
-      file.tensors_[name] = SafetensorsTensor{reader.dtype(name), reader.shape(name), reader.read_bytes(name)};
+      file.tensors_[name] =
+          SafetensorsTensor{reader.dtype(name), reader.shape(name), reader.read_bytes(name)};
     }
     return file;
   }
@@ -175,8 +176,9 @@ class SafetensorsFile {
     require<FormatError>(bytes == 0 || data != nullptr, "cannot add tensor '", name,
                          "': no data given for shape ", detail::shape_string(shape));
     const auto* first = reinterpret_cast<const std::uint8_t*>(data);
-    add_raw(name, dtype, shape,
-            bytes == 0 ? std::vector<std::uint8_t>() : std::vector<std::uint8_t>(first, first + bytes));
+    add_raw(
+        name, dtype, shape,
+        bytes == 0 ? std::vector<std::uint8_t>() : std::vector<std::uint8_t>(first, first + bytes));
   }
 
   /// Adds (or replaces) tensor `name` from an Eigen matrix or vector of float or double: shape
@@ -213,8 +215,8 @@ class SafetensorsFile {
   void require_rank(const std::string& name, const SafetensorsTensor& t, std::size_t rank,
                     const char* what) const {
     require<FormatError>(t.shape.size() == rank, source_, ": tensor '", name, "' has shape ",
-                         detail::shape_string(t.shape), " (rank ", t.shape.size(), "), but ",
-                         what, " (rank ", rank, ") was requested");
+                         detail::shape_string(t.shape), " (rank ", t.shape.size(), "), but ", what,
+                         " (rank ", rank, ") was requested");
   }
 
   template <class T>
@@ -224,9 +226,10 @@ class SafetensorsFile {
     } else if (t.dtype == "F64") {
       detail::convert_stored<T, double>(t.bytes.data(), t.numel(), out);
     } else {
-      throw FormatError(detail::concat(source_, ": tensor '", name, "' has dtype ", t.dtype,
-                                       ", which polygrad cannot convert to floating-point values; "
-                                       "only F32 and F64 are supported (convert it before saving)"));
+      throw FormatError(
+          detail::concat(source_, ": tensor '", name, "' has dtype ", t.dtype,
+                         ", which polygrad cannot convert to floating-point values; "
+                         "only F32 and F64 are supported (convert it before saving)"));
     }
   }
 

@@ -42,9 +42,9 @@ namespace detail {
 /// The dtypes of the safetensors specification and their element sizes in bytes.
 inline const std::vector<std::pair<std::string, std::size_t>>& safetensors_dtypes() {
   static const std::vector<std::pair<std::string, std::size_t>> table = {
-      {"F64", 8},  {"F32", 4},  {"F16", 2},     {"BF16", 2},    {"I64", 8},
-      {"I32", 4},  {"I16", 2},  {"I8", 1},      {"U64", 8},     {"U32", 4},
-      {"U16", 2},  {"U8", 1},   {"BOOL", 1},    {"F8_E5M2", 1}, {"F8_E4M3", 1}};
+      {"F64", 8}, {"F32", 4}, {"F16", 2},  {"BF16", 2},    {"I64", 8},
+      {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U64", 8},     {"U32", 4},
+      {"U16", 2}, {"U8", 1},  {"BOOL", 1}, {"F8_E5M2", 1}, {"F8_E4M3", 1}};
   return table;
 }
 
@@ -137,11 +137,10 @@ inline SafetensorsHeader parse_safetensors_header(const std::uint8_t* text, std:
   using nlohmann::json;
   json header;
   try {
-    const json::parser_callback_t limit_depth = [&source](int depth, json::parse_event_t,
-                                                          json&) {
+    const json::parser_callback_t limit_depth = [&source](int depth, json::parse_event_t, json&) {
       require<FormatError>(depth <= safetensors_max_depth, source,
-                           ": safetensors header nests JSON deeper than ",
-                           safetensors_max_depth, " levels; the file is corrupt");
+                           ": safetensors header nests JSON deeper than ", safetensors_max_depth,
+                           " levels; the file is corrupt");
       return true;
     };
     header = json::parse(text, text + length, limit_depth);
@@ -149,14 +148,15 @@ inline SafetensorsHeader parse_safetensors_header(const std::uint8_t* text, std:
     throw FormatError(concat(source, ": safetensors header is not valid JSON (", e.what(),
                              "); the file is corrupt or not a safetensors file"));
   }
-  require<FormatError>(header.is_object(), source, ": safetensors header must be a JSON object, got ",
-                       header.type_name());
+  require<FormatError>(header.is_object(), source,
+                       ": safetensors header must be a JSON object, got ", header.type_name());
 
   SafetensorsHeader result;
   for (const auto& [name, value] : header.items()) {
     if (name == "__metadata__") {
       require<FormatError>(value.is_object(), source,
-                           ": \"__metadata__\" must be an object of strings, got ", value.type_name());
+                           ": \"__metadata__\" must be an object of strings, got ",
+                           value.type_name());
       for (const auto& [key, text_value] : value.items()) {
         require<FormatError>(text_value.is_string(), source, ": metadata entry \"", key,
                              "\" must be a string, got ", text_value.type_name());
@@ -187,18 +187,18 @@ inline SafetensorsHeader parse_safetensors_header(const std::uint8_t* text, std:
       std::uint64_t d = 0;
       require<FormatError>(json_unsigned(dim, d), where,
                            ": \"shape\" must hold non-negative integers, got ", dim.dump());
-      require<FormatError>(d <= static_cast<std::uint64_t>(std::numeric_limits<Index>::max()), where,
-                           ": dimension ", d, " is too large");
+      require<FormatError>(d <= static_cast<std::uint64_t>(std::numeric_limits<Index>::max()),
+                           where, ": dimension ", d, " is too large");
       entry.shape.push_back(static_cast<Index>(d));
     }
 
     const auto offsets = value.find("data_offsets");
     require<FormatError>(offsets != value.end(), where, " has no \"data_offsets\"");
-    require<FormatError>(offsets->is_array() && offsets->size() == 2 &&
-                             json_unsigned((*offsets)[0], entry.begin) &&
-                             json_unsigned((*offsets)[1], entry.end),
-                         where, ": \"data_offsets\" must be [begin, end], two non-negative integers, got ",
-                         offsets->dump());
+    require<FormatError>(
+        offsets->is_array() && offsets->size() == 2 && json_unsigned((*offsets)[0], entry.begin) &&
+            json_unsigned((*offsets)[1], entry.end),
+        where, ": \"data_offsets\" must be [begin, end], two non-negative integers, got ",
+        offsets->dump());
     require<FormatError>(entry.begin <= entry.end, where, ": data_offsets [", entry.begin, ", ",
                          entry.end, "] end before they begin");
     require<FormatError>(entry.end <= data_size, where, ": data_offsets [", entry.begin, ", ",
@@ -222,8 +222,8 @@ inline SafetensorsHeader parse_safetensors_header(const std::uint8_t* text, std:
   std::uint64_t covered = 0;
   const SafetensorsEntry* previous = nullptr;
   for (const auto& entry : result.entries) {
-    require<FormatError>(entry.begin >= covered, source, ": tensor '", entry.name,
-                         "' (bytes ", entry.begin, "..", entry.end, ") overlaps tensor '",
+    require<FormatError>(entry.begin >= covered, source, ": tensor '", entry.name, "' (bytes ",
+                         entry.begin, "..", entry.end, ") overlaps tensor '",
                          previous ? previous->name : std::string(), "' (ending at ", covered,
                          "); the file is corrupt");
     require<FormatError>(entry.begin == covered, source, ": bytes ", covered, "..", entry.begin,
@@ -297,7 +297,8 @@ inline std::string safetensors_header_bytes(const std::vector<SafetensorsLayout>
   nlohmann::json header = nlohmann::json::object();
   std::uint64_t offset = 0;
   for (const SafetensorsLayout& t : tensors) {
-    header[t.name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes}}};
+    header[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes}}};
     offset += t.bytes;
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
@@ -306,7 +307,8 @@ inline std::string safetensors_header_bytes(const std::vector<SafetensorsLayout>
     text = header.dump();
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(concat("cannot write ", source,
-                             ": a tensor name or metadata string is not valid UTF-8 (", e.what(), ")"));
+                             ": a tensor name or metadata string is not valid UTF-8 (", e.what(),
+                             ")"));
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   std::string out(8, '\0');
@@ -321,8 +323,8 @@ inline void require_writable_tensor(const std::string& name, const std::string& 
   require<FormatError>(name != "__metadata__",
                        "\"__metadata__\" is reserved and cannot name a tensor");
   const std::size_t element_size = safetensors_dtype_size(dtype);
-  require<FormatError>(element_size != 0, "cannot add tensor '", name, "': unknown dtype \"",
-                       dtype, "\"; supported dtypes: ", safetensors_dtype_list());
+  require<FormatError>(element_size != 0, "cannot add tensor '", name, "': unknown dtype \"", dtype,
+                       "\"; supported dtypes: ", safetensors_dtype_list());
   std::uint64_t expected = 0;
   require<FormatError>(safetensors_byte_count(shape, element_size, expected) && expected == bytes,
                        "cannot add tensor '", name, "': shape ", shape_string(shape), " of ", dtype,

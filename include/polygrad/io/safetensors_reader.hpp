@@ -40,8 +40,8 @@ class SafetensorsReader {
     std::vector<std::uint8_t> text(static_cast<std::size_t>(header_size));
     read_exactly(text.data(), text.size(), "the header");
     data_start_ = 8 + header_size;
-    auto header = detail::parse_safetensors_header(text.data(), text.size(),
-                                                   file_size - data_start_, path);
+    auto header =
+        detail::parse_safetensors_header(text.data(), text.size(), file_size - data_start_, path);
     metadata_ = std::move(header.metadata);
     for (auto& entry : header.entries) {
       order_.push_back(entry.name);
@@ -89,9 +89,10 @@ class SafetensorsReader {
     } else if (e.dtype == "F64") {
       read_converted<T, double>(e, first, count, out);
     } else {
-      throw FormatError(detail::concat(path_, ": tensor '", name, "' has dtype ", e.dtype,
-                                       ", which polygrad cannot convert to floating-point values; ",
-                                       "only F32 and F64 are supported (convert it before saving)"));
+      throw FormatError(
+          detail::concat(path_, ": tensor '", name, "' has dtype ", e.dtype,
+                         ", which polygrad cannot convert to floating-point values; ",
+                         "only F32 and F64 are supported (convert it before saving)"));
     }
   }
 

@@ -40,23 +40,21 @@ class SafetensorsWriter {
                          "cannot add tensor '", name, "': shape ", detail::shape_string(shape),
                          " has a negative dimension or is too large");
     detail::require_writable_tensor(name, dtype, shape, bytes);
-    tensors_[name] = Pending{{name, dtype, shape, bytes},
-                             [source = std::move(source)](std::uint64_t first, std::uint64_t n,
-                                                          std::uint8_t* out) {
-                               source(Index(first / sizeof(T)), Index(n / sizeof(T)),
-                                      reinterpret_cast<T*>(out));
-                             },
-                             sizeof(T)};
+    tensors_[name] = Pending{
+        {name, dtype, shape, bytes},
+        [source = std::move(source)](std::uint64_t first, std::uint64_t n, std::uint8_t* out) {
+          source(Index(first / sizeof(T)), Index(n / sizeof(T)), reinterpret_cast<T*>(out));
+        },
+        sizeof(T)};
   }
 
   /// Adds tensor `name` from `data`, numel(shape) values that must stay valid until write().
   template <class T>
   void add(const std::string& name, const std::vector<Index>& shape, const T* data) {
     std::uint64_t bytes = 0;
-    require<FormatError>(!detail::safetensors_byte_count(shape, sizeof(T), bytes) || bytes == 0 ||
-                             data != nullptr,
-                         "cannot add tensor '", name, "': no data given for shape ",
-                         detail::shape_string(shape));
+    require<FormatError>(
+        !detail::safetensors_byte_count(shape, sizeof(T), bytes) || bytes == 0 || data != nullptr,
+        "cannot add tensor '", name, "': no data given for shape ", detail::shape_string(shape));
     add<T>(name, shape, Source<T>([data](Index first, Index count, T* out) {
              std::copy(data + first, data + first + count, out);
            }));
@@ -105,7 +103,8 @@ class SafetensorsWriter {
       std::vector<std::uint8_t> buffer;
       for (const auto& [name, t] : tensors_) {
         // Pieces of whole elements, so that typed sources see whole values.
-        const std::uint64_t piece = std::max<std::uint64_t>(chunk_bytes / t.element * t.element, t.element);
+        const std::uint64_t piece =
+            std::max<std::uint64_t>(chunk_bytes / t.element * t.element, t.element);
         buffer.resize(std::size_t(std::min(piece, t.layout.bytes)));
         for (std::uint64_t done = 0; done < t.layout.bytes; done += piece) {
           const std::uint64_t n = std::min(piece, t.layout.bytes - done);
@@ -116,7 +115,8 @@ class SafetensorsWriter {
         }
       }
       out.close();
-      require<FormatError>(bool(out), "cannot write ", path_, ": closing the file failed (disk full?)");
+      require<FormatError>(bool(out), "cannot write ", path_,
+                           ": closing the file failed (disk full?)");
     } catch (...) {
       std::remove(temporary.c_str());
       throw;

@@ -69,9 +69,8 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
     require_shape(x, n, D_, "TransformerBlock input");
     prepare(n);
     y.resize(n, D_);
-    for_rows(n, attn_.projection_work_per_row(), [&](int p, Index b, Index s) {
-      pre_forward_rows(x, p, b, s);
-    });
+    for_rows(n, attn_.projection_work_per_row(),
+             [&](int p, Index b, Index s) { pre_forward_rows(x, p, b, s); });
     within("attn", [&] { attn_.attend(n); });
     for_rows(n, post_work_per_row(), [&](int p, Index b, Index s) {
       Post post = post_rows(p, b, s);
@@ -101,9 +100,8 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
     }
     // Attention, backwards, on Q, K, V as attend() saw them.
     if (recompute_) {
-      for_rows(n, attn_.projection_work_per_row(), [&](int p, Index b, Index s) {
-        pre_forward_rows(x, p, b, s);
-      });
+      for_rows(n, attn_.projection_work_per_row(),
+               [&](int p, Index b, Index s) { pre_forward_rows(x, p, b, s); });
     }
     within("attn", [&] { attn_.attend_backward(); });
     // Stage pre, backwards: d becomes dL/dx = dL/dh + LN1'(dL/da).
@@ -294,15 +292,14 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
   MLP<T> mlp_;
   bool recompute_ = false;
   Threading threading_;
-  Matrix<T> x_;                  // the input, when called on its own (forward(x))
-  Matrix<T> a_, h_, u_;          // kept without recomputation: LN1(x), h, LN2(h), (n, D)
-  Matrix<T> f_, g_;              // kept without recomputation: the MLP's fc1 and GELU outputs, (n, F)
+  Matrix<T> x_;          // the input, when called on its own (forward(x))
+  Matrix<T> a_, h_, u_;  // kept without recomputation: LN1(x), h, LN2(h), (n, D)
+  Matrix<T> f_, g_;      // kept without recomputation: the MLP's fc1 and GELU outputs, (n, F)
   std::vector<Scratch> scratch_;  // one per thread
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_BLOCK_INSTANCES(how, T)                                                           \
-  how class TransformerBlock<T>;
+#define POLYGRAD_BLOCK_INSTANCES(how, T) how class TransformerBlock<T>;
 POLYGRAD_INSTANCES(POLYGRAD_BLOCK_INSTANCES)
 
 }  // namespace polygrad

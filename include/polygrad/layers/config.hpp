@@ -11,9 +11,9 @@ namespace polygrad {
 /// The configuration of one multi-head attention layer, with its defaults and its validation
 /// (the one place for both: TransformerConfig::attention() makes a block's from the model's).
 struct AttentionConfig {
-  Index d_model = 64;     ///< D, the width of the layer's input and output
-  Index heads = 4;        ///< H; the head size is d_h = D / H
-  bool causal = true;     ///< row i attends to rows 0..i only
+  Index d_model = 64;  ///< D, the width of the layer's input and output
+  Index heads = 4;     ///< H; the head size is d_h = D / H
+  bool causal = true;  ///< row i attends to rows 0..i only
   /// c in S = c Q K^T; 1/sqrt(d_h) when absent. Ignored when qk_norm is set.
   std::optional<double> scale;
   /// QK normalisation: if set to tau, scores are tau (q/|q|).(k/|k|) per head, so |S| <= tau.
@@ -42,11 +42,11 @@ struct AttentionConfig {
 /// The shape of a Transformer (layers, widths, heads, mask, attention scale), as a checkpoint's
 /// metadata records it.
 struct TransformerConfig {
-  Index layers = 2;       ///< L, the number of blocks
-  Index d_model = 64;     ///< D, the width of the residual stream
-  Index heads = 4;        ///< H; the head size is d_h = D / H
-  Index d_ff = 256;       ///< F, the hidden width of each MLP
-  bool causal = true;     ///< causal mask in every attention layer
+  Index layers = 2;    ///< L, the number of blocks
+  Index d_model = 64;  ///< D, the width of the residual stream
+  Index heads = 4;     ///< H; the head size is d_h = D / H
+  Index d_ff = 256;    ///< F, the hidden width of each MLP
+  bool causal = true;  ///< causal mask in every attention layer
   /// c in S = c Q K^T; 1/sqrt(d_h) when absent. Ignored when qk_norm is set.
   std::optional<double> scale;
   /// QK normalisation: if set to tau, scores are tau (q/|q|).(k/|k|) per head, so |S| <= tau.

@@ -14,8 +14,8 @@ class Embedding {
  public:
   /// A table of `vocab` tokens, width D, zero until init() or assignment.
   Embedding(Index vocab, Index D) : vocab_(vocab), D_(D) {
-    require<ShapeError>(vocab >= 1 && D >= 1, "Embedding needs vocab >= 1 and D >= 1, got vocab = ",
-                        vocab, ", D = ", D);
+    require<ShapeError>(vocab >= 1 && D >= 1,
+                        "Embedding needs vocab >= 1 and D >= 1, got vocab = ", vocab, ", D = ", D);
     weight_ = Matrix<T>::Zero(vocab, D);
     weight_grad_ = Matrix<T>::Zero(vocab, D);
   }
@@ -72,8 +72,7 @@ class Embedding {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_EMBEDDING_INSTANCES(how, T)                                                       \
-  how class Embedding<T>;
+#define POLYGRAD_EMBEDDING_INSTANCES(how, T) how class Embedding<T>;
 POLYGRAD_INSTANCES(POLYGRAD_EMBEDDING_INSTANCES)
 
 }  // namespace polygrad

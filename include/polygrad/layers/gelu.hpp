@@ -37,8 +37,8 @@ inline simd::Packet<float> gaussian_of(const simd::Packet<float>& x) {
 inline simd::Packet<float> normal_cdf(const simd::Packet<float>& x, const simd::Packet<float>& g) {
   using P = simd::Packet<float>;
   // P(t)'s coefficients, constant term first (Numerical Recipes, erfcc).
-  static constexpr float c[10] = {-1.26551223f, 1.00002368f,  0.37409196f, 0.09678418f,
-                                  -0.18628806f, 0.27886807f,  -1.13520398f, 1.48851587f,
+  static constexpr float c[10] = {-1.26551223f, 1.00002368f, 0.37409196f,  0.09678418f,
+                                  -0.18628806f, 0.27886807f, -1.13520398f, 1.48851587f,
                                   -0.82215223f, 0.17087277f};
   const P one = simd::broadcast(1.0f);
   const P a = simd::mul(simd::abs(x), simd::broadcast(float(inv_sqrt2)));
@@ -148,8 +148,7 @@ class GELU {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_GELU_INSTANCES(how, T)                                                            \
-  how class GELU<T>;
+#define POLYGRAD_GELU_INSTANCES(how, T) how class GELU<T>;
 POLYGRAD_INSTANCES(POLYGRAD_GELU_INSTANCES)
 
 }  // namespace polygrad

@@ -19,8 +19,8 @@ namespace polygrad {
 
 /// The shape of a LanguageModel.
 struct LanguageModelConfig {
-  Index vocab = 256;    ///< token ids lie in [0, vocab)
-  Index context = 256;  ///< positions lie in [0, context): the longest sequence it takes
+  Index vocab = 256;              ///< token ids lie in [0, vocab)
+  Index context = 256;            ///< positions lie in [0, context): the longest sequence it takes
   TransformerConfig transformer;  ///< the blocks between the embeddings and the head
 
   /// Throws ShapeError (or Error) naming the first inconsistent field.
@@ -95,8 +95,8 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
     std::vector<int> out(std::size_t(n), 0);
     for (std::size_t b = 0; b + 1 < bounds.size(); ++b) {
       const Index length = bounds[b + 1] - bounds[b];
-      require<ShapeError>(length <= config_.context, "LanguageModel: sequence ", b, " has ",
-                          length, " tokens, more than its context of ", config_.context,
+      require<ShapeError>(length <= config_.context, "LanguageModel: sequence ", b, " has ", length,
+                          " tokens, more than its context of ", config_.context,
                           " positions; split it or build the model with a longer context");
       for (Index i = 0; i < length; ++i) out[std::size_t(bounds[b] + i)] = int(i);
     }
@@ -168,8 +168,7 @@ class LanguageModel : public CompositeLayer<LanguageModel<T>, T> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_LANGUAGE_MODEL_INSTANCES(how, T)                                                  \
-  how class LanguageModel<T>;
+#define POLYGRAD_LANGUAGE_MODEL_INSTANCES(how, T) how class LanguageModel<T>;
 POLYGRAD_INSTANCES(POLYGRAD_LANGUAGE_MODEL_INSTANCES)
 
 }  // namespace polygrad

@@ -80,7 +80,8 @@ template <class T>
 void require_finite_parameters(const ParameterList<T>& params) {
   for (const auto& p : params) {
     if (p.values().allFinite()) continue;
-    throw NumericError(concat("parameter '", p.name, "' contains ", first_non_finite(as_rows(p.value, p.shape)),
+    throw NumericError(concat("parameter '", p.name, "' contains ",
+                              first_non_finite(as_rows(p.value, p.shape)),
                               ": the model has diverged (lower the learning rate, clip ",
                               "gradients, or restore a checkpoint)"));
   }

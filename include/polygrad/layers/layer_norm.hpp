@@ -113,8 +113,8 @@ class LayerNorm {
   void collect_parameters(const std::string& prefix, ParameterList<T>& out) {
     out.push_back(detail::view_of(detail::join_name(prefix, "weight"), weight_, weight_grad_,
                                   ParameterRole::norm));
-    out.push_back(detail::view_of(detail::join_name(prefix, "bias"), bias_, bias_grad_,
-                                  ParameterRole::norm));
+    out.push_back(
+        detail::view_of(detail::join_name(prefix, "bias"), bias_, bias_grad_, ParameterRole::norm));
   }
 
   /// Sets the gamma and beta gradients to zero.
@@ -143,14 +143,13 @@ class LayerNorm {
  private:
   Index D_;
   Vector<T> weight_, bias_, weight_grad_, bias_grad_;  // (D)
-  Matrix<T> x_;  // cached for backward: the input, (n, D)
+  Matrix<T> x_;                                        // cached for backward: the input, (n, D)
   bool cached_ = false;
   Threading threading_;
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_LAYER_NORM_INSTANCES(how, T)                                                      \
-  how class LayerNorm<T>;
+#define POLYGRAD_LAYER_NORM_INSTANCES(how, T) how class LayerNorm<T>;
 POLYGRAD_INSTANCES(POLYGRAD_LAYER_NORM_INSTANCES)
 
 }  // namespace polygrad

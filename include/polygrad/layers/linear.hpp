@@ -133,8 +133,7 @@ class Linear {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_LINEAR_INSTANCES(how, T)                                                          \
-  how class Linear<T>;
+#define POLYGRAD_LINEAR_INSTANCES(how, T) how class Linear<T>;
 POLYGRAD_INSTANCES(POLYGRAD_LINEAR_INSTANCES)
 
 }  // namespace polygrad

@@ -51,8 +51,7 @@ class LMHead {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_LM_HEAD_INSTANCES(how, T)                                                         \
-  how class LMHead<T>;
+#define POLYGRAD_LM_HEAD_INSTANCES(how, T) how class LMHead<T>;
 POLYGRAD_INSTANCES(POLYGRAD_LM_HEAD_INSTANCES)
 
 }  // namespace polygrad

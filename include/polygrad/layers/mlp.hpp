@@ -33,7 +33,8 @@ class MLP : public CompositeLayer<MLP<T>, T> {
     g_.resize(n, F);
     Matrix<T> y(n, fc2_.out_features());
     detail::for_row_blocks(n, threading_, parts(n, 1), [&](int, Index b, Index s) {
-      forward_rows(u_.middleRows(b, s), f_.middleRows(b, s), g_.middleRows(b, s), y.middleRows(b, s));
+      forward_rows(u_.middleRows(b, s), f_.middleRows(b, s), g_.middleRows(b, s),
+                   y.middleRows(b, s));
     });
     cached_ = true;
     return y;
@@ -129,8 +130,7 @@ class MLP : public CompositeLayer<MLP<T>, T> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_MLP_INSTANCES(how, T)                                                             \
-  how class MLP<T>;
+#define POLYGRAD_MLP_INSTANCES(how, T) how class MLP<T>;
 POLYGRAD_INSTANCES(POLYGRAD_MLP_INSTANCES)
 
 }  // namespace polygrad

@@ -137,9 +137,8 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
     const Index n = x.rows();
     x_ = x;
     prepare(n);
-    detail::for_row_blocks(n, threading_, parts(n, 3), [&](int, Index b, Index s) {
-      project_rows(x_.middleRows(b, s), b);
-    });
+    detail::for_row_blocks(n, threading_, parts(n, 3),
+                           [&](int, Index b, Index s) { project_rows(x_.middleRows(b, s), b); });
     attend(n);
     Matrix<T> y(n, d_model_);
     detail::for_row_blocks(n, threading_, parts(n, 1), [&](int, Index b, Index s) {
@@ -255,8 +254,10 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
     auto dQ = grads.dQ.middleRows(begin, s), dK = grads.dK.middleRows(begin, s);
     const auto dV = grads.dV.middleRows(begin, s);
     if (qk_norm_) {
-      detail::normalise_head_rows_backward<T>(dQ, in.Q.middleRows(begin, s), in.q_norms.middleRows(begin, s));
-      detail::normalise_head_rows_backward<T>(dK, in.K.middleRows(begin, s), in.k_norms.middleRows(begin, s));
+      detail::normalise_head_rows_backward<T>(dQ, in.Q.middleRows(begin, s),
+                                              in.q_norms.middleRows(begin, s));
+      detail::normalise_head_rows_backward<T>(dK, in.K.middleRows(begin, s),
+                                              in.k_norms.middleRows(begin, s));
     }
     q_.add_gradients(a, dQ, g.q);
     k_.add_gradients(a, dK, g.k);
@@ -381,7 +382,7 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   Linear<T> q_, k_, v_, o_;
   std::shared_ptr<const AttentionMethod<T>> method_;
   std::unique_ptr<AttentionContext<T>> context_;  // cached for backward; null when consumed
-  std::shared_ptr<AttentionInputs<T>> inputs_;     // cached for backward unless recomputed
+  std::shared_ptr<AttentionInputs<T>> inputs_;    // cached for backward unless recomputed
   std::shared_ptr<AttentionGradients<T>> gradients_;
   Matrix<T> O_;  // cached for backward: the attention output, (n, D)
   Matrix<T> x_;  // cached for backward when called on its own: the input, (n, D)
@@ -394,8 +395,7 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_MULTIHEAD_ATTENTION_INSTANCES(how, T)                                             \
-  how class MultiHeadAttention<T>;
+#define POLYGRAD_MULTIHEAD_ATTENTION_INSTANCES(how, T) how class MultiHeadAttention<T>;
 POLYGRAD_INSTANCES(POLYGRAD_MULTIHEAD_ATTENTION_INSTANCES)
 
 }  // namespace polygrad

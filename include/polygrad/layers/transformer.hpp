@@ -15,13 +15,13 @@ namespace polygrad {
 
 /// What a model pass reports after each block, for progress lines and profiles.
 struct LayerEvent {
-  bool backward = false;          ///< the backward pass (else the forward pass)
+  bool backward = false;  ///< the backward pass (else the forward pass)
   /// This block (0 for the first) and how many there are.
   ///@{
   Index layer = 0, layers = 0;
   ///@}
-  double seconds = 0;             ///< wall time of this block in this pass
-  double attention_seconds = 0;   ///< of which the attention method took this much
+  double seconds = 0;            ///< wall time of this block in this pass
+  double attention_seconds = 0;  ///< of which the attention method took this much
 };
 
 /// A stack of TransformerBlocks followed by LayerNorm "ln_f". Parameter names, in order:
@@ -154,7 +154,6 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
     this->collect_parameters("", out);
     return out;
   }
-
 
   /// Uses `method` (nullptr: ExactAttention<T>) in every block from the next forward() on.
   void set_attention(std::shared_ptr<const AttentionMethod<T>> method) {
@@ -295,8 +294,7 @@ class Transformer : public CompositeLayer<Transformer<T>, T> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_TRANSFORMER_INSTANCES(how, T)                                                     \
-  how class Transformer<T>;
+#define POLYGRAD_TRANSFORMER_INSTANCES(how, T) how class Transformer<T>;
 POLYGRAD_INSTANCES(POLYGRAD_TRANSFORMER_INSTANCES)
 
 }  // namespace polygrad

@@ -33,8 +33,7 @@ LossResult<T> cross_entropy_loss(const Matrix<T>& logits, const std::vector<int>
                       "got logits ", n, " x ", V);
   require<ShapeError>(Index(targets.size()) == n, "cross-entropy got ", targets.size(),
                       " targets for ", n, " rows of logits; pass one target id per row");
-  const Index counted =
-      n - Index(std::count(targets.begin(), targets.end(), ignore_target));
+  const Index counted = n - Index(std::count(targets.begin(), targets.end(), ignore_target));
   require<Error>(counted >= 1, "cross-entropy: all ", n, " targets are ignore_target (",
                  ignore_target, "), so there is no loss to take the mean of; leave at least one ",
                  "target that counts");

@@ -28,8 +28,8 @@ struct AdamWOptions {
 
   /// Throws Error naming the first value out of range.
   void validate() const {
-    require<Error>(std::isfinite(lr) && lr > 0,
-                   "AdamW learning rate must be finite and > 0, got ", lr);
+    require<Error>(std::isfinite(lr) && lr > 0, "AdamW learning rate must be finite and > 0, got ",
+                   lr);
     detail::require_hyperparameter("AdamW beta1", beta1, 0.0, 1.0, true);
     detail::require_hyperparameter("AdamW beta2", beta2, 0.0, 1.0, true);
     require<Error>(std::isfinite(eps) && eps > 0, "AdamW eps must be finite and > 0, got ", eps);
@@ -103,8 +103,7 @@ class AdamW : public OptimizerBase<T, AdamWOptions> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_ADAMW_INSTANCES(how, T)                                                           \
-  how class AdamW<T>;
+#define POLYGRAD_ADAMW_INSTANCES(how, T) how class AdamW<T>;
 POLYGRAD_INSTANCES(POLYGRAD_ADAMW_INSTANCES)
 
 }  // namespace polygrad

@@ -37,8 +37,8 @@ void require_finite_gradients(const ParameterList<T>& params, const char* optimi
 /// the size of its parameter.
 template <class T>
 void require_state_size(const Vector<T>& buffer, const ParameterView<T>& p, const char* kind) {
-  require<ShapeError>(buffer.size() == p.size(), "optimiser state '", kind, ".", p.name,
-                      "' has ", buffer.size(), " entries, but the parameter has ", p.size(),
+  require<ShapeError>(buffer.size() == p.size(), "optimiser state '", kind, ".", p.name, "' has ",
+                      buffer.size(), " entries, but the parameter has ", p.size(),
                       "; load state saved for this model");
 }
 
@@ -46,8 +46,8 @@ void require_state_size(const Vector<T>& buffer, const ParameterView<T>& p, cons
 inline void require_hyperparameter(const char* name, double value, double lo, double hi,
                                    bool hi_open) {
   const bool ok = std::isfinite(value) && value >= lo && (hi_open ? value < hi : value <= hi);
-  require<Error>(ok, name, " must be finite and in [", lo, ", ", hi, hi_open ? ")" : "]",
-                 ", got ", value);
+  require<Error>(ok, name, " must be finite and in [", lo, ", ", hi, hi_open ? ")" : "]", ", got ",
+                 value);
 }
 
 }  // namespace detail

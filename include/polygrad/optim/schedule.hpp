@@ -14,10 +14,10 @@ namespace polygrad {
 /// peak down to `floor` at step `total`, and `floor` after that (the schedule of most transformer
 /// training recipes). Steps are counted from 1, as OptimizerBase::step_count() after the step.
 struct WarmupCosine {
-  double peak = 1e-3;         ///< the largest learning rate, reached at step `warmup`
-  double floor = 0;           ///< the learning rate from step `total` on, in [0, peak]
-  std::int64_t warmup = 0;    ///< steps of linear warm-up, >= 0
-  std::int64_t total = 1;     ///< the step at which the cosine reaches `floor`, >= max(warmup, 1)
+  double peak = 1e-3;       ///< the largest learning rate, reached at step `warmup`
+  double floor = 0;         ///< the learning rate from step `total` on, in [0, peak]
+  std::int64_t warmup = 0;  ///< steps of linear warm-up, >= 0
+  std::int64_t total = 1;   ///< the step at which the cosine reaches `floor`, >= max(warmup, 1)
 
   /// Throws Error naming the first value out of range.
   void validate() const {

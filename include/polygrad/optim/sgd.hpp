@@ -40,7 +40,8 @@ class SGD : public OptimizerBase<T, SGDOptions> {
 
  public:
   /// An optimiser for `params` with validated `options`; momentum buffers start at zero.
-  explicit SGD(ParameterList<T> params, SGDOptions options = {}) : Base(std::move(params), options) {
+  explicit SGD(ParameterList<T> params, SGDOptions options = {})
+      : Base(std::move(params), options) {
     if (options_.momentum > 0)
       for (const auto& p : params_) momentum_.push_back(Vector<T>::Zero(p.size()));
   }
@@ -78,8 +79,7 @@ class SGD : public OptimizerBase<T, SGDOptions> {
 };
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_SGD_INSTANCES(how, T)                                                             \
-  how class SGD<T>;
+#define POLYGRAD_SGD_INSTANCES(how, T) how class SGD<T>;
 POLYGRAD_INSTANCES(POLYGRAD_SGD_INSTANCES)
 
 }  // namespace polygrad

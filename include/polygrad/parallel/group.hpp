@@ -32,8 +32,8 @@ struct RowRange {
 /// in rank order, the first total % size ranks one row longer than the rest. A rank may own no
 /// rows when size > total (callers that need rows on every rank say so: require_rows_per_rank).
 inline RowRange balanced_shard(Index total, int rank, int size) {
-  require<ShapeError>(size >= 1 && rank >= 0 && rank < size, "balanced_shard: rank ", rank,
-                      " of ", size, " does not exist");
+  require<ShapeError>(size >= 1 && rank >= 0 && rank < size, "balanced_shard: rank ", rank, " of ",
+                      size, " does not exist");
   require<ShapeError>(total >= 0, "balanced_shard: a sequence of ", total, " rows");
   const Index base = total / size, extra = total % size;
   const Index begin = rank * base + std::min<Index>(rank, extra);
@@ -73,15 +73,12 @@ class SequenceGroup {
   virtual std::unique_ptr<PendingMessage> send(int to, int tag, const double* data,
                                                Index count) = 0;
   /// Starts receiving count doubles from rank `from` into `data`.
-  virtual std::unique_ptr<PendingMessage> receive(int from, int tag, double* data,
-                                                  Index count) = 0;
+  virtual std::unique_ptr<PendingMessage> receive(int from, int tag, double* data, Index count) = 0;
   /// The same for floats: rows of keys and values travel in their own precision (ring
   /// attention), states always in double.
-  virtual std::unique_ptr<PendingMessage> send(int to, int tag, const float* data,
-                                               Index count) = 0;
+  virtual std::unique_ptr<PendingMessage> send(int to, int tag, const float* data, Index count) = 0;
   /// Starts receiving count floats from rank `from` into `data`.
-  virtual std::unique_ptr<PendingMessage> receive(int from, int tag, float* data,
-                                                  Index count) = 0;
+  virtual std::unique_ptr<PendingMessage> receive(int from, int tag, float* data, Index count) = 0;
   /// Ends the program on every rank after printing `message`: the way out of an error that one
   /// rank found while others may be waiting for its messages.
   [[noreturn]] virtual void abort(const std::string& message) = 0;
@@ -132,7 +129,8 @@ class Outbox {
 /// This process's part of a sequence. Without a group the whole sequence is here. Copies
 /// share one outbox for the states they hand on.
 struct SequenceShard {
-  SequenceGroup* group = nullptr;  ///< the processes sharing the sequence; nullptr: all rows are here
+  SequenceGroup* group =
+      nullptr;      ///< the processes sharing the sequence; nullptr: all rows are here
   Index begin = 0;  ///< the global row of this shard's first row
   Index total = 0;  ///< rows of the whole sequence
   std::shared_ptr<Outbox> outbox;  ///< holds the sends of states handed to the next shard

@@ -53,8 +53,10 @@ class Environment {
   Environment(int& argc, char**& argv) {
     int initialised = 0;
     MPI_Initialized(&initialised);
-    require<Error>(!initialised, "MPI is already initialised: make one mpi::Environment per program");
-    detail::check(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided_), "MPI_Init_thread");
+    require<Error>(!initialised,
+                   "MPI is already initialised: make one mpi::Environment per program");
+    detail::check(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided_),
+                  "MPI_Init_thread");
   }
   Environment(const Environment&) = delete;
   Environment& operator=(const Environment&) = delete;
@@ -128,15 +130,15 @@ class Communicator final : public SequenceGroup {
 
   void sum(double* data, Index count) override {
     bytes_reduced_ += std::uint64_t(count) * sizeof(double);
-    detail::check(MPI_Allreduce(MPI_IN_PLACE, data, detail::count_of(count), MPI_DOUBLE, MPI_SUM,
-                                comm_),
-                  "MPI_Allreduce (sum)");
+    detail::check(
+        MPI_Allreduce(MPI_IN_PLACE, data, detail::count_of(count), MPI_DOUBLE, MPI_SUM, comm_),
+        "MPI_Allreduce (sum)");
   }
   void max(double* data, Index count) override {
     bytes_reduced_ += std::uint64_t(count) * sizeof(double);
-    detail::check(MPI_Allreduce(MPI_IN_PLACE, data, detail::count_of(count), MPI_DOUBLE, MPI_MAX,
-                                comm_),
-                  "MPI_Allreduce (max)");
+    detail::check(
+        MPI_Allreduce(MPI_IN_PLACE, data, detail::count_of(count), MPI_DOUBLE, MPI_MAX, comm_),
+        "MPI_Allreduce (max)");
   }
   std::unique_ptr<PendingMessage> send(int to, int tag, const double* data, Index count) override {
     return start_send(to, tag, data, count, MPI_DOUBLE);
@@ -163,18 +165,18 @@ class Communicator final : public SequenceGroup {
                                              MPI_Datatype type) {
     bytes_sent_ += std::uint64_t(count) * sizeof(T);
     auto message = std::make_unique<Message>();
-    detail::check(MPI_Isend(data, detail::count_of(count), type, to, tag, comm_,
-                            message->request()),
-                  "MPI_Isend");
+    detail::check(
+        MPI_Isend(data, detail::count_of(count), type, to, tag, comm_, message->request()),
+        "MPI_Isend");
     return message;
   }
   template <class T>
   std::unique_ptr<PendingMessage> start_receive(int from, int tag, T* data, Index count,
                                                 MPI_Datatype type) {
     auto message = std::make_unique<Message>();
-    detail::check(MPI_Irecv(data, detail::count_of(count), type, from, tag, comm_,
-                            message->request()),
-                  "MPI_Irecv");
+    detail::check(
+        MPI_Irecv(data, detail::count_of(count), type, from, tag, comm_, message->request()),
+        "MPI_Irecv");
     return message;
   }
 

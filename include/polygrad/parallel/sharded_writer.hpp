@@ -52,8 +52,7 @@ class ShardedWriter {
   template <class T>
   void add_rows(const std::string& name, const Matrix<T>& local, Index heads = 1) {
     require<ShapeError>(heads >= 1 && local.cols() % heads == 0, "ShardedWriter: tensor '", name,
-                        "' has ", local.cols(), " columns, which ", heads,
-                        " heads do not divide");
+                        "' has ", local.cols(), " columns, which ", heads, " heads do not divide");
     require<ShapeError>(sharded_.empty() || local.rows() == local_rows_, "ShardedWriter: tensor '",
                         name, "' has ", local.rows(), " rows here, the tensors added before it ",
                         local_rows_, "; every sharded tensor holds this rank's rows");
@@ -93,11 +92,10 @@ class ShardedWriter {
       if (r < group.rank()) before += rows_of_[std::size_t(r)];
       all += rows_of_[std::size_t(r)];
     }
-    require_on_every_rank<ShapeError>(group, all == shard_.total && before == shard_.begin,
-                                      "ShardedWriter: the ranks hold ", all, " rows in all, the ",
-                                      "sequence has ", shard_.total, ", and this rank's rows start ",
-                                      "at ", shard_.begin, " where the ranks before it end at ",
-                                      before);
+    require_on_every_rank<ShapeError>(
+        group, all == shard_.total && before == shard_.begin, "ShardedWriter: the ranks hold ", all,
+        " rows in all, the ", "sequence has ", shard_.total, ", and this rank's rows start ", "at ",
+        shard_.begin, " where the ranks before it end at ", before);
     try {
       const bool root = group.rank() == 0;
       for (auto& [name, add] : sharded_) add(root);  // other ranks send here, in name order
@@ -147,7 +145,8 @@ class ShardedWriter {
     auto value = [this, piece, begin_of, &local, width, own, step](Index h, Index i, Index c) -> T {
       if (i < own) return local(i, h * width + c);  // rank 0 holds rows [0, own)
       if (piece->head != h || i < piece->first || i >= piece->first + piece->rows.rows()) {
-        const int r = int(std::upper_bound(begin_of.begin(), begin_of.end(), i) - begin_of.begin()) - 1;
+        const int r =
+            int(std::upper_bound(begin_of.begin(), begin_of.end(), i) - begin_of.begin()) - 1;
         const Index first = begin_of[std::size_t(r)] + (i - begin_of[std::size_t(r)]) / step * step;
         piece->rows.resize(std::min(step, begin_of[std::size_t(r) + 1] - first), width);
         shard_.group->receive(r, rows_tag, piece->rows.data(), piece->rows.size())->wait();
@@ -156,27 +155,29 @@ class ShardedWriter {
       }
       return piece->rows(i - piece->first, c);
     };
-    writer_.add<T>(name, shape, SafetensorsWriter::Source<T>([value, n, width](Index first, Index count, T* out) {
-      Index h = first / (n * width), i = first / width % n, c = first % width;
-      for (Index e = 0; e < count; ++e) {
-        out[e] = value(h, i, c);
-        if (++c == width) {
-          c = 0;
-          if (++i == n) {
-            i = 0;
-            ++h;
+    writer_.add<T>(
+        name, shape,
+        SafetensorsWriter::Source<T>([value, n, width](Index first, Index count, T* out) {
+          Index h = first / (n * width), i = first / width % n, c = first % width;
+          for (Index e = 0; e < count; ++e) {
+            out[e] = value(h, i, c);
+            if (++c == width) {
+              c = 0;
+              if (++i == n) {
+                i = 0;
+                ++h;
+              }
+            }
           }
-        }
-      }
-    }));
+        }));
   }
 
   SequenceShard shard_;
   SafetensorsWriter writer_;
   std::map<std::string, std::function<void(bool root)>> sharded_;
   std::size_t whole_ = 0;
-  Index local_rows_ = 0;         // this rank's rows of every sharded tensor
-  std::vector<Index> rows_of_;   // every rank's rows, in rank order
+  Index local_rows_ = 0;        // this rank's rows of every sharded tensor
+  std::vector<Index> rows_of_;  // every rank's rows, in rank order
 };
 
 }  // namespace polygrad
