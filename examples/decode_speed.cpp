@@ -21,6 +21,7 @@
 #include <random>
 #include <vector>
 
+#include "polygrad/attention/poly.hpp"
 #include "polygrad/inference/decoder.hpp"
 #include "support/program.hpp"
 

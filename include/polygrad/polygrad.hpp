@@ -19,6 +19,7 @@
 #include "polygrad/approx/features.hpp"
 #include "polygrad/approx/polynomial.hpp"
 
+#include "polygrad/attention/auto.hpp"
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/factory.hpp"
 #include "polygrad/attention/method.hpp"

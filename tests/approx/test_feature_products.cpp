@@ -5,6 +5,8 @@
 
 #include "polygrad/approx/feature_products.hpp"
 #include "polygrad/approx/features_reference.hpp"
+#include "support/compare.hpp"
+#include "support/problems.hpp"
 
 // The chunk kernels of monomial_block.hpp and feature_products.hpp, each against a plain dense
 // evaluation: monomials from the row-by-row psi of features_reference.hpp (divided by its weights),
@@ -15,7 +17,7 @@ using namespace polygrad;
 namespace {
 
 template <class T>
-Matrix<T> unit_ball_rows(Index rows, Index dim, std::mt19937& rng) {
+Matrix<T> unit_ball_rows(Index rows, Index dim, std::mt19937_64& rng) {
   std::normal_distribution<double> normal;
   std::uniform_real_distribution<double> uniform(0.2, 1.0);
   Matrix<double> X(rows, dim);
@@ -24,14 +26,6 @@ Matrix<T> unit_ball_rows(Index rows, Index dim, std::mt19937& rng) {
     X.row(r) *= uniform(rng) / X.row(r).norm();
   }
   return X.cast<T>();
-}
-
-template <class T>
-Matrix<T> random_matrix(Index rows, Index cols, std::mt19937& rng) {
-  std::normal_distribution<double> normal;
-  Matrix<double> out(rows, cols);
-  for (Index i = 0; i < out.size(); ++i) out.data()[i] = normal(rng);
-  return out.cast<T>();
 }
 
 // Nonzero coefficients, so every feature has a nonzero weight to divide by.
@@ -71,10 +65,6 @@ double tolerance() {
   return std::is_same_v<T, float> ? 2e-5 : 1e-12;
 }
 
-double relative(const Matrix<double>& got, const Matrix<double>& want) {
-  return (got - want).norm() / std::max(want.norm(), 1e-300);
-}
-
 // (d, g, rows): rows below, at and above one packet, not multiples of it; k below and above W.
 struct Shape {
   Index dim;
@@ -87,7 +77,7 @@ const Shape shapes[] = {{1, 0, 1}, {1, 3, 5}, {2, 2, 17}, {3, 4, 16}, {8, 3, 33}
 
 TEMPLATE_TEST_CASE("a monomial block holds x_r^alpha_f for every feature and row",
                    "[approx][monomial_block]", float, double) {
-  std::mt19937 rng(1);
+  std::mt19937_64 rng(1);
   for (const Shape& s : shapes) {
     CAPTURE(s.dim, s.degree, s.rows);
     const SymmetricFeatures F = features_for(s.dim, s.degree);
@@ -99,13 +89,13 @@ TEMPLATE_TEST_CASE("a monomial block holds x_r^alpha_f for every feature and row
     REQUIRE(M.stored() <= M.size());
     REQUIRE(M.strips() * simd::width<TestType> >= s.rows);
     const Matrix<double> want = dense_monomials(F, X.template cast<double>());
-    CHECK(relative(to_dense(M, M.size(), s.rows), want) < tolerance<TestType>());
+    CHECK(test::relative_error(to_dense(M, M.size(), s.rows), want) < tolerance<TestType>());
   }
 }
 
 TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx][products]", float,
                    double) {
-  std::mt19937 rng(2);
+  std::mt19937_64 rng(2);
   for (const Shape& s : shapes) {
     for (Index m : {1, 9, 13, 80}) {
       CAPTURE(s.dim, s.degree, s.rows, m);
@@ -116,14 +106,16 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       Monomials<TestType> M;
       block.build(X, M);
       const Matrix<double> Md = dense_monomials(F, X.template cast<double>());  // (k, C)
-      const Matrix<TestType> ST = random_matrix<TestType>(m, k, rng);           // state^T
-      const Matrix<TestType> Y = random_matrix<TestType>(s.rows, m, rng);       // rows
+      const Matrix<TestType> ST =
+          test::random_matrix(m, k, rng).template cast<TestType>();  // state^T
+      const Matrix<TestType> Y =
+          test::random_matrix(s.rows, m, rng).template cast<TestType>();  // rows
 
       // out = M^T S
       Matrix<TestType> out;
       monomials_transpose_times(M, ST, out);
       const Matrix<double> out_want = Md.transpose() * ST.template cast<double>().transpose();
-      CHECK(relative(out.topRows(s.rows).template cast<double>(), out_want) <
+      CHECK(test::relative_error(out.topRows(s.rows).template cast<double>(), out_want) <
             tolerance<TestType>());
 
       // dM = S Y^T
@@ -132,17 +124,19 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       state_times_rows_transpose<TestType>(ST, zero_padded(Y), dM, YT);
       const Matrix<double> dM_want =
           ST.template cast<double>().transpose() * Y.template cast<double>().transpose();
-      CHECK(relative(to_dense(dM, dM.rows(), s.rows), dM_want) < tolerance<TestType>());
+      CHECK(test::relative_error(to_dense(dM, dM.rows(), s.rows), dM_want) < tolerance<TestType>());
 
       // S^T += (M Y)^T, on top of what the state held; the padding columns stay zero.
-      Matrix<TestType> acc = random_matrix<TestType>(m, padded_rows<TestType>(k), rng);
+      Matrix<TestType> acc =
+          test::random_matrix(m, padded_rows<TestType>(k), rng).template cast<TestType>();
       acc.rightCols(acc.cols() - k).setZero();
       const Matrix<double> before = acc.template cast<double>();
       ProductScratch<TestType> scratch;
       add_monomial_products(M, zero_padded(Y), acc, scratch);
       const Matrix<double> add_want =
           before.leftCols(k) + (Md * Y.template cast<double>()).transpose();
-      CHECK(relative(acc.leftCols(k).template cast<double>(), add_want) < tolerance<TestType>());
+      CHECK(test::relative_error(acc.leftCols(k).template cast<double>(), add_want) <
+            tolerance<TestType>());
       CHECK(acc.rightCols(acc.cols() - k).isZero(0));
     }
   }
@@ -150,14 +144,14 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
 
 TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)", "[approx][products]",
                    float, double) {
-  std::mt19937 rng(3);
+  std::mt19937_64 rng(3);
   for (const Shape& s : shapes) {
     for (Index m : {1, 9, 13}) {  // 13 > 12 takes the stored-gradient path
       CAPTURE(s.dim, s.degree, s.rows, m);
       const SymmetricFeatures F = features_for(s.dim, s.degree);
       const Matrix<TestType> X = unit_ball_rows<TestType>(s.rows, s.dim, rng);
-      const Matrix<TestType> ST = random_matrix<TestType>(m, F.size(), rng);
-      const Matrix<TestType> Y = random_matrix<TestType>(s.rows, m, rng);
+      const Matrix<TestType> ST = test::random_matrix(m, F.size(), rng).template cast<TestType>();
+      const Matrix<TestType> Y = test::random_matrix(s.rows, m, rng).template cast<TestType>();
       MonomialBlock<TestType> block(F);
       Monomials<TestType> M;
       block.build(X, M);
@@ -181,7 +175,7 @@ TEMPLATE_TEST_CASE("add_state_gradient is the gradient of sum (S Y^T) o M(X)", "
           want(r, c) = 0.5 + (loss(plus) - loss(minus)) / (2 * h);
         }
       }
-      CHECK(relative(dX.template cast<double>(), want) <
+      CHECK(test::relative_error(dX.template cast<double>(), want) <
             (std::is_same_v<TestType, float> ? 1e-4 : 1e-7));
     }
   }

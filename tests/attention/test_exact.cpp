@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -14,20 +16,12 @@
 
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/naive.hpp"
+#include "support/compare.hpp"
+#include "support/problems.hpp"
 
 using namespace polygrad;
 
 namespace {
-
-/// max |a - b| / max |reference|: the agreement measure of these tests.
-template <class A, class B>
-double relative_difference(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& reference) {
-  REQUIRE(a.rows() == reference.rows());
-  REQUIRE(a.cols() == reference.cols());
-  const double scale = std::max(reference.template cast<double>().cwiseAbs().maxCoeff(), 1e-300);
-  return (a.template cast<double>() - reference.template cast<double>()).cwiseAbs().maxCoeff() /
-         scale;
-}
 
 /// Dense log-sum-exp per row of c Q K^T over the visible keys.
 Vector<double> dense_lse(const Matrix<double>& Q, const Matrix<double>& K, double scale,
@@ -42,15 +36,15 @@ Vector<double> dense_lse(const Matrix<double>& Q, const Matrix<double>& K, doubl
   return lse;
 }
 
-/// Random inputs of one head, reproducible per (n, d, seed).
+/// Random inputs of one head, reproducible per (n, d, seed); queries and keys in [-1.5, 1.5].
 struct HeadData {
   Matrix<double> Q, K, V, dO;
-  HeadData(Index n, Index d, unsigned seed) {
-    std::srand(seed);
-    Q = Matrix<double>::Random(n, d) * 1.5;
-    K = Matrix<double>::Random(n, d) * 1.5;
-    V = Matrix<double>::Random(n, d);
-    dO = Matrix<double>::Random(n, d);
+  HeadData(Index n, Index d, std::uint64_t seed) {
+    test::AttentionProblem p = test::random_attention_problem(n, 1, d, false, 1.0, seed);
+    Q = 1.5 * p.Q;
+    K = 1.5 * p.K;
+    V = p.V;
+    dO = p.dO;
   }
 };
 
@@ -78,7 +72,7 @@ TEST_CASE("exact kernels match the naive reference in double", "[attention][exac
   for (const bool causal : {false, true}) {
     for (const Index n : {1, 7, 63, 65, 130, 257}) {
       for (const Index d : {1, 8, 16}) {
-        const HeadData in(n, d, unsigned(1000 + 10 * n + d));
+        const HeadData in(n, d, std::uint64_t(1000 + 10 * n + d));
         const double scale = 1.0 / std::sqrt(double(d));
         const Matrix<double> O_ref =
             exact::reference::attention_forward<double>(in.Q, in.K, in.V, scale, causal);
@@ -90,11 +84,11 @@ TEST_CASE("exact kernels match the naive reference in double", "[attention][exac
           INFO("causal " << causal << ", n " << n << ", d_h " << d << ", tiles " << tiles.query
                          << "x" << tiles.key);
           const HeadResult r = run_exact<double>(in, scale, causal, tiles);
-          CHECK(relative_difference(r.O, O_ref) < 1e-12);
-          CHECK(relative_difference(r.lse, lse_ref) < 1e-12);
-          CHECK(relative_difference(r.dQ, dQ_ref) < 1e-12);
-          CHECK(relative_difference(r.dK, dK_ref) < 1e-12);
-          CHECK(relative_difference(r.dV, dV_ref) < 1e-12);
+          CHECK(test::relative_error(r.O, O_ref) < 1e-12);
+          CHECK(test::relative_error(r.lse, lse_ref) < 1e-12);
+          CHECK(test::relative_error(r.dQ, dQ_ref) < 1e-12);
+          CHECK(test::relative_error(r.dK, dK_ref) < 1e-12);
+          CHECK(test::relative_error(r.dV, dV_ref) < 1e-12);
         }
       }
     }
@@ -106,15 +100,15 @@ TEST_CASE("exact kernels in float agree with double", "[attention][exact]") {
     for (const Index n : {1, 7, 63, 65, 130, 257}) {
       for (const Index d : {1, 8, 16}) {
         INFO("causal " << causal << ", n " << n << ", d_h " << d);
-        const HeadData in(n, d, unsigned(2000 + 10 * n + d));
+        const HeadData in(n, d, std::uint64_t(2000 + 10 * n + d));
         const double scale = 1.0 / std::sqrt(double(d));
         const HeadResult ref = run_exact<double>(in, scale, causal, {});
         const HeadResult f = run_exact<float>(in, scale, causal, {});
-        CHECK(relative_difference(f.O, ref.O) < 1e-4);
-        CHECK(relative_difference(f.lse, ref.lse) < 1e-4);
-        CHECK(relative_difference(f.dQ, ref.dQ) < 1e-4);
-        CHECK(relative_difference(f.dK, ref.dK) < 1e-4);
-        CHECK(relative_difference(f.dV, ref.dV) < 1e-4);
+        CHECK(test::relative_error(f.O, ref.O) < 1e-4);
+        CHECK(test::relative_error(f.lse, ref.lse) < 1e-4);
+        CHECK(test::relative_error(f.dQ, ref.dQ) < 1e-4);
+        CHECK(test::relative_error(f.dK, ref.dK) < 1e-4);
+        CHECK(test::relative_error(f.dV, ref.dV) < 1e-4);
       }
     }
   }
@@ -128,10 +122,10 @@ TEST_CASE("exact kernels survive large scores without overflow", "[attention][ex
     const HeadResult f = run_exact<float>(in, 50.0, causal, {16, 16});
     CHECK(f.O.allFinite());
     CHECK(f.dQ.allFinite());
-    CHECK(relative_difference(f.O, ref.O) < 1e-4);
+    CHECK(test::relative_error(f.O, ref.O) < 1e-4);
     const Matrix<double> O_ref =
         exact::reference::attention_forward<double>(in.Q, in.K, in.V, 50.0, causal);
-    CHECK(relative_difference(ref.O, O_ref) < 1e-12);
+    CHECK(test::relative_error(ref.O, O_ref) < 1e-12);
   }
 }
 
@@ -147,41 +141,45 @@ TEMPLATE_TEST_CASE("exact kernels are causal", "[attention][exact][causal]", flo
   const T scale = T(0.4);
   const exact::Tiles tiles{32, 64};
   HeadData base(n, d, 5);
+  std::mt19937_64 rng(6);
+  const auto redraw = [&](auto&& rows) {
+    rows = test::random_matrix(rows.rows(), rows.cols(), rng);
+  };
   const auto run = [&](const HeadData& in) { return run_exact<T>(in, scale, true, tiles); };
   const HeadResult r0 = run(base);
   const double tol = std::is_same<T, float>::value ? 1e-6 : 1e-13;
 
   SECTION("later rows of Q, K, V, dO leave O, lse and dQ rows <= t unchanged") {
     HeadData later = base;
-    later.Q.bottomRows(n - t - 1).setRandom();
-    later.K.bottomRows(n - t - 1).setRandom();
-    later.V.bottomRows(n - t - 1).setRandom();
-    later.dO.bottomRows(n - t - 1).setRandom();
+    redraw(later.Q.bottomRows(n - t - 1));
+    redraw(later.K.bottomRows(n - t - 1));
+    redraw(later.V.bottomRows(n - t - 1));
+    redraw(later.dO.bottomRows(n - t - 1));
     const HeadResult r1 = run(later);
-    CHECK(relative_difference(r1.O.topRows(t + 1), r0.O.topRows(t + 1)) < tol);
-    CHECK(relative_difference(r1.lse.head(t + 1), r0.lse.head(t + 1)) < tol);
-    CHECK(relative_difference(r1.dQ.topRows(t + 1), r0.dQ.topRows(t + 1)) < tol);
+    CHECK(test::relative_error(r1.O.topRows(t + 1), r0.O.topRows(t + 1)) < tol);
+    CHECK(test::relative_error(r1.lse.head(t + 1), r0.lse.head(t + 1)) < tol);
+    CHECK(test::relative_error(r1.dQ.topRows(t + 1), r0.dQ.topRows(t + 1)) < tol);
     // The change is real: the rows after t do move.
-    CHECK(relative_difference(r1.O.bottomRows(n - t - 1), r0.O.bottomRows(n - t - 1)) > 1e-3);
-    CHECK(relative_difference(r1.dQ.bottomRows(n - t - 1), r0.dQ.bottomRows(n - t - 1)) > 1e-3);
+    CHECK(test::relative_error(r1.O.bottomRows(n - t - 1), r0.O.bottomRows(n - t - 1)) > 1e-3);
+    CHECK(test::relative_error(r1.dQ.bottomRows(n - t - 1), r0.dQ.bottomRows(n - t - 1)) > 1e-3);
   }
 
   SECTION("earlier rows of Q and dO leave dK and dV rows >= t unchanged") {
     HeadData earlier = base;
-    earlier.Q.topRows(t).setRandom();
-    earlier.dO.topRows(t).setRandom();
+    redraw(earlier.Q.topRows(t));
+    redraw(earlier.dO.topRows(t));
     const HeadResult r1 = run(earlier);
-    CHECK(relative_difference(r1.dK.bottomRows(n - t), r0.dK.bottomRows(n - t)) < tol);
-    CHECK(relative_difference(r1.dV.bottomRows(n - t), r0.dV.bottomRows(n - t)) < tol);
-    CHECK(relative_difference(r1.dK.topRows(t), r0.dK.topRows(t)) > 1e-3);
-    CHECK(relative_difference(r1.dV.topRows(t), r0.dV.topRows(t)) > 1e-3);
+    CHECK(test::relative_error(r1.dK.bottomRows(n - t), r0.dK.bottomRows(n - t)) < tol);
+    CHECK(test::relative_error(r1.dV.bottomRows(n - t), r0.dV.bottomRows(n - t)) < tol);
+    CHECK(test::relative_error(r1.dK.topRows(t), r0.dK.topRows(t)) > 1e-3);
+    CHECK(test::relative_error(r1.dV.topRows(t), r0.dV.topRows(t)) > 1e-3);
   }
 
   SECTION("earlier rows of K do change dK rows >= t (through lse and delta)") {
     HeadData earlier = base;
-    earlier.K.topRows(t).setRandom();
+    redraw(earlier.K.topRows(t));
     const HeadResult r1 = run(earlier);
-    CHECK(relative_difference(r1.dK.bottomRows(n - t), r0.dK.bottomRows(n - t)) > 1e-3);
+    CHECK(test::relative_error(r1.dK.bottomRows(n - t), r0.dK.bottomRows(n - t)) > 1e-3);
   }
 }
 
@@ -193,23 +191,19 @@ TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads", "[a
     for (const Index n : {1, 65, 130}) {
       INFO("causal " << causal << ", n " << n);
       const Index H = 3, dh = 8;
-      std::srand(unsigned(n + 3));
-      const Matrix<T> Q = Matrix<T>::Random(n, H * dh), K = Matrix<T>::Random(n, H * dh),
-                      V = Matrix<T>::Random(n, H * dh), dO = Matrix<T>::Random(n, H * dh);
-      AttentionShape shape;
-      shape.heads = H;
-      shape.causal = causal;
-      shape.scale = 0.5;
+      const test::AttentionProblem p = test::random_attention_problem(n, H, dh, causal, 0.5, n + 3);
+      const Matrix<T> Q = p.Q.cast<T>(), K = p.K.cast<T>(), V = p.V.cast<T>(), dO = p.dO.cast<T>();
+      const AttentionShape& shape = p.shape;
       Matrix<T> O, O_ref, dQ, dK, dV, dQ_ref, dK_ref, dV_ref;
       const ExactAttention<T> method;
       auto context = method.forward(Q, K, V, shape, O);
       auto reference = NaiveAttention<T>().forward(Q, K, V, shape, O_ref);
       context->backward(Q, K, V, O, dO, dQ, dK, dV);
       reference->backward(Q, K, V, O_ref, dO, dQ_ref, dK_ref, dV_ref);
-      CHECK(relative_difference(O, O_ref) < tol);
-      CHECK(relative_difference(dQ, dQ_ref) < tol);
-      CHECK(relative_difference(dK, dK_ref) < tol);
-      CHECK(relative_difference(dV, dV_ref) < tol);
+      CHECK(test::relative_error(O, O_ref) < tol);
+      CHECK(test::relative_error(dQ, dQ_ref) < tol);
+      CHECK(test::relative_error(dK, dK_ref) < tol);
+      CHECK(test::relative_error(dV, dV_ref) < tol);
       CHECK(method.name() == "exact");
       const auto plans = context->plans();
       REQUIRE(plans.size() == 3);
@@ -229,12 +223,9 @@ TEST_CASE("ExactAttention splits one head between threads, and says so in its pl
   // on two threads, each part with its own dQ sum. The plan reports the threads that ran the
   // head, so a split that silently ran serially fails here. Threading::serial() is the control.
   const Index n = 300, dh = 4;
-  std::srand(11);
-  const Matrix<double> Q = Matrix<double>::Random(n, dh), K = Matrix<double>::Random(n, dh),
-                       V = Matrix<double>::Random(n, dh), dO = Matrix<double>::Random(n, dh);
-  AttentionShape shape;
-  shape.causal = true;
-  shape.scale = 0.7;
+  const test::AttentionProblem p = test::random_attention_problem(n, 1, dh, true, 0.7, 11);
+  const Matrix<double>&Q = p.Q, &K = p.K, &V = p.V, &dO = p.dO;
+  AttentionShape shape = p.shape;
   Matrix<double> O_ref, dQ_ref, dK_ref, dV_ref;
   auto reference = NaiveAttention<double>().forward(Q, K, V, shape, O_ref);
   reference->backward(Q, K, V, O_ref, dO, dQ_ref, dK_ref, dV_ref);
@@ -252,10 +243,10 @@ TEST_CASE("ExactAttention splits one head between threads, and says so in its pl
     CHECK(context->plans()[0].threads == threads);
 #endif
     CAPTURE(threads);
-    CHECK(relative_difference(O, O_ref) < 1e-12);
-    CHECK(relative_difference(dQ, dQ_ref) < 1e-12);
-    CHECK(relative_difference(dK, dK_ref) < 1e-12);
-    CHECK(relative_difference(dV, dV_ref) < 1e-12);
+    CHECK(test::relative_error(O, O_ref) < 1e-12);
+    CHECK(test::relative_error(dQ, dQ_ref) < 1e-12);
+    CHECK(test::relative_error(dK, dK_ref) < 1e-12);
+    CHECK(test::relative_error(dV, dV_ref) < 1e-12);
   }
 }
 
@@ -263,7 +254,8 @@ TEST_CASE("ExactAttention splits one head between threads, and says so in its pl
 TEST_CASE("exact attention leaves the OpenMP thread count as it was", "[attention][exact]") {
   // Its parallel regions limit nested threads for their own tasks only.
   const int threads = omp_get_max_threads();
-  const Matrix<double> Q = Matrix<double>::Random(9, 4);
+  std::mt19937_64 rng(12);
+  const Matrix<double> Q = test::random_matrix(9, 4, rng);
   Matrix<double> O, dQ, dK, dV;
   AttentionShape shape;
   shape.heads = 2;
@@ -276,15 +268,16 @@ TEST_CASE("exact attention leaves the OpenMP thread count as it was", "[attentio
 
 TEST_CASE("exact attention rejects bad shapes and non-finite input", "[attention][exact][errors]") {
   const Index n = 10, d = 4;
-  const Matrix<double> Q = Matrix<double>::Random(n, d), K = Matrix<double>::Random(n, d),
-                       V = Matrix<double>::Random(n, d), dO = Matrix<double>::Random(n, d);
+  const test::AttentionProblem p = test::random_attention_problem(n, 1, d, true, 0.5, 13);
+  const Matrix<double>&Q = p.Q, &K = p.K, &V = p.V, &dO = p.dO;
+  std::mt19937_64 rng(14);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Matrix<double> O, dQ, dK, dV;
   Vector<double> lse;
 
   SECTION("kernels") {
-    const Matrix<double> short_K = Matrix<double>::Random(n - 1, d);
-    const Matrix<double> wide_V = Matrix<double>::Random(n, d + 1);
+    const Matrix<double> short_K = test::random_matrix(n - 1, d, rng);
+    const Matrix<double> wide_V = test::random_matrix(n, d + 1, rng);
     CHECK_THROWS_AS(exact::forward<double>(Q, short_K, V, 0.5, true, O, lse), ShapeError);
     CHECK_THROWS_AS(exact::forward<double>(Q, K, wide_V, 0.5, true, O, lse), ShapeError);
     CHECK_THROWS_AS(exact::forward<double>(Matrix<double>(0, d), Matrix<double>(0, d),
@@ -315,14 +308,14 @@ TEST_CASE("exact attention rejects bad shapes and non-finite input", "[attention
     shape.heads = 3;  // 4 columns do not split into 3 heads
     CHECK_THROWS_AS(method.forward(Q, K, V, shape, O), ShapeError);
     shape.heads = 2;
-    CHECK_THROWS_AS(method.forward(Q, Matrix<double>::Random(n + 1, d), V, shape, O), ShapeError);
+    CHECK_THROWS_AS(method.forward(Q, test::random_matrix(n + 1, d, rng), V, shape, O), ShapeError);
     Matrix<double> bad = V;
     bad(2, 2) = nan;
     CHECK_THROWS_AS(method.forward(Q, K, bad, shape, O), NumericError);
     auto context = method.forward(Q, K, V, shape, O);
-    CHECK_THROWS_AS(context->backward(Q, K, V, O, Matrix<double>::Random(n, d + 2), dQ, dK, dV),
+    CHECK_THROWS_AS(context->backward(Q, K, V, O, test::random_matrix(n, d + 2, rng), dQ, dK, dV),
                     ShapeError);
-    CHECK_THROWS_AS(context->backward(Q, K, Matrix<double>::Random(n + 1, d), O, dO, dQ, dK, dV),
+    CHECK_THROWS_AS(context->backward(Q, K, test::random_matrix(n + 1, d, rng), O, dO, dQ, dK, dV),
                     ShapeError);
     Matrix<double> bad_dO = dO;
     bad_dO(1, 3) = nan;

@@ -1,12 +1,14 @@
 #include <catch2/catch.hpp>
 
 #include "polygrad/attention/naive.hpp"
+#include "support/problems.hpp"
 
 using namespace polygrad;
 
 TEST_CASE("naive attention rows are convex combinations of value rows", "[attention][naive]") {
   const Index n = 9, dh = 4;
-  Matrix<double> Q = Matrix<double>::Random(n, dh), K = Matrix<double>::Random(n, dh);
+  const test::AttentionProblem p = test::random_attention_problem(n, 1, dh, true, 0.5, 1);
+  const Matrix<double>&Q = p.Q, &K = p.K;
   const Matrix<double> P = exact::reference::attention_probabilities<double>(Q, K, 0.5, true);
   for (Index i = 0; i < n; ++i) {
     CHECK(P.row(i).sum() == Approx(1.0));

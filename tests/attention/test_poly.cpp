@@ -3,34 +3,27 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
 #include "polygrad/attention/factory.hpp"
 #include "polygrad/attention/naive.hpp"
 #include "polygrad/attention/poly.hpp"
-#include "support/finite_difference.hpp"
+#include "support/compare.hpp"
+#include "support/problems.hpp"
 
 using namespace polygrad;
 
 namespace {
 
-double frobenius_error(const Matrix<double>& approx, const Matrix<double>& exact) {
-  return (approx - exact).norm() / exact.norm();
-}
+using Problem = test::AttentionProblem;
 
-struct Problem {
-  Matrix<double> Q, K, V, dO;
-  AttentionShape shape;
-};
-
+/// Random inputs with every head's queries and keys of unit norm and scale tau, as QK
+/// normalisation leaves them.
 Problem qk_normalised_problem(Index n, Index heads, Index dh, bool causal, double tau,
-                              unsigned seed) {
-  std::srand(seed);
-  Problem p;
-  p.Q = test::unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
-  p.K = test::unit_rows_per_head(Matrix<double>::Random(n, heads * dh), heads);
-  p.V = Matrix<double>::Random(n, heads * dh);
-  p.dO = Matrix<double>::Random(n, heads * dh);
-  p.shape = AttentionShape{heads, causal, tau, tau};
-  return p;
+                              std::uint64_t seed) {
+  return test::random_attention_problem(n, heads, dh, causal, tau, seed).unit_qk();
 }
 
 struct Gradients {
@@ -65,9 +58,9 @@ TEST_CASE("the polynomial error falls with the degree, and is below 1e-3 at g = 
     std::vector<double> worst;
     for (int g = 3; g <= 10; ++g) {
       const Gradients approx = run(poly_of_degree(g, route), p);
-      worst.push_back(
-          std::max({frobenius_error(approx.O, exact.O), frobenius_error(approx.dQ, exact.dQ),
-                    frobenius_error(approx.dK, exact.dK), frobenius_error(approx.dV, exact.dV)}));
+      worst.push_back(std::max(
+          {test::relative_error(approx.O, exact.O), test::relative_error(approx.dQ, exact.dQ),
+           test::relative_error(approx.dK, exact.dK), test::relative_error(approx.dV, exact.dV)}));
     }
     CAPTURE(causal, to_string(route), worst);
     CHECK(worst[7 - 3] < 1e-3);
@@ -93,13 +86,9 @@ TEST_CASE("the observed forward error never exceeds the certified bound", "[atte
 }
 
 TEST_CASE("the automatic bound certifies every score and centres the keys", "[attention][poly]") {
-  std::srand(3);
-  const Index n = 150, dh = 4;
-  const Matrix<double> Q = Matrix<double>::Random(n, dh);
-  const Matrix<double> K =
-      (Matrix<double>::Random(n, dh).array() + 3.0).matrix();  // far off centre
-  const Matrix<double> V = Matrix<double>::Random(n, dh), dO = Matrix<double>::Random(n, dh);
-  const Problem p{Q, K, V, dO, AttentionShape{1, false, 0.5, 0.0}};
+  Problem p = test::random_attention_problem(150, 1, 4, false, 0.5, 3);
+  p.K.array() += 3.0;  // far off centre
+  const Matrix<double>&Q = p.Q, &K = p.K, &V = p.V;
   PolyOptions options;
   options.epsilon = 1e-6;
   Matrix<double> O;
@@ -112,7 +101,7 @@ TEST_CASE("the automatic bound certifies every score and centres the keys", "[at
   // Centring removes the common offset 3: the bound is far below 0.5 |q|max |k|max.
   CHECK(plan.bound < 0.5 * Q.rowwise().norm().maxCoeff() * K.rowwise().norm().maxCoeff() / 2);
   const Gradients exact = run(NaiveAttention<double>(), p);
-  CHECK(frobenius_error(O, exact.O) < 1e-5);
+  CHECK(test::relative_error(O, exact.O) < 1e-5);
 }
 
 TEST_CASE("the audit's estimate agrees with the full measured error within a factor of 3",
@@ -128,7 +117,8 @@ TEST_CASE("the audit's estimate agrees with the full measured error within a fac
     auto context = PolyAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O);
     const auto plans = context->plans();
     for (Index h = 0; h < 2; ++h) {
-      const double full = frobenius_error(O.middleCols(h * 4, 4), exact.O.middleCols(h * 4, 4));
+      const double full =
+          test::relative_error(O.middleCols(h * 4, 4), exact.O.middleCols(h * 4, 4));
       CAPTURE(seed, h, full, plans[h].audit_error);
       CHECK(plans[h].audit_rows == 32);
       CHECK(plans[h].audit_error < 3 * full);
@@ -141,12 +131,14 @@ TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[atte
   const Index n = 97, i = 40;
   for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
     const Problem p = qk_normalised_problem(n, 2, 4, true, 2.0, 7);
+    // Later rows redrawn: another problem's, of the same kind.
+    const Problem other = qk_normalised_problem(n, 2, 4, true, 2.0, 8);
     Problem changed = p;
     const Index later = n - i - 1;
-    changed.Q.bottomRows(later) = test::unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
-    changed.K.bottomRows(later) = test::unit_rows_per_head(Matrix<double>::Random(later, 8), 2);
-    changed.V.bottomRows(later).setRandom();
-    changed.dO.bottomRows(later).setRandom();
+    changed.Q.bottomRows(later) = other.Q.bottomRows(later);
+    changed.K.bottomRows(later) = other.K.bottomRows(later);
+    changed.V.bottomRows(later) = other.V.bottomRows(later);
+    changed.dO.bottomRows(later) = other.dO.bottomRows(later);
     const auto method = poly_of_degree(6, route, 16);
     const Gradients a = run(method, p), b = run(method, changed);
     CAPTURE(to_string(route));
@@ -156,8 +148,8 @@ TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[atte
     // causal in that direction; changing EARLIER rows must leave them... (not true either):
     // key j's gradient depends on queries i >= j only, which is the statement checked here.
     Problem early = p;
-    early.Q.topRows(i) = test::unit_rows_per_head(Matrix<double>::Random(i, 8), 2);
-    early.dO.topRows(i).setRandom();
+    early.Q.topRows(i) = other.Q.topRows(i);
+    early.dO.topRows(i) = other.dO.topRows(i);
     const Gradients c = run(method, early);
     CHECK((a.dK.bottomRows(n - i) - c.dK.bottomRows(n - i)).cwiseAbs().maxCoeff() == 0.0);
     CHECK((a.dV.bottomRows(n - i) - c.dV.bottomRows(n - i)).cwiseAbs().maxCoeff() == 0.0);
@@ -167,7 +159,7 @@ TEST_CASE("with a fixed plan the polynomial attention is exactly causal", "[atte
 TEST_CASE("auto chooses the cheaper path per head by predicted cost", "[attention][poly][plan]") {
   PolyOptions options;
   options.epsilon = 1e-3;
-  const PolyAttention<double> automatic(options, PolyUse::when_cheaper);
+  const AutoAttention<double> automatic(options);
   for (Index n : {Index(64), Index(4096)}) {
     const Problem p = qk_normalised_problem(n, 1, 2, true, 1.0, 9);
     Matrix<double> O;
@@ -178,6 +170,54 @@ TEST_CASE("auto chooses the cheaper path per head by predicted cost", "[attentio
     CHECK(plan.poly_cost > 0);
     CHECK(plan.method == (plan.poly_cost < plan.exact_cost ? HeadMethod::poly : HeadMethod::exact));
     CHECK(plan.method == (n == 64 ? HeadMethod::exact : HeadMethod::poly));
+  }
+}
+
+TEST_CASE("auto runs each head with the method its plan chose, the two methods in one pass",
+          "[attention][poly][plan]") {
+  // Bound from the data, head by head: heads 0 and 2 have small queries and keys (R near 0: a
+  // low degree, cheaper than exact), head 1 large ones (no degree up to the limit certifies
+  // eps, so exact). Each head's result is that of its own method on its own columns.
+  const Index n = 1024, dh = 2;
+  Problem p = test::random_attention_problem(n, 3, dh, false, 1.0, 21);
+  const double head_scale[] = {0.1, 8.0, 0.1};
+  for (Index h = 0; h < 3; ++h) {
+    p.Q.middleCols(h * dh, dh) *= head_scale[h];
+    p.K.middleCols(h * dh, dh) *= head_scale[h];
+  }
+  PolyOptions options;
+  options.epsilon = 1e-3;
+  const Gradients automatic = run(AutoAttention<double>(options), p);
+  Matrix<double> O;
+  const auto plans = AutoAttention<double>(options).forward(p.Q, p.K, p.V, p.shape, O)->plans();
+  REQUIRE(plans.size() == 3);
+  CHECK(plans[0].method == HeadMethod::poly);
+  CHECK(plans[1].method == HeadMethod::exact);
+  CHECK(plans[2].method == HeadMethod::poly);
+  CHECK(plans[1].exact_cost > 0);
+
+  // Head 1 alone, exactly; heads 0 and 2 together, polynomially.
+  const auto columns = [&](const Matrix<double>& X, std::vector<Index> heads) {
+    Matrix<double> out(X.rows(), Index(heads.size()) * dh);
+    for (std::size_t i = 0; i < heads.size(); ++i)
+      out.middleCols(Index(i) * dh, dh) = X.middleCols(heads[i] * dh, dh);
+    return out;
+  };
+  const auto part = [&](std::vector<Index> heads) {
+    Problem q{columns(p.Q, heads), columns(p.K, heads), columns(p.V, heads), columns(p.dO, heads),
+              p.shape};
+    q.shape.heads = Index(heads.size());
+    return q;
+  };
+  const Gradients exact = run(ExactAttention<double>(), part({1}));
+  const Gradients poly = run(PolyAttention<double>(options), part({0, 2}));
+  for (const auto& [mine, theirs, heads] :
+       {std::tuple{&automatic, &exact, std::vector<Index>{1}},
+        std::tuple{&automatic, &poly, std::vector<Index>{0, 2}}}) {
+    CHECK(test::relative_error(columns(mine->O, heads), theirs->O) <= 1e-13);
+    CHECK(test::relative_error(columns(mine->dQ, heads), theirs->dQ) <= 1e-13);
+    CHECK(test::relative_error(columns(mine->dK, heads), theirs->dK) <= 1e-13);
+    CHECK(test::relative_error(columns(mine->dV, heads), theirs->dV) <= 1e-13);
   }
 }
 
@@ -253,10 +293,10 @@ TEMPLATE_TEST_CASE("float polynomial attention agrees with double", "[attention]
     auto context = PolyAttention<float>(options).forward(Q, K, V, p.shape, O);
     context->backward(Q, K, V, O, p.dO.cast<float>(), dQ, dK, dV);
     CAPTURE(to_string(route));
-    CHECK(frobenius_error(O.cast<double>(), d.O) < 1e-4);
-    CHECK(frobenius_error(dQ.cast<double>(), d.dQ) < 1e-4);
-    CHECK(frobenius_error(dK.cast<double>(), d.dK) < 1e-4);
-    CHECK(frobenius_error(dV.cast<double>(), d.dV) < 1e-4);
+    CHECK(test::relative_error(O.cast<double>(), d.O) < 1e-4);
+    CHECK(test::relative_error(dQ.cast<double>(), d.dQ) < 1e-4);
+    CHECK(test::relative_error(dK.cast<double>(), d.dK) < 1e-4);
+    CHECK(test::relative_error(dV.cast<double>(), d.dV) < 1e-4);
   }
 }
 

@@ -5,19 +5,16 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdint>
+
 #include "polygrad/attention/poly.hpp"
 #include "polygrad/attention/poly_naive.hpp"
+#include "support/compare.hpp"
+#include "support/problems.hpp"
 
 using namespace polygrad;
 
 namespace {
-
-// Largest entry difference relative to the reference's largest entry, with a floor for
-// references that are zero (dK of a single token).
-double relative_difference(const Matrix<double>& a, const Matrix<double>& b) {
-  const double scale = std::max(b.cwiseAbs().maxCoeff(), 1e-3);
-  return (a - b).cwiseAbs().maxCoeff() / scale;
-}
 
 struct Case {
   Index n, dh, chunk;
@@ -26,27 +23,16 @@ struct Case {
   PolynomialFamily family;
 };
 
-struct Problem {
-  Matrix<double> Q, K, V, dO;
-  AttentionShape shape;
-};
+using Problem = test::AttentionProblem;
 
 /// Random rows; keys offset so that centring has work to do. With `unit` the q and k rows are
 /// unit vectors and the scale is a fixed bound of 2 (as QK normalisation gives), which float
 /// needs: p(t) in float has a relative floor of about 6e-8 e^(2R) (design.md section 7).
 Problem make_problem(const Case& c, bool unit) {
-  std::srand(unsigned(c.n * 131 + c.dh));
-  Problem p;
-  p.Q = Matrix<double>::Random(c.n, c.dh);
-  p.K = Matrix<double>::Random(c.n, c.dh).array() + 0.7;
-  p.V = Matrix<double>::Random(c.n, c.dh);
-  p.dO = Matrix<double>::Random(c.n, c.dh);
-  p.shape = AttentionShape{1, c.causal, 0.8, 0.0};
-  if (unit) {
-    p.Q.rowwise().normalize();
-    p.K.rowwise().normalize();
-    p.shape.scale = p.shape.score_bound = 2.0;
-  }
+  Problem p = test::random_attention_problem(c.n, 1, c.dh, c.causal, unit ? 2.0 : 0.8,
+                                             std::uint64_t(c.n * 131 + c.dh));
+  p.K.array() += 0.7;
+  if (unit) p.unit_qk();
   return p;
 }
 
@@ -63,9 +49,9 @@ Result run_route(const PolyApproximation& a, const Problem& p, PolyRoute route, 
   Vector<T> z(n);
   poly::forward<T>(a, Q, K, V, p.shape.causal, chunk, O, z);
   if (route == PolyRoute::adjoint) {
-    poly::backward_adjoint<T>(a, Q, K, V, O, z, dO, p.shape.causal, chunk, dQ, dK, dV);
+    poly::backward_adjoint<T>(a, Q, K, V, {O, z}, dO, p.shape.causal, chunk, {dQ, dK, dV});
   } else {
-    poly::backward_paper<T>(a, Q, K, V, O, z, dO, p.shape.causal, chunk, dQ, dK, dV);
+    poly::backward_paper<T>(a, Q, K, V, {O, z}, dO, p.shape.causal, chunk, {dQ, dK, dV});
   }
   return {O.template cast<double>(), dQ.template cast<double>(), dK.template cast<double>(),
           dV.template cast<double>()};
@@ -100,10 +86,10 @@ void check_routes(const std::vector<Case>& cases, bool unit, double tolerance) {
       const PolyApproximation a = make_poly_approximation(p.Q, p.K, p.shape, options);
       const Result fast = run_route<T>(a, p, route, c.chunk);
       const Result reference = run_reference(a, p, route);
-      CHECK(relative_difference(fast.O, reference.O) < tolerance);
-      CHECK(relative_difference(fast.dQ, reference.dQ) < tolerance);
-      CHECK(relative_difference(fast.dK, reference.dK) < tolerance);
-      CHECK(relative_difference(fast.dV, reference.dV) < tolerance);
+      CHECK(test::relative_error(fast.O, reference.O, 1e-3) < tolerance);
+      CHECK(test::relative_error(fast.dQ, reference.dQ, 1e-3) < tolerance);
+      CHECK(test::relative_error(fast.dK, reference.dK, 1e-3) < tolerance);
+      CHECK(test::relative_error(fast.dV, reference.dV, 1e-3) < tolerance);
     }
   }
 }

@@ -4,21 +4,20 @@
 
 #include <random>
 
+#include "polygrad/attention/auto.hpp"
+#include "polygrad/attention/naive.hpp"
+#include "polygrad/attention/poly.hpp"
 #include "polygrad/inference/decoder.hpp"
+#include "support/compare.hpp"
+#include "support/configs.hpp"
 
 using namespace polygrad;
 
 namespace {
 
+/// The small model, with QK normalisation (a fixed bound for the polynomial state).
 LanguageModelConfig decoding_config(Index context) {
-  LanguageModelConfig c;
-  c.vocab = 13;
-  c.context = context;
-  c.transformer.layers = 2;
-  c.transformer.d_model = 16;
-  c.transformer.heads = 2;  // d_h = 8
-  c.transformer.d_ff = 32;
-  c.transformer.causal = true;
+  LanguageModelConfig c = test::small_language_model(13, context);  // d_h = 8
   c.transformer.qk_norm = 2.0;
   return c;
 }
@@ -52,15 +51,6 @@ Matrix<T> decode_all(Decoder<T>& decoder, const std::vector<int>& tokens, Index 
   return logits;
 }
 
-/// The largest relative difference between matching rows.
-template <class T>
-double largest_row_error(const Matrix<T>& a, const Matrix<T>& b) {
-  double worst = 0;
-  for (Index i = 0; i < a.rows(); ++i)
-    worst = std::max(worst, double((a.row(i) - b.row(i)).norm() / b.row(i).norm()));
-  return worst;
-}
-
 }  // namespace
 
 TEST_CASE("decoding from the polynomial state gives the full forward pass's logits",
@@ -85,12 +75,12 @@ TEST_CASE("decoding from the polynomial state gives the full forward pass's logi
   const Matrix<double> truth = twin.forward(tokens);
   // In double the recurrent form and the chunked forward pass are one function (measured 3e-14).
   Decoder<double> exact_arithmetic(twin);
-  CHECK(largest_row_error(decode_all(exact_arithmetic, tokens, 13), truth) <= 1e-12);
+  CHECK(test::largest_row_error(decode_all(exact_arithmetic, tokens, 13), truth) <= 1e-12);
   // In float the decoder, whose state is summed in double, is within 1e-5 of that function
   // (measured 6e-7); the float forward pass itself is further from it (1.5e-5: its chunk
   // states and feature products are in float), so the two float results agree to 1e-4.
-  CHECK(largest_row_error<double>(logits.cast<double>(), truth) <= 1e-5);
-  CHECK(largest_row_error(logits, full) <= 1e-4);
+  CHECK(test::largest_row_error(logits.cast<double>(), truth) <= 1e-5);
+  CHECK(test::largest_row_error(logits, full) <= 1e-4);
   // The same approximation as the forward pass's plan.
   const HeadPlan forward_plan =
       model.transformer().attention_plans()[1][1];  // a copy: the list is a temporary
@@ -98,7 +88,7 @@ TEST_CASE("decoding from the polynomial state gives the full forward pass's logi
   CHECK(decoder.plan(1, 1).bound == forward_plan.bound);
   CHECK_THROWS_WITH(decoder.step(0), Catch::Contains("context of 1000 positions is full"));
   decoder.reset();
-  CHECK(largest_row_error<float>(decoder.step(0).transpose(), full.topRows(1)) <= 1e-5);
+  CHECK(test::largest_row_error(decoder.step(0).transpose(), full.topRows(1)) <= 1e-5);
 }
 
 TEST_CASE("decoding exact attention from the key and value cache gives the forward's logits",
@@ -108,7 +98,7 @@ TEST_CASE("decoding exact attention from the key and value cache gives the forwa
   Decoder<double> decoder(model);
   CHECK_FALSE(decoder.recurrent(0));
   const auto [tokens, logits] = generate(decoder, 300, 13);
-  CHECK(largest_row_error(logits, model.forward(tokens)) <= 1e-12);
+  CHECK(test::largest_row_error(logits, model.forward(tokens)) <= 1e-12);
 }
 
 TEST_CASE("a prefilled prompt continues as if it had been stepped", "[inference][decoder]") {
@@ -130,7 +120,8 @@ TEST_CASE("a prefilled prompt continues as if it had been stepped", "[inference]
     CHECK(decoder.position() == 200);
     for (Index i = 1; i < 100; ++i)
       logits.row(i) = decoder.step(tokens[std::size_t(199 + i)]).transpose();
-    CHECK(largest_row_error(logits, Matrix<double>(full.bottomRows(101).topRows(100))) <= 1e-12);
+    CHECK(test::largest_row_error(logits, Matrix<double>(full.bottomRows(101).topRows(100))) <=
+          1e-12);
   }
 }
 
@@ -139,13 +130,19 @@ TEST_CASE("models that cannot decode token by token are refused", "[inference][d
   config.transformer.qk_norm.reset();
   LanguageModel<float> data_bound(config, std::make_shared<PolyAttention<float>>(PolyOptions{}));
   CHECK_THROWS_WITH(Decoder<float>(data_bound), Catch::Contains("use QK normalisation"));
+  // The refusal names the layer, as errors inside a model do.
+  CHECK_THROWS_WITH(Decoder<float>(data_bound), Catch::StartsWith("transformer.blocks.0.attn: "));
   PolyOptions fixed;
   fixed.bound = 3.0;  // a bound fixed before the data decodes
   LanguageModel<float> bounded(config, std::make_shared<PolyAttention<float>>(fixed));
   CHECK(Decoder<float>(bounded).recurrent(1));
-  LanguageModel<float> automatic(decoding_config(16), std::make_shared<PolyAttention<float>>(
-                                                          PolyOptions{}, PolyUse::when_cheaper));
+  LanguageModel<float> automatic(decoding_config(16),
+                                 std::make_shared<AutoAttention<float>>(PolyOptions{}));
   CHECK_THROWS_WITH(Decoder<float>(automatic), Catch::Contains("method poly or exact"));
+  // A method without a token-by-token form: the default refusal of AttentionMethod.
+  LanguageModel<float> naive(decoding_config(16), std::make_shared<NaiveAttention<float>>());
+  CHECK_THROWS_AS(Decoder<float>(naive), PlanError);
+  CHECK_THROWS_WITH(Decoder<float>(naive), Catch::Contains("method naive cannot decode"));
   config.transformer.causal = false;
   LanguageModel<float> bidirectional(config);
   CHECK_THROWS_WITH(Decoder<float>(bidirectional), Catch::Contains("bidirectional"));

@@ -3,22 +3,21 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <string>
+#include <utility>
+#include <vector>
 
-#include "polygrad/attention/poly.hpp"
+#include "polygrad/attention/factory.hpp"
 #include "polygrad/inference/forward.hpp"
+#include "support/compare.hpp"
+#include "support/configs.hpp"
 
 using namespace polygrad;
 
 namespace {
 
 LanguageModelConfig small_model(bool causal) {
-  LanguageModelConfig c;
-  c.vocab = 11;
-  c.context = 300;
-  c.transformer.layers = 2;
-  c.transformer.d_model = 16;
-  c.transformer.heads = 2;
-  c.transformer.d_ff = 32;
+  LanguageModelConfig c = test::small_language_model(11, 300);
   c.transformer.causal = causal;
   c.transformer.qk_norm = 2.0;
   return c;
@@ -31,15 +30,12 @@ std::vector<int> random_tokens(Index n, std::uint64_t seed) {
   return ids;
 }
 
-double relative_error(const Matrix<double>& a, const Matrix<double>& b) {
-  return (a - b).norm() / b.norm();
-}
-
-std::shared_ptr<const AttentionMethod<double>> method_named(const std::string& name) {
-  if (name == "exact") return std::make_shared<ExactAttention<double>>();
+/// The method `name` of the factory, with the backward route `route` when it is polynomial.
+std::shared_ptr<const AttentionMethod<double>> method_named(const std::string& name,
+                                                            PolyRoute route = PolyRoute::adjoint) {
   PolyOptions options;
-  options.route = name == "paper" ? PolyRoute::paper : PolyRoute::adjoint;
-  return std::make_shared<PolyAttention<double>>(options);
+  options.route = route;
+  return make_attention<double>(name, options);
 }
 
 }  // namespace
@@ -49,23 +45,26 @@ TEST_CASE("infer_logits gives forward's logits, for one sequence and for a packe
   const std::vector<int> ids = random_tokens(402, 31);
   const SequenceOffsets offsets = offsets_of_lengths({1, 37, 64, 300});
   for (const bool causal : {true, false}) {
-    for (const std::string name : {"exact", "adjoint", "paper"}) {
-      INFO((causal ? "causal " : "bidirectional ") << name);
-      LanguageModel<double> model(small_model(causal), method_named(name));
+    for (const auto& [name, route] :
+         std::vector<std::pair<std::string, PolyRoute>>{{"exact", PolyRoute::adjoint},
+                                                        {"poly", PolyRoute::adjoint},
+                                                        {"poly", PolyRoute::paper}}) {
+      INFO((causal ? "causal " : "bidirectional ") << name << " " << to_string(route));
+      LanguageModel<double> model(small_model(causal), method_named(name, route));
       model.init(32, 0.3);
       const std::vector<int> one(ids.begin(), ids.begin() + 300);
-      CHECK(relative_error(infer_logits(model, one), model.forward(one)) <= 1e-12);
-      CHECK(relative_error(infer_logits(model, ids, offsets), model.forward_packed(ids, offsets)) <=
-            1e-12);
+      CHECK(test::relative_error(infer_logits(model, one), model.forward(one)) <= 1e-12);
+      CHECK(test::relative_error(infer_logits(model, ids, offsets),
+                                 model.forward_packed(ids, offsets)) <= 1e-12);
     }
   }
 }
 
 TEST_CASE("infer_logits keeps nothing and changes nothing", "[inference][forward]") {
   const std::vector<int> ids = random_tokens(120, 33), other = random_tokens(90, 34);
-  LanguageModel<double> model(small_model(true), method_named("adjoint"));
+  LanguageModel<double> model(small_model(true), method_named("poly"));
   model.init(35, 0.3);
-  LanguageModel<double> twin(small_model(true), method_named("adjoint"));
+  LanguageModel<double> twin(small_model(true), method_named("poly"));
   twin.init(35, 0.3);
   // A forward pass, an inference pass on other tokens with another method, then the backward:
   // the gradients are those of the forward pass alone.
@@ -79,8 +78,8 @@ TEST_CASE("infer_logits keeps nothing and changes nothing", "[inference][forward
   CHECK(model.transformer().block(0).attn().attention().name() == "poly");
   LanguageModel<double> exact(small_model(true));
   exact.init(35, 0.3);
-  CHECK(relative_error(with_exact, exact.forward(other)) <= 1e-12);
-  CHECK(relative_error(infer_logits(model, other), with_exact) > 1e-8);  // poly is not exact
+  CHECK(test::relative_error(with_exact, exact.forward(other)) <= 1e-12);
+  CHECK(test::relative_error(infer_logits(model, other), with_exact) > 1e-8);  // poly is not exact
 }
 
 TEST_CASE("infer_logits refuses bad tokens, offsets and parameters", "[inference][forward]") {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "polygrad/io/checkpoint.hpp"
+#include "support/configs.hpp"
 #include "support/temp_path.hpp"
 
 using namespace polygrad;
@@ -15,12 +16,9 @@ namespace {
 using test::TempPath;
 
 TransformerConfig small_config() {
-  TransformerConfig c;
-  c.layers = 2;
+  TransformerConfig c = test::small_transformer();
   c.d_model = 8;
-  c.heads = 2;
   c.d_ff = 12;
-  c.causal = true;
   return c;
 }
 

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <random>
+
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "polygrad/io/safetensors.hpp"
+#include "support/problems.hpp"
 #include "support/temp_path.hpp"
 
 using namespace polygrad;
@@ -75,9 +78,10 @@ TEMPLATE_TEST_CASE("safetensors round trip is bit-exact", "[io][safetensors]", f
   SafetensorsFile f;
   const std::vector<T> awkward = awkward_values<T>();
   f.add<T>("b.awkward", {2, 5}, awkward.data());
-  Matrix<T> m = Matrix<T>::Random(3, 7);
+  std::mt19937_64 rng(1);
+  Matrix<T> m = test::random_matrix(3, 7, rng).cast<T>();
   f.add("a.matrix", m);
-  Vector<T> v = Vector<T>::Random(4);
+  Vector<T> v = test::random_matrix(4, 1, rng).cast<T>();
   f.add("c.vector", v);
   const T scalar = T(2.5);
   f.add<T>("d.scalar", {}, &scalar);
@@ -136,8 +140,9 @@ TEST_CASE("safetensors layout: padded header, sorted contiguous offsets", "[io][
 
 TEST_CASE("safetensors converts between F32 and F64 on request", "[io][safetensors]") {
   SafetensorsFile f;
-  const Matrix<float> mf = Matrix<float>::Random(4, 3);
-  const Matrix<double> md = Matrix<double>::Random(2, 5) * 1e-3;
+  std::mt19937_64 rng(2);
+  const Matrix<float> mf = test::random_matrix(4, 3, rng).cast<float>();
+  const Matrix<double> md = test::random_matrix(2, 5, rng, 1e-3);
   f.add("f", mf);
   f.add("d", md);
   const double huge[3] = {1e300, -1e300, std::nan("")};
@@ -200,7 +205,8 @@ TEST_CASE("safetensors rejects truncated files and bad header lengths", "[io][sa
 
   // A truncated file on disk.
   SafetensorsFile f;
-  const Matrix<double> m = Matrix<double>::Random(5, 5);
+  std::mt19937_64 rng(3);
+  const Matrix<double> m = test::random_matrix(5, 5, rng);
   f.add("m", m);
   auto bytes = f.serialize();
   bytes.resize(bytes.size() - 3);

@@ -4,18 +4,15 @@
 #include <limits>
 
 #include "polygrad/layers/transformer.hpp"
+#include "support/configs.hpp"
 
 using namespace polygrad;
 
 namespace {
 
 TransformerConfig four_layers() {
-  TransformerConfig config;
+  TransformerConfig config = test::small_transformer();
   config.layers = 4;
-  config.d_model = 16;
-  config.heads = 2;
-  config.d_ff = 32;
-  config.causal = true;
   return config;
 }
 

@@ -4,6 +4,7 @@
 
 #include "polygrad/io/language_model_file.hpp"
 #include "polygrad/loss/cross_entropy.hpp"
+#include "support/configs.hpp"
 #include "support/finite_difference.hpp"
 #include "support/temp_path.hpp"
 
@@ -12,12 +13,8 @@ using namespace polygrad;
 namespace {
 
 LanguageModelConfig tiny_config() {
-  LanguageModelConfig c;
-  c.vocab = 7;
-  c.context = 12;
-  c.transformer.layers = 2;
+  LanguageModelConfig c = test::small_language_model(7, 12);
   c.transformer.d_model = 8;
-  c.transformer.heads = 2;
   c.transformer.d_ff = 12;
   c.transformer.qk_norm = 2.0;
   return c;

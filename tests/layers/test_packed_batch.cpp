@@ -7,6 +7,7 @@
 #include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/language_model.hpp"
 #include "polygrad/loss/cross_entropy.hpp"
+#include "support/configs.hpp"
 #include "support/finite_difference.hpp"
 
 using namespace polygrad;
@@ -16,10 +17,7 @@ namespace {
 const std::vector<Index> lengths = {1, 37, 64, 300};
 
 TransformerConfig small_config(bool causal) {
-  TransformerConfig c;
-  c.layers = 2;
-  c.d_model = 16;
-  c.heads = 2;
+  TransformerConfig c = test::small_transformer();
   c.d_ff = 24;
   c.causal = causal;
   // Causal polynomial attention needs a bound known before the data: QK normalisation. The

@@ -5,6 +5,7 @@
 #include "polygrad/attention/naive.hpp"
 #include "polygrad/attention/poly.hpp"
 #include "polygrad/layers/transformer.hpp"
+#include "support/configs.hpp"
 #include "support/finite_difference.hpp"
 
 using namespace polygrad;
@@ -12,7 +13,7 @@ using namespace polygrad;
 namespace {
 
 TransformerConfig small_config(Index layers, Index D, Index H, Index F, bool causal) {
-  TransformerConfig config;
+  TransformerConfig config = test::small_transformer();
   config.layers = layers;
   config.d_model = D;
   config.heads = H;
@@ -256,9 +257,7 @@ void require_same(const std::map<std::string, Matrix<double>>& a,
   for (const auto& [name, value] : a) {
     INFO("tensor " << name);
     const Matrix<double>& reference = b.at(name);
-    const double scale =
-        std::max({value.norm(), reference.norm(), floor_fraction * largest, 1e-300});
-    CHECK((value - reference).norm() / scale <= tolerance);
+    CHECK(test::relative_error(value, reference, floor_fraction * largest) <= tolerance);
   }
 }
 

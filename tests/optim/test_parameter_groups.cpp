@@ -6,18 +6,16 @@
 
 #include "polygrad/layers/language_model.hpp"
 #include "polygrad/optim/adamw.hpp"
+#include "support/configs.hpp"
 
 using namespace polygrad;
 
 namespace {
 
 LanguageModelConfig tiny_config() {
-  LanguageModelConfig c;
-  c.vocab = 11;
-  c.context = 8;
+  LanguageModelConfig c = test::small_language_model(11, 8);
   c.transformer.layers = 1;
   c.transformer.d_model = 8;
-  c.transformer.heads = 2;
   c.transformer.d_ff = 16;
   return c;
 }

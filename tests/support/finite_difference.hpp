@@ -16,35 +16,10 @@
 
 #include "polygrad/core/parameter.hpp"
 #include "polygrad/core/types.hpp"
+#include "support/compare.hpp"
+#include "support/problems.hpp"
 
 namespace polygrad::test {
-
-/// ||a - b|| / max(||a||, ||b||, tiny): the relative error every gradient test reports.
-template <class A, class B>
-double relative_error(const Eigen::MatrixBase<A>& a, const Eigen::MatrixBase<B>& b) {
-  const auto ad = a.template cast<double>();
-  const auto bd = b.template cast<double>();
-  const double scale = std::max({ad.norm(), bd.norm(), 1e-300});
-  return (ad - bd).norm() / scale;
-}
-
-/// A rows x cols matrix of Uniform(-scale, scale) entries from rng (deterministic per seed).
-inline Matrix<double> random_matrix(Index rows, Index cols, std::mt19937_64& rng,
-                                    double scale = 1.0) {
-  std::uniform_real_distribution<double> u(-scale, scale);
-  Matrix<double> m(rows, cols);
-  for (Index i = 0; i < m.size(); ++i) m.data()[i] = u(rng);
-  return m;
-}
-
-/// m with every d_h-wide head segment of each row scaled to unit norm, so that with scale tau
-/// every score lies in [-tau, tau] (QK normalisation).
-inline Matrix<double> unit_rows_per_head(Matrix<double> m, Index heads) {
-  const Index dh = m.cols() / heads;
-  for (Index i = 0; i < m.rows(); ++i)
-    for (Index h = 0; h < heads; ++h) m.row(i).segment(h * dh, dh).normalize();
-  return m;
-}
 
 /// Fills every parameter with Uniform(-scale, scale) + offset, so that tests do not depend on
 /// the small weights of the default initialisation.

@@ -64,6 +64,15 @@ class SymmetricFeatures {
   /// phi's weight of feature f: weight(f) with the sign of b_j.
   double phi_weight(Index f) const { return phi_weight_[static_cast<std::size_t>(f)]; }
 
+  /// m (k) = the unweighted monomials x^alpha_f of one row x (d): each feature's parent's
+  /// monomial times its last coordinate, from m_0 = 1. The row-at-a-time form of the sweep that
+  /// monomial_block.hpp runs on blocks of rows.
+  template <class Row, class Out>
+  void monomials(const Eigen::MatrixBase<Row>& x, Eigen::MatrixBase<Out>& m) const {
+    m(0) = typename Out::Scalar(1);
+    for (Index f = 1; f < size_; ++f) m(f) = m(parent(f)) * x(last_coordinate(f));
+  }
+
   /// C(dim + degree, degree); PlanError if it does not fit in an Index.
   static Index count(Index dim, int degree) {
     require<ShapeError>(dim >= 0, "SymmetricFeatures::count: negative dimension ", dim);

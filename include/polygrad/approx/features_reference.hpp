@@ -20,8 +20,7 @@ void feature_rows(const SymmetricFeatures& F, const Eigen::Ref<const Matrix<T>>&
   out.resize(X.rows(), k);
   Vector<T> m(k);  // the raw monomials of one row
   for (Index r = 0; r < X.rows(); ++r) {
-    m(0) = T(1);
-    for (Index f = 1; f < k; ++f) m(f) = m(F.parent(f)) * X(r, F.last_coordinate(f));
+    F.monomials(X.row(r), m);
     for (Index f = 0; f < k; ++f) out(r, f) = T(w[std::size_t(f)]) * m(f);
   }
 }
@@ -38,8 +37,7 @@ void feature_rows_backward(const SymmetricFeatures& F, const Eigen::Ref<const Ma
   const Index k = F.size();
   Vector<T> m(k), dm(k);
   for (Index r = 0; r < X.rows(); ++r) {
-    m(0) = T(1);
-    for (Index f = 1; f < k; ++f) m(f) = m(F.parent(f)) * X(r, F.last_coordinate(f));
+    F.monomials(X.row(r), m);
     for (Index f = 0; f < k; ++f) dm(f) = T(w[std::size_t(f)]) * dF(r, f);
     for (Index f = k - 1; f >= 1; --f) {
       const Index p = F.parent(f);

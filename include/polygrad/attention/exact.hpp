@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "polygrad/attention/exact_decoding.hpp"
 #include "polygrad/attention/exact_kernels.hpp"
 #include "polygrad/attention/exact_ring.hpp"
 #include "polygrad/core/instances.hpp"
@@ -39,27 +40,37 @@ class ExactAttention final : public AttentionMethod<T> {
     if (!shape.shard.split()) {
       detail::check_attention_inputs(Q, K, V, shape);
       auto context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
-      exact::detail::forward_heads(Q, K, V, shape.heads, T(shape.scale), shape.causal, tiles_,
-                                   shape.threading, O, context->lse, context->threads);
+      exact::detail::forward_heads(Q, K, V, pass_of(shape, tiles_), O, context->lse,
+                                   context->threads);
       return context;
     }
     // Split across processes: checked on every rank at once, then an error on one rank ends
     // the program on all (the others would wait for its blocks).
     std::vector<Index> rows_of = detail::check_shard(shape, Q.rows(), Q.cols(), "exact attention");
-    std::unique_ptr<Context> context;
-    try {
-      detail::check_attention_inputs(Q, K, V, shape);
-      context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
-      context->rows_of = std::move(rows_of);
-      exact::detail::ring_forward(Q, K, V, shape, context->rows_of, tiles_, O, context->lse,
-                                  context->threads);
-    } catch (const std::exception& e) {
-      shape.shard.group->abort(e.what());
-    }
-    return context;
+    return detail::abort_on_every_rank_if_split(
+        shape, [&]() -> std::unique_ptr<AttentionContext<T>> {
+          detail::check_attention_inputs(Q, K, V, shape);
+          auto context = std::make_unique<Context>(shape, tiles_, Q.rows(), Q.cols());
+          context->rows_of = std::move(rows_of);
+          exact::detail::ring_forward(Q, K, V, shape, context->rows_of, tiles_, O, context->lse,
+                                      context->threads);
+          return context;
+        });
+  }
+
+  /// A cache of keys and values (exact_decoding.hpp).
+  std::unique_ptr<DecodingState<T>> decoding_state(const AttentionShape& shape,
+                                                   Index width) const override {
+    return std::make_unique<exact::KeyValueCache<T>>(shape, width);
   }
 
  private:
+  /// The kernels' description of a pass of `shape` with `tiles`.
+  static exact::detail::HeadsPass<T> pass_of(const AttentionShape& shape,
+                                             const exact::Tiles& tiles) {
+    return {shape.heads, {T(shape.scale), shape.causal, tiles}, shape.threading};
+  }
+
   exact::Tiles tiles_;
 
   class Context final : public AttentionContext<T> {
@@ -72,17 +83,15 @@ class ExactAttention final : public AttentionMethod<T> {
                   const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
       if (!shape.shard.split()) {
         detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
-        exact::detail::backward_heads(Q, K, V, O, lse, dO, shape.heads, T(shape.scale),
-                                      shape.causal, tiles, shape.threading, dQ, dK, dV, threads);
+        exact::detail::backward_heads(Q, K, V, O, lse, dO, pass_of(shape, tiles), dQ, dK, dV,
+                                      threads);
         return;
       }
-      try {
+      detail::abort_on_every_rank_if_split(shape, [&] {
         detail::prepare_backward(Q, K, V, O, dO, n, width, shape.inputs_checked, dQ, dK, dV);
         exact::detail::ring_backward(Q, K, V, O, lse, dO, shape, rows_of, tiles, dQ, dK, dV,
                                      threads);
-      } catch (const std::exception& e) {
-        shape.shard.group->abort(e.what());
-      }
+      });
     }
 
     /// One plan per head: the exact path and its predicted cost (attention/plan.hpp) for the

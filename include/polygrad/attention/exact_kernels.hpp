@@ -35,6 +35,35 @@ namespace detail {
 
 using namespace polygrad::detail;  // the library's shared helpers, unqualified as elsewhere
 
+/// What every tile of a pass shares: the scale c in S = c Q K^T, the causal mask and the tiles.
+template <class T>
+struct Pass {
+  T scale;
+  bool causal;
+  Tiles tiles;
+};
+
+/// The tile rows of a pass that one call runs: first, first + stride, ... Calls with one stride
+/// and different firsts share a pass between threads.
+struct Share {
+  Index first = 0, stride = 1;
+};
+
+/// A pass over H heads (columns [h d_h, (h + 1) d_h) of n x H d_h matrices) and the threads it
+/// may use.
+template <class T>
+struct HeadsPass {
+  Index heads;
+  Pass<T> pass;
+  Threading threading;
+};
+
+/// The gradients a backward call assigns: dQ (or a sum of its parts), dK, dV.
+template <class T>
+struct Gradients {
+  MatrixRef<T> dQ, dK, dV;
+};
+
 /// Sets the entries of a transposed tile (rows: keys j0.., columns: queries i0..) that the causal
 /// mask hides to `value`: query i0 + r sees key j0 + c only if j0 + c <= i0 + r.
 template <class T>
@@ -65,14 +94,17 @@ void check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<D
                      "1 x 1, got ", tiles.query, " x ", tiles.key);
 }
 
-/// Forward pass over the query blocks first, first + stride, ... (design.md section 2): assigns
-/// their rows of O (n x d_h) and lse (n). Q: n x d_h; K, V: m x d_h, m = n when causal (query i
-/// sees key j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp).
-/// Calls with the same stride and different `first` touch disjoint rows and may run in parallel.
+/// Forward pass over the query blocks of `share` (design.md section 2): assigns their rows of
+/// O (n x d_h) and lse (n). Q: n x d_h; K, V: m x d_h, m = n when causal (query i sees key
+/// j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp). Calls with
+/// the same stride and different firsts touch disjoint rows and may run in parallel.
 template <class T>
-void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V, T scale,
-                    bool causal, const exact::Tiles& tiles, Index first, Index stride,
-                    MatrixRef<T> O, VectorRef<T> lse) {
+void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                    const Pass<T>& pass, Share share, MatrixRef<T> O, VectorRef<T> lse) {
+  const T scale = pass.scale;
+  const bool causal = pass.causal;
+  const Tiles& tiles = pass.tiles;
+  const Index first = share.first, stride = share.stride;
   const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, m_keys);
   const Index blocks = (n + Bq - 1) / Bq;
@@ -96,12 +128,24 @@ void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> 
       const bool diagonal = causal && j0 + bk - 1 > i0;
       if (diagonal) mask_tile(St, i0, j0, minus_inf);  // kept out of the row max
       // Every query row sees key 0, so after the first tile m is finite and no -inf - -inf occurs.
+      // Row by row of St, each the scores of one key for the block's queries: packets along the
+      // queries (measured twice as fast as column by column at B_q = 64). A single query (a
+      // decoding step, exact_decoding.hpp) has one contiguous column instead, which runs on
+      // packets along the keys.
       auto mb = m_new.head(bq);
-      mb = St.row(0);
-      for (Index c = 1; c < bk; ++c) mb = mb.cwiseMax(St.row(c));
+      if (bq == 1) {
+        mb[0] = St.maxCoeff();
+      } else {
+        mb = St.row(0);
+        for (Index c = 1; c < bk; ++c) mb = mb.cwiseMax(St.row(c));
+      }
       mb *= scale;
       if (j0 > 0) mb = mb.cwiseMax(m.head(bq));
-      for (Index c = 0; c < bk; ++c) St.row(c) = (scale * St.row(c).array() - mb.array()).exp();
+      if (bq == 1) {
+        St = (scale * St.array() - mb[0]).exp();
+      } else {
+        for (Index c = 0; c < bk; ++c) St.row(c) = (scale * St.row(c).array() - mb.array()).exp();
+      }
       // Masked entries are zeroed explicitly: Eigen's vectorised exp(-inf) is not 0.
       if (diagonal) mask_tile(St, i0, j0, T(0));
       if (j0 == 0) {
@@ -123,18 +167,24 @@ void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> 
   }
 }
 
-/// Backward pass over the key blocks first, first + stride, ... (design.md section 2, the
-/// FlashAttention-2 loop order: a key block's dK, dV accumulate in a small buffer while all query
-/// blocks that see it stream past). Assigns those blocks' rows of dK and dV, and adds
-/// sum_j dS_ij k_j (dQ / c) into dQ_sum for every query row. delta_i = dO_i . O_i.
-/// Calls with the same stride and different `first` write disjoint rows of dK and dV, and need
-/// separate dQ_sum buffers to run in parallel. Q, dO: n x d_h; K, V, dK, dV: m x d_h, with m = n
-/// when causal (as in forward_blocks).
+/// Backward pass over the key blocks of `share` (design.md section 2, the FlashAttention-2 loop
+/// order: a key block's dK, dV accumulate in a small buffer while all query blocks that see it
+/// stream past). Assigns those blocks' rows of out.dK and out.dV, and adds sum_j dS_ij k_j
+/// (dQ / c) into out.dQ for every query row. delta_i = dO_i . O_i. Calls with the same stride
+/// and different firsts write disjoint rows of dK and dV, and need separate out.dQ sums to run
+/// in parallel. Q, dO, out.dQ: n x d_h; K, V, out.dK, out.dV: m x d_h, with m = n when causal
+/// (as in forward_blocks).
 template <class T>
 void backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
-                     ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta, T scale,
-                     bool causal, const exact::Tiles& tiles, Index first, Index stride,
-                     MatrixRef<T> dQ_sum, MatrixRef<T> dK, MatrixRef<T> dV) {
+                     ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
+                     const Pass<T>& pass, Share share, Gradients<T> out) {
+  const T scale = pass.scale;
+  const bool causal = pass.causal;
+  const Tiles& tiles = pass.tiles;
+  const Index first = share.first, stride = share.stride;
+  MatrixRef<T>& dQ_sum = out.dQ;
+  MatrixRef<T>& dK = out.dK;
+  MatrixRef<T>& dV = out.dV;
   const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, m_keys);
   const Index blocks = (m_keys + Bk - 1) / Bk;
@@ -226,9 +276,13 @@ struct Heads {
 /// Forward pass of H heads (columns [h d_h, (h + 1) d_h) of Q, K, V, O): assigns O and lse[h]
 /// (n each), and threads[h], the threads that ran head h.
 template <class T>
-void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, Index heads, T scale,
-                   bool causal, const exact::Tiles& tiles, const Threading& threading, Matrix<T>& O,
-                   std::vector<Vector<T>>& lse, std::vector<Index>& threads) {
+void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
+                   const HeadsPass<T>& all, Matrix<T>& O, std::vector<Vector<T>>& lse,
+                   std::vector<Index>& threads) {
+  const Index heads = all.heads;
+  const bool causal = all.pass.causal;
+  const Tiles& tiles = all.pass.tiles;
+  const Threading& threading = all.threading;
   const Index n = Q.rows(), dh = Q.cols() / heads;
   const Index blocks = (n + std::min(tiles.query, n) - 1) / std::min(tiles.query, n);
   const WorkSplit split = work_split(threading, heads, blocks, n, dh, causal);
@@ -244,7 +298,7 @@ void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, I
   std::vector<int> ran_on(std::size_t(heads * split.parts));
   parallel_for(heads * split.parts, split.threads, [&](Index w) {
     const std::size_t h = std::size_t(w / split.parts);
-    forward_blocks<T>(in.Q[h], in.K[h], in.V[h], scale, causal, tiles, w % split.parts, split.parts,
+    forward_blocks<T>(in.Q[h], in.K[h], in.V[h], all.pass, {w % split.parts, split.parts},
                       O.middleCols(Index(h) * dh, dh), lse[h]);
     ran_on[std::size_t(w)] = current_thread();
   });
@@ -257,9 +311,13 @@ void forward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, I
 /// (n x H d_h, sized by prepare_backward) and threads[h].
 template <class T>
 void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
-                    const std::vector<Vector<T>>& lse, const Matrix<T>& dO, Index heads, T scale,
-                    bool causal, const exact::Tiles& tiles, const Threading& threading,
+                    const std::vector<Vector<T>>& lse, const Matrix<T>& dO, const HeadsPass<T>& all,
                     Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV, std::vector<Index>& threads) {
+  const Index heads = all.heads;
+  const T scale = all.pass.scale;
+  const bool causal = all.pass.causal;
+  const Tiles& tiles = all.pass.tiles;
+  const Threading& threading = all.threading;
   const Index n = Q.rows(), width = Q.cols(), dh = width / heads;
   const Index blocks = (n + std::min(tiles.key, n) - 1) / std::min(tiles.key, n);
   const WorkSplit split = work_split(threading, heads, blocks, n, dh, causal);
@@ -280,9 +338,10 @@ void backward_heads(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, 
   std::vector<int> ran_on(std::size_t(heads * split.parts));
   parallel_for(heads * split.parts, split.threads, [&](Index w) {
     const std::size_t h = std::size_t(w / split.parts);
-    backward_blocks<T>(in.Q[h], in.K[h], in.V[h], in.dO[h], lse[h], delta[h], scale, causal, tiles,
-                       w % split.parts, split.parts, dQ_parts[std::size_t(w)],
-                       dK.middleCols(Index(h) * dh, dh), dV.middleCols(Index(h) * dh, dh));
+    backward_blocks<T>(in.Q[h], in.K[h], in.V[h], in.dO[h], lse[h], delta[h], all.pass,
+                       {w % split.parts, split.parts},
+                       {dQ_parts[std::size_t(w)], dK.middleCols(Index(h) * dh, dh),
+                        dV.middleCols(Index(h) * dh, dh)});
     ran_on[std::size_t(w)] = current_thread();
   });
   parallel_for(heads, split.threads, [&](Index h) {
@@ -310,7 +369,7 @@ void forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, T scale
   detail::check_inputs(Q, K, V, scale, tiles, false);
   std::vector<Vector<T>> lse_heads;
   std::vector<Index> threads;
-  detail::forward_heads(Q, K, V, 1, scale, causal, tiles, threading, O, lse_heads, threads);
+  detail::forward_heads(Q, K, V, {1, {scale, causal, tiles}, threading}, O, lse_heads, threads);
   lse = std::move(lse_heads.front());
 }
 
@@ -328,30 +387,30 @@ void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const 
                       " entries (one per query row, as forward() returns it), got ", lse.size());
   detail::prepare_backward(Q, K, V, O, dO, Q.rows(), Q.cols(), false, dQ, dK, dV);
   std::vector<Index> threads;
-  detail::backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO, 1, scale, causal, tiles,
-                         threading, dQ, dK, dV, threads);
+  detail::backward_heads(Q, K, V, O, std::vector<Vector<T>>{lse}, dO,
+                         {1, {scale, causal, tiles}, threading}, dQ, dK, dV, threads);
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_EXACT_KERNELS_INSTANCES(how, T)                                                  \
-  how void detail::forward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>, T,  \
-                                     bool, const Tiles&, Index, Index, MatrixRef<T>,              \
-                                     VectorRef<T>);                                               \
-  how void detail::backward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,    \
-                                      ConstMatrixRef<T>, ConstVectorRef<T>, ConstVectorRef<T>, T, \
-                                      bool, const Tiles&, Index, Index, MatrixRef<T>,             \
-                                      MatrixRef<T>, MatrixRef<T>);                                \
-  how void detail::forward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, Index,  \
-                                    T, bool, const Tiles&, const Threading&, Matrix<T>&,          \
-                                    std::vector<Vector<T>>&, std::vector<Index>&);                \
-  how void detail::backward_heads<T>(                                                             \
-      const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,                     \
-      const std::vector<Vector<T>>&, const Matrix<T>&, Index, T, bool, const Tiles&,              \
-      const Threading&, Matrix<T>&, Matrix<T>&, Matrix<T>&, std::vector<Index>&);                 \
-  how void forward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, T, bool, Matrix<T>&,  \
-                      Vector<T>&, const Tiles&, const Threading&);                                \
-  how void backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,    \
-                       const Vector<T>&, const Matrix<T>&, T, bool, Matrix<T>&, Matrix<T>&,       \
+#define POLYGRAD_EXACT_KERNELS_INSTANCES(how, T)                                                 \
+  how void detail::forward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,    \
+                                     const detail::Pass<T>&, detail::Share, MatrixRef<T>,        \
+                                     VectorRef<T>);                                              \
+  how void detail::backward_blocks<T>(ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,   \
+                                      ConstMatrixRef<T>, ConstVectorRef<T>, ConstVectorRef<T>,   \
+                                      const detail::Pass<T>&, detail::Share,                     \
+                                      detail::Gradients<T>);                                     \
+  how void detail::forward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,        \
+                                    const detail::HeadsPass<T>&, Matrix<T>&,                     \
+                                    std::vector<Vector<T>>&, std::vector<Index>&);               \
+  how void detail::backward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,       \
+                                     const Matrix<T>&, const std::vector<Vector<T>>&,            \
+                                     const Matrix<T>&, const detail::HeadsPass<T>&, Matrix<T>&,  \
+                                     Matrix<T>&, Matrix<T>&, std::vector<Index>&);               \
+  how void forward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, T, bool, Matrix<T>&, \
+                      Vector<T>&, const Tiles&, const Threading&);                               \
+  how void backward<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,   \
+                       const Vector<T>&, const Matrix<T>&, T, bool, Matrix<T>&, Matrix<T>&,      \
                        Matrix<T>&, const Tiles&, const Threading&);
 POLYGRAD_INSTANCES(POLYGRAD_EXACT_KERNELS_INSTANCES)
 

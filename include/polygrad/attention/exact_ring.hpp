@@ -44,7 +44,6 @@ class RingBlock {
     rows_ = rows;
     heads_ = heads;
     dh_ = dh;
-    parts_ = parts;
     data_.resize(std::size_t(rows * heads * dh * parts));
   }
   /// Copies head h of K and V (n x H d_h) in; zeroes the accumulators if the block has them.
@@ -67,7 +66,7 @@ class RingBlock {
   Index size() const { return Index(data_.size()); }
 
  private:
-  Index rows_ = 0, heads_ = 0, dh_ = 0, parts_ = 0;
+  Index rows_ = 0, heads_ = 0, dh_ = 0;
   std::vector<T> data_;
 };
 
@@ -149,9 +148,9 @@ void ring_forward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V,
       std::vector<int> ran_on(std::size_t(H * split.parts));
       parallel_for(H * split.parts, split.threads, [&](Index w) {
         const Index h = w / split.parts;
-        forward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h), scale, diagonal,
-                          tiles, w % split.parts, split.parts, O_step[std::size_t(h)],
-                          lse_step[std::size_t(h)]);
+        forward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h),
+                          {scale, diagonal, tiles}, {w % split.parts, split.parts},
+                          O_step[std::size_t(h)], lse_step[std::size_t(h)]);
         ran_on[std::size_t(w)] = current_thread();
       });
       // Merge by log-sum-exp: O = (e^{lse_a} O_a + e^{lse_b} O_b) / (e^{lse_a} + e^{lse_b}).
@@ -243,10 +242,10 @@ void ring_backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, c
       parallel_for(H * split.parts, split.threads, [&](Index w) {
         const Index h = w / split.parts, p = w % split.parts;
         backward_blocks<T>(in.Q[std::size_t(h)], held.part(0, h), held.part(1, h),
-                           in.dO[std::size_t(h)], lse[std::size_t(h)], delta[std::size_t(h)], scale,
-                           diagonal, tiles, p, split.parts,
-                           dQ_parts[std::size_t(h * max_parts + p)], dK_step[std::size_t(h)],
-                           dV_step[std::size_t(h)]);
+                           in.dO[std::size_t(h)], lse[std::size_t(h)], delta[std::size_t(h)],
+                           {scale, diagonal, tiles}, {p, split.parts},
+                           {dQ_parts[std::size_t(h * max_parts + p)], dK_step[std::size_t(h)],
+                            dV_step[std::size_t(h)]});
         ran_on[std::size_t(w)] = current_thread();
       });
       for (Index h = 0; h < H; ++h) {

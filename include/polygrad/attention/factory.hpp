@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "polygrad/attention/auto.hpp"
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/poly.hpp"
 
@@ -14,15 +15,15 @@ namespace polygrad {
 /// The attention method called `name`:
 ///   - "exact": ExactAttention (the tiled kernels; `options` is not used);
 ///   - "poly": PolyAttention with `options` in every head;
-///   - "auto": PolyAttention with `options` where its plan is predicted cheaper than the exact
-///     path, exact elsewhere (PolyUse::when_cheaper).
+///   - "auto": AutoAttention, per head PolyAttention with `options` where its plan is predicted
+///     cheaper than exact attention, ExactAttention elsewhere.
 /// Throws PlanError naming the known methods for any other name.
 template <class T>
 std::shared_ptr<const AttentionMethod<T>> make_attention(const std::string& name,
                                                          const PolyOptions& options = {}) {
   if (name == "exact") return std::make_shared<ExactAttention<T>>();
-  if (name == "poly") return std::make_shared<PolyAttention<T>>(options, PolyUse::every_head);
-  if (name == "auto") return std::make_shared<PolyAttention<T>>(options, PolyUse::when_cheaper);
+  if (name == "poly") return std::make_shared<PolyAttention<T>>(options);
+  if (name == "auto") return std::make_shared<AutoAttention<T>>(options);
   throw PlanError(
       detail::concat("unknown attention method '", name, "'; use \"exact\", \"poly\" or \"auto\""));
 }

@@ -67,6 +67,28 @@ class AttentionContext {
   }
 };
 
+/// What a method keeps to run causal attention one token at a time (inference/decoder.hpp):
+/// the keys and values seen so far (exact attention) or a recurrent state of fixed size
+/// (polynomial attention). It starts at position 0; its tokens come in order, as a whole prompt
+/// (remember) or one at a time (step).
+template <class T>
+class DecodingState {
+ public:
+  virtual ~DecodingState() = default;
+  /// Back to position 0: forgets every token.
+  virtual void reset() = 0;
+  /// Takes in the keys and values (n x H d_h each) of the next n tokens, whose attention output
+  /// the caller computed with the method's forward() (a prompt).
+  virtual void remember(const Matrix<T>& K, const Matrix<T>& V) = 0;
+  /// Assigns o (1 x H d_h): the attention output of the next token from its q, k, v (1 x H d_h
+  /// each) over every token so far and itself; then takes in its key and value.
+  virtual void step(const Matrix<T>& q, const Matrix<T>& k, const Matrix<T>& v, Matrix<T>& o) = 0;
+  /// Whether the state has a fixed size (recurrent) rather than growing with every token.
+  virtual bool recurrent() const = 0;
+  /// One plan per head: how a step attends (degree, rank and bound of a recurrent state).
+  virtual std::vector<HeadPlan> plans() const = 0;
+};
+
 /// An attention algorithm. Q, K, V and O are n x (H d_h); head h owns columns
 /// [h d_h, (h + 1) d_h).
 template <class T>
@@ -80,6 +102,16 @@ class AttentionMethod {
                                                        const Matrix<T>& V,
                                                        const AttentionShape& shape,
                                                        Matrix<T>& O) const = 0;
+  /// An empty state that decodes causal attention of `shape` (H heads, scale, bound, threads)
+  /// and width H d_h one token at a time, the same function as forward() on the whole sequence.
+  /// Throws PlanError, saying why, for a method that cannot decode so (the default).
+  virtual std::unique_ptr<DecodingState<T>> decoding_state(const AttentionShape& shape,
+                                                           Index width) const {
+    (void)shape;
+    (void)width;
+    throw PlanError(detail::concat("method ", name(), " cannot decode one token at a time; ",
+                                   "decode with method poly or exact"));
+  }
 };
 
 namespace detail {
@@ -103,6 +135,20 @@ Index check_attention_inputs(const Matrix<T>& Q, const Matrix<T>& K, const Matri
   require<Error>(std::isfinite(shape.scale) && shape.scale > 0,
                  "attention scale must be finite and positive, got ", shape.scale);
   return Q.cols() / shape.heads;
+}
+
+/// body(), whose result it returns. Split across processes, an error on one rank would leave
+/// the others waiting for its messages, so there it ends the program on every rank instead,
+/// with the error's message.
+template <class Body>
+auto abort_on_every_rank_if_split(const AttentionShape& shape, Body&& body) -> decltype(body()) {
+  if (!shape.shard.split()) return body();
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    shape.shard.group->abort(e.what());
+    throw;  // not reached: abort() does not return
+  }
 }
 
 /// Throws PlanError if the sequence is split across processes: for methods that need all of it.

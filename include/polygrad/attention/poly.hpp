@@ -1,151 +1,121 @@
 #pragma once
 // Polynomial-method attention as an AttentionMethod (design.md sections 3-6): per head, a plan
 // (bound, polynomial, rank, predicted costs), the chunked forward of poly_forward.hpp, and the
-// backward route the options name. With PolyUse::when_cheaper a head whose polynomial plan would
-// cost more than the exact path, or cannot be made at all, runs the exact path instead.
+// backward route the options name. AutoAttention (auto.hpp) composes it with exact attention.
 
 #include <optional>
+#include <vector>
 
 #include "polygrad/attention/audit.hpp"
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/poly_adjoint.hpp"
+#include "polygrad/attention/poly_decoding.hpp"
 #include "polygrad/attention/poly_paper.hpp"
 #include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
-/// Which heads a PolyAttention runs the polynomial method on.
-enum class PolyUse {
-  every_head,    ///< every head, whatever it costs (the "poly" method of the programs)
-  when_cheaper,  ///< per head, the polynomial plan or the exact path, whichever is predicted
-                 ///< cheaper or, if no plan can be made, exact (the "auto" method)
-};
-
-/// Polynomial-method attention (design.md sections 3-6): per head a PolyApproximation of exp
-/// planned from its queries and keys, the chunked forward pass and the backward route of the
-/// options. With PolyUse::when_cheaper a head runs the exact kernels instead when they are
-/// predicted to cost less or no polynomial plan can be made. Configuration only, like every
-/// AttentionMethod.
+/// Polynomial-method attention (design.md sections 3-6) on every head: a PolyApproximation of
+/// exp planned from the head's queries and keys, the chunked forward pass and the backward route
+/// of the options. Configuration only, like every AttentionMethod.
 template <class T>
 class PolyAttention final : public AttentionMethod<T> {
  public:
-  /// Plans every head with `options`; `use` says which heads run the polynomial method.
-  explicit PolyAttention(PolyOptions options = {}, PolyUse use = PolyUse::every_head)
-      : options_(std::move(options)), automatic_(use == PolyUse::when_cheaper) {}
+  /// Plans every head with `options`.
+  explicit PolyAttention(PolyOptions options = {}) : options_(std::move(options)) {}
 
-  std::string name() const override { return automatic_ ? "auto" : "poly"; }
+  /// "poly".
+  std::string name() const override { return "poly"; }
   /// The options every head is planned with.
   const PolyOptions& options() const { return options_; }
 
   std::unique_ptr<AttentionContext<T>> forward(const Matrix<T>& Q, const Matrix<T>& K,
                                                const Matrix<T>& V, const AttentionShape& shape,
                                                Matrix<T>& O) const override {
-    if (!shape.shard.split()) return forward_heads(Q, K, V, shape, O);
-    // Split across processes: an error on one rank would leave the others waiting for its
-    // states, so it ends the program on every rank, with its message.
-    detail::check_shard(shape, Q.rows(), Q.cols(), "polynomial attention");
+    if (shape.shard.split()) check_split(shape, Q, "polynomial attention");
+    return detail::abort_on_every_rank_if_split(shape, [&] {
+      detail::check_attention_inputs(Q, K, V, shape);
+      return forward_planned(plan_heads(Q, K, shape), Q, K, V, shape, O);
+    });
+  }
+
+  /// The recurrent state of every head (poly_decoding.hpp). Throws PlanError when the bound
+  /// would come from the data (neither PolyOptions::bound nor a score bound in `shape`).
+  std::unique_ptr<DecodingState<T>> decoding_state(const AttentionShape& shape,
+                                                   Index width) const override {
+    return std::make_unique<poly::RecurrentState<T>>(shape, width, options_);
+  }
+
+  // ---- The two halves of forward(), for methods that compose this one (AutoAttention). ----
+
+  /// One approximation per head of checked Q, K (n x H d_h), planned with options(); throws
+  /// PlanError if one cannot be made. Split across processes, a collective (one thread).
+  std::vector<PolyApproximation> plan_heads(const Matrix<T>& Q, const Matrix<T>& K,
+                                            const AttentionShape& shape) const {
+    const Index H = shape.heads, dh = Q.cols() / H, n = Q.rows();
+    std::vector<std::optional<PolyApproximation>> planned(static_cast<std::size_t>(H));
+    const int threads =
+        shape.shard.split() ? 1 : detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
+    detail::parallel_for(H, threads, [&](Index h) {
+      planned[std::size_t(h)] = make_poly_approximation(Q.middleCols(h * dh, dh),
+                                                        K.middleCols(h * dh, dh), shape, options_);
+    });
+    std::vector<PolyApproximation> heads;
+    for (auto& head : planned) heads.push_back(std::move(*head));
+    return heads;
+  }
+
+  /// On every rank of a sequence split across processes: checks that the shards fit together
+  /// (detail::check_shard) and that the options allow a split sequence. `what` names the caller.
+  void check_split(const AttentionShape& shape, const Matrix<T>& Q, const char* what) const {
+    detail::check_shard(shape, Q.rows(), Q.cols(), what);
     require<PlanError>(options_.audit_rows == 0, "the audit compares rows against exact ",
                        "attention over the whole sequence, which one shard does not hold: set ",
                        "audit_rows = 0 when the sequence is split across processes");
-    std::unique_ptr<AttentionContext<T>> context;
-    try {
-      context = forward_heads(Q, K, V, shape, O);
-    } catch (const std::exception& e) {
-      shape.shard.group->abort(e.what());
-    }
-    return context;
   }
 
- private:
-  /// forward() for every head; across processes, each head's scan joined to the other shards'.
-  std::unique_ptr<AttentionContext<T>> forward_heads(const Matrix<T>& Q, const Matrix<T>& K,
-                                                     const Matrix<T>& V,
-                                                     const AttentionShape& shape,
-                                                     Matrix<T>& O) const {
-    const Index dh = detail::check_attention_inputs(Q, K, V, shape);
-    const Index n = Q.rows(), H = shape.heads;
-    const bool split = shape.shard.split();
+  /// forward() with the approximation of every head given (plan_heads() or the caller's own
+  /// choice), on checked Q, K, V; across processes, each head's scan joined to the other
+  /// shards' (the caller ran check_split() and catches errors as forward() does).
+  std::unique_ptr<AttentionContext<T>> forward_planned(
+      std::vector<PolyApproximation> approximations, const Matrix<T>& Q, const Matrix<T>& K,
+      const Matrix<T>& V, const AttentionShape& shape, Matrix<T>& O) const {
+    const Index n = Q.rows(), H = shape.heads, dh = Q.cols() / H;
+    require<ShapeError>(Index(approximations.size()) == H,
+                        "polynomial attention: ", approximations.size(),
+                        " head approximations for ", H, " heads");
     auto context = std::make_unique<Context>(shape, options_.chunk, n, Q.cols());
     std::vector<Head>& heads = context->heads;
-    heads.resize(std::size_t(H));
-    O.resize(n, Q.cols());
-    // Plans first (O(n d_h) per head), so that the work of each head is known. Split across
-    // processes, they reduce statistics over the group: collectives, made from one thread.
-    const int plan_threads =
-        split ? 1 : detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
-    detail::parallel_for(H, plan_threads, [&](Index h) {
-      Head& head = heads[std::size_t(h)];
-      head.plan =
-          plan_head(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh), shape, head.approximation);
-    });
-    for (const Head& head : heads) {
-      require<PlanError>(!split || head.approximation, "head plan: the exact path was chosen ",
-                         "for a sequence split across processes, which polynomial attention ",
-                         "cannot run; use ExactAttention for such heads, or method poly");
-    }
     double work = 0;
-    for (const Head& head : heads)
-      work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
+    for (PolyApproximation& approximation : approximations) {
+      work += approximation.plan.poly_cost;
+      heads.push_back({std::move(approximation), Vector<T>()});
+    }
+    O.resize(n, Q.cols());
     detail::parallel_for(H, context->head_threads(work), [&](Index h) {
       Head& head = heads[std::size_t(h)];
       const auto q = Q.middleCols(h * dh, dh), k = K.middleCols(h * dh, dh),
                  v = V.middleCols(h * dh, dh);
       auto o = O.middleCols(h * dh, dh);
-      head.normalisers.resize(n);  // lse (exact head) or z~ (polynomial head)
-      if (!head.approximation) {   // contiguous copies for the tiles (detail::ExactHeads)
-        const Matrix<T> qc = q, kc = k, vc = v;
-        exact::detail::forward_blocks<T>(qc, kc, vc, T(shape.scale), shape.causal, exact::Tiles{},
-                                         0, 1, o, head.normalisers);
-        return;
-      }
-      poly::forward<T>(*head.approximation, q, k, v, shape.causal, options_.chunk, o,
+      head.normalisers.resize(n);
+      poly::forward<T>(head.approximation, q, k, v, shape.causal, options_.chunk, o,
                        head.normalisers, context->link(Pass::forward_keys, h));
       if (options_.audit_rows > 0) {
+        HeadPlan& plan = head.approximation.plan;
         const auto rows =
             audit_sample(n, options_.audit_rows, options_.audit_seed + std::uint64_t(h));
-        head.plan.audit_rows = Index(rows.size());
-        head.plan.audit_error =
-            audit_relative_error<T>(q, k, v, shape.scale, shape.causal, o, rows);
+        plan.audit_rows = Index(rows.size());
+        plan.audit_error = audit_relative_error<T>(q, k, v, shape.scale, shape.causal, o, rows);
       }
     });
     return context;
   }
 
+ private:
   struct Head {
-    std::optional<PolyApproximation> approximation;  // empty for an exact head
-    HeadPlan plan;
-    Vector<T> normalisers;  // (n) lse of an exact head, z~ of a polynomial one
+    PolyApproximation approximation;  // its plan included
+    Vector<T> normalisers;            // (n) z~, the normaliser of every row
   };
-
-  /// The plan of one head; sets `approximation` when the head runs the polynomial method.
-  HeadPlan plan_head(const ConstMatrixRef<T>& q, const ConstMatrixRef<T>& k,
-                     const AttentionShape& shape,
-                     std::optional<PolyApproximation>& approximation) const {
-    if (!automatic_) {
-      approximation = make_poly_approximation(q, k, shape, options_);
-      return approximation->plan;
-    }
-    HeadPlan exact_plan;
-    exact_plan.n = q.rows();
-    exact_plan.head_dim = q.cols();
-    exact_plan.causal = shape.causal;
-    exact_plan.exact_cost = cost::exact(q.rows(), q.cols(), shape.causal);
-    try {
-      PolyApproximation candidate = make_poly_approximation(q, k, shape, options_);
-      if (candidate.plan.poly_cost < candidate.plan.exact_cost) {
-        approximation = std::move(candidate);
-        return approximation->plan;
-      }
-      exact_plan.route = candidate.plan.route;
-      exact_plan.degree = candidate.plan.degree;
-      exact_plan.rank = candidate.plan.rank;
-      exact_plan.bound = candidate.plan.bound;
-      exact_plan.poly_cost = candidate.plan.poly_cost;
-    } catch (const PlanError&) {
-      // No polynomial plan meets the request: the exact path is the only choice.
-    }
-    return exact_plan;
-  }
 
   /// The scan passes whose states travel between shards; each has its own message tags.
   enum class Pass { forward_keys = 0, backward_keys = 1, backward_queries = 2 };
@@ -170,18 +140,15 @@ class PolyAttention final : public AttentionMethod<T> {
 
     std::vector<HeadPlan> plans() const override {
       std::vector<HeadPlan> out;
-      for (const Head& head : heads) out.push_back(head.plan);
+      for (const Head& head : heads) out.push_back(head.approximation.plan);
       return out;
     }
 
     void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const Matrix<T>& O,
                   const Matrix<T>& dO, Matrix<T>& dQ, Matrix<T>& dK, Matrix<T>& dV) override {
-      if (!shape_.shard.split()) return backward_heads(Q, K, V, O, dO, dQ, dK, dV);
-      try {  // as in forward(): an error on one rank ends the program on all
-        backward_heads(Q, K, V, O, dO, dQ, dK, dV);
-      } catch (const std::exception& e) {
-        shape_.shard.group->abort(e.what());
-      }
+      // As in forward(): split across processes, an error on one rank ends the program on all.
+      detail::abort_on_every_rank_if_split(shape_,
+                                           [&] { backward_heads(Q, K, V, O, dO, dQ, dK, dV); });
     }
 
     std::vector<Head> heads;
@@ -193,8 +160,7 @@ class PolyAttention final : public AttentionMethod<T> {
       detail::prepare_backward(Q, K, V, O, dO, n_, width_, shape_.inputs_checked, dQ, dK, dV);
       const Index dh = width_ / shape_.heads;
       double work = 0;
-      for (const Head& head : heads)
-        work += head.approximation ? head.plan.poly_cost : head.plan.exact_cost;
+      for (const Head& head : heads) work += head.approximation.plan.poly_cost;
       // Causal shards late in the sequence run the query pass first: its start comes from the
       // shard after them, which has its own start soonest (design.md section 8). Not causal,
       // each pass waits for the sum over every shard, so every rank runs them in one order.
@@ -206,24 +172,14 @@ class PolyAttention final : public AttentionMethod<T> {
         const auto o = O.middleCols(h * dh, dh), dO_h = dO.middleCols(h * dh, dh);
         auto dq = dQ.middleCols(h * dh, dh), dk = dK.middleCols(h * dh, dh),
              dv = dV.middleCols(h * dh, dh);
-        if (!head.approximation) {  // contiguous copies for the tiles (detail::ExactHeads)
-          const Vector<T> delta = o.cwiseProduct(dO_h).rowwise().sum();  // (n) dO_i . O_i
-          const Matrix<T> qc = q, kc = k, vc = v, dOc = dO_h;
-          Matrix<T> dq_sum = Matrix<T>::Zero(n_, dh);
-          exact::detail::backward_blocks<T>(qc, kc, vc, dOc, head.normalisers, delta,
-                                            T(shape_.scale), shape_.causal, exact::Tiles{}, 0, 1,
-                                            dq_sum, dk, dv);
-          dq = T(shape_.scale) * dq_sum;
+        const poly::BackwardLinks links{link(Pass::backward_keys, h),
+                                        link(Pass::backward_queries, h), queries_first};
+        if (head.approximation.plan.route == PolyRoute::adjoint) {
+          poly::backward_adjoint<T>(head.approximation, q, k, v, {o, head.normalisers}, dO_h,
+                                    shape_.causal, chunk_, {dq, dk, dv}, links);
         } else {
-          const poly::BackwardLinks links{link(Pass::backward_keys, h),
-                                          link(Pass::backward_queries, h), queries_first};
-          if (head.approximation->plan.route == PolyRoute::adjoint) {
-            poly::backward_adjoint<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
-                                      shape_.causal, chunk_, dq, dk, dv, links);
-          } else {
-            poly::backward_paper<T>(*head.approximation, q, k, v, o, head.normalisers, dO_h,
-                                    shape_.causal, chunk_, dq, dk, dv, links);
-          }
+          poly::backward_paper<T>(head.approximation, q, k, v, {o, head.normalisers}, dO_h,
+                                  shape_.causal, chunk_, {dq, dk, dv}, links);
         }
       });
     }
@@ -233,7 +189,6 @@ class PolyAttention final : public AttentionMethod<T> {
   };
 
   PolyOptions options_;
-  bool automatic_;
 };
 
 // Compiled instances (core/instances.hpp).

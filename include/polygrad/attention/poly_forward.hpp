@@ -156,6 +156,20 @@ void require_positive_normalisers(const PolyApproximation& a, const ConstVectorR
 
 }  // namespace detail
 
+/// What forward() computed for one head that its backward route reads again: the output O
+/// (n x d_h) and the normalisers z~ (n).
+template <class T>
+struct ForwardOutput {
+  ConstMatrixRef<T> O;
+  ConstVectorRef<T> z;
+};
+
+/// What a backward route assigns: dQ, dK, dV (each n x d_h), with respect to the raw Q, K, V.
+template <class T>
+struct HeadGradients {
+  MatrixRef<T> dQ, dK, dV;
+};
+
 /// How the two passes of a backward route join the other shards' (poly_scan.hpp): the key
 /// states run in forward order, the query states in reverse. `queries_first` runs the query
 /// pass first (a shard late in the sequence has its query start soonest).

@@ -38,14 +38,18 @@ void add_contracted(const A& Z, const B& X, Eigen::Ref<Matrix<T>> out) {
 
 }  // namespace detail
 
-/// dQ, dK, dV (each n x d_h, with respect to the raw Q, K, V) of one head given dO, for the
-/// inputs of forward() and the O, z it returned. `links` join the scans to other shards'.
+/// The gradients `out` of one head given dO, for the inputs of forward() and what it returned
+/// (`result`: O and z). `links` join the scans to other shards'.
 template <class T>
 void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
                     const ConstMatrixRef<T>& K, const ConstMatrixRef<T>& V,
-                    const ConstMatrixRef<T>& O, const ConstVectorRef<T>& z,
-                    const ConstMatrixRef<T>& dO, bool causal, Index chunk, MatrixRef<T> dQ,
-                    MatrixRef<T> dK, MatrixRef<T> dV, const BackwardLinks& links = {}) {
+                    const ForwardOutput<T>& result, const ConstMatrixRef<T>& dO, bool causal,
+                    Index chunk, HeadGradients<T> out, const BackwardLinks& links = {}) {
+  const ConstMatrixRef<T>& O = result.O;
+  const ConstVectorRef<T>& z = result.z;
+  MatrixRef<T>& dQ = out.dQ;
+  MatrixRef<T>& dK = out.dK;
+  MatrixRef<T>& dV = out.dV;
   constexpr Index W = simd::width<T>;
   const Index n = Q.rows(), d = V.cols(), k = a.features.size(), dd = d * d;
   const T R = T(a.polynomial.bound);
@@ -145,12 +149,11 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
 }
 
 // Compiled instances (core/instances.hpp).
-#define POLYGRAD_POLY_PAPER_INSTANCES(how, T)                                                   \
-  how void backward_paper<T>(const PolyApproximation&, const ConstMatrixRef<T>&,                \
-                             const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,                \
-                             const ConstMatrixRef<T>&, const ConstVectorRef<T>&,                \
-                             const ConstMatrixRef<T>&, bool, Index, MatrixRef<T>, MatrixRef<T>, \
-                             MatrixRef<T>, const BackwardLinks&);
+#define POLYGRAD_POLY_PAPER_INSTANCES(how, T)                                                \
+  how void backward_paper<T>(const PolyApproximation&, const ConstMatrixRef<T>&,             \
+                             const ConstMatrixRef<T>&, const ConstMatrixRef<T>&,             \
+                             const ForwardOutput<T>&, const ConstMatrixRef<T>&, bool, Index, \
+                             HeadGradients<T>, const BackwardLinks&);
 POLYGRAD_INSTANCES(POLYGRAD_POLY_PAPER_INSTANCES)
 
 }  // namespace polygrad::poly

@@ -19,14 +19,12 @@ namespace detail {
 /// One block's inference rows, n x D each (the norms n x H), kept across the blocks of a pass.
 template <class T>
 struct InferenceRows {
-  Matrix<T> q, k, v, o, norms;
+  Matrix<T> q, k, v, o, q_norms, k_norms;
 
   void resize(Index n, Index D, Index heads) {
-    q.resize(n, D);
-    k.resize(n, D);
-    v.resize(n, D);
-    o.resize(n, D);
-    norms.resize(n, heads);
+    for (Matrix<T>* m : {&q, &k, &v, &o}) m->resize(n, D);
+    q_norms.resize(n, heads);
+    k_norms.resize(n, heads);
   }
 };
 
@@ -46,47 +44,38 @@ Matrix<T> embed_rows(LanguageModel<T>& model, const std::vector<int>& ids,
   return x;
 }
 
-/// x (n x D) <- block(x), keeping nothing: rows.q, rows.k, rows.v get the projections of
-/// LN1(x) (normalised per head under QK normalisation), attend(q, k, v, o) fills rows.o with
-/// the attention output, then x <- h + MLP(LN2(h)) for h = x + O(o), a row block at a time.
+/// x (n x D) <- block(x), keeping nothing: the block's own row stages (TransformerBlock::pre_rows
+/// and post_rows) on the caller's buffers, a row block at a time. rows.q, rows.k, rows.v get the
+/// projections of LN1(x) (normalised per head under QK normalisation), attend(q, k, v, o)
+/// fills rows.o with the attention output, then x <- h + MLP(LN2(h)) for h = x + O(o).
 template <class T, class Attend>
-void infer_block(TransformerBlock<T>& block, Matrix<T>& x, InferenceRows<T>& rows,
+void infer_block(const TransformerBlock<T>& block, Matrix<T>& x, InferenceRows<T>& rows,
                  Attend&& attend) {
-  MultiHeadAttention<T>& attn = block.attn();
+  const MultiHeadAttention<T>& attn = block.attn();
   const Threading& threading = attn.threading();
   const Index n = x.rows(), D = x.cols(), H = attn.heads();
-  const Index F = block.mlp().fc1().out_features(),
-              rows_per_block = std::max<Index>(threading.row_block, 1);
+  const Index F = block.d_ff(), r = std::min(n, std::max<Index>(threading.row_block, 1));
   rows.resize(n, D, H);
-  int parts = row_parts(threading, n, 3.0 * double(D) * double(D));
-  std::vector<Matrix<T>> a(std::size_t(parts), Matrix<T>(std::min(n, rows_per_block), D));
+  int parts = row_parts(threading, n, attn.projection_work_per_row());
+  std::vector<Matrix<T>> a(std::size_t(parts), Matrix<T>(r, D));
   for_row_blocks(n, threading, parts, [&](int part, Index b, Index s) {
-    auto ab = a[std::size_t(part)].topRows(s);
-    block.ln1().forward_rows(x.middleRows(b, s), ab);
-    attn.q().forward_rows(ab, rows.q.middleRows(b, s));
-    attn.k().forward_rows(ab, rows.k.middleRows(b, s));
-    attn.v().forward_rows(ab, rows.v.middleRows(b, s));
-    if (attn.qk_norm()) {
-      normalise_head_rows<T>(rows.q.middleRows(b, s), rows.norms.middleRows(b, s));
-      normalise_head_rows<T>(rows.k.middleRows(b, s), rows.norms.middleRows(b, s));
-    }
+    block.pre_rows(x.middleRows(b, s), a[std::size_t(part)].topRows(s), rows.q.middleRows(b, s),
+                   rows.k.middleRows(b, s), rows.v.middleRows(b, s), rows.q_norms.middleRows(b, s),
+                   rows.k_norms.middleRows(b, s));
   });
   attend(rows.q, rows.k, rows.v, rows.o);
-  parts = row_parts(threading, n, double(D) * double(D + 2 * F));
+  parts = row_parts(threading, n, block.post_work_per_row());
   struct Scratch {
-    Matrix<T> h, u, f, g;
+    Matrix<T> h, u, m, f, g;
   };
-  const Index r = std::min(n, rows_per_block);
-  std::vector<Scratch> scratch(std::size_t(parts), Scratch{Matrix<T>(r, D), Matrix<T>(r, D),
-                                                           Matrix<T>(r, F), Matrix<T>(r, F)});
+  std::vector<Scratch> scratch(
+      std::size_t(parts),
+      Scratch{Matrix<T>(r, D), Matrix<T>(r, D), Matrix<T>(r, D), Matrix<T>(r, F), Matrix<T>(r, F)});
   for_row_blocks(n, threading, parts, [&](int part, Index b, Index s) {
     Scratch& w = scratch[std::size_t(part)];
-    auto h = w.h.topRows(s);
-    attn.o().forward_rows(rows.o.middleRows(b, s), h);
-    h += x.middleRows(b, s);
-    block.ln2().forward_rows(h, w.u.topRows(s));
-    block.mlp().forward_rows(w.u.topRows(s), w.f.topRows(s), w.g.topRows(s), x.middleRows(b, s));
-    x.middleRows(b, s) += h;
+    block.post_rows(x.middleRows(b, s), rows.o.middleRows(b, s), w.h.topRows(s), w.u.topRows(s),
+                    w.f.topRows(s), w.g.topRows(s), w.m.topRows(s));
+    x.middleRows(b, s) = w.h.topRows(s) + w.m.topRows(s);
   });
 }
 

@@ -151,6 +151,31 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
     attn_.share_buffers(std::move(inputs), std::move(gradients));
   }
 
+  // ---- The row stages, shared by training (forward above) and inference (inference/forward.hpp). ----
+
+  /// Stage pre on rows x (s x D): a = LN1(x), then attention's projections of a into q, k, v
+  /// (s x D each) and, under QK normalisation, their norms (s x H each;
+  /// MultiHeadAttention::project). Writes its arguments only.
+  void pre_rows(const ConstMatrixRef<T>& x, MatrixRef<T> a, MatrixRef<T> q, MatrixRef<T> k,
+                MatrixRef<T> v, MatrixRef<T> q_norms, MatrixRef<T> k_norms) const {
+    ln1_.forward_rows(x, a);
+    attn_.project(a, q, k, v, q_norms, k_norms);
+  }
+
+  /// Stage post on rows x (s x D) with attention output o (s x D): h = x + o Wo^T + bo,
+  /// u = LN2(h), the MLP's activations f and g (s x F) and m = MLP(u); the block's output is
+  /// h + m. Writes its arguments only.
+  void post_rows(const ConstMatrixRef<T>& x, const ConstMatrixRef<T>& o, MatrixRef<T> h,
+                 MatrixRef<T> u, MatrixRef<T> f, MatrixRef<T> g, MatrixRef<T> m) const {
+    attn_.o().forward_rows(o, h);
+    h += x;
+    ln2_.forward_rows(h, u);
+    mlp_.forward_rows(u, f, g, m);
+  }
+
+  /// Multiply-adds per row of post_rows.
+  double post_work_per_row() const { return double(D_) * double(D_) + mlp_.work_per_row(); }
+
   /// The parts, in parameter order: "ln1", "attn", "ln2", "mlp" (see CompositeLayer).
   template <class Visit>
   void for_each_part(Visit&& visit) {
@@ -171,6 +196,8 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
   /// The head plans of the last attention pass.
   const std::vector<HeadPlan>& attention_plans() const { return attn_.attention_plans(); }
 
+  /// d_ff, the MLP's width F.
+  Index d_ff() const { return F_; }
   /// The LayerNorm before attention, "ln1".
   LayerNorm<T>& ln1() { return ln1_; }
   /// The attention layer, "attn".
@@ -201,8 +228,6 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
     typename MultiHeadAttention<T>::Gradient attn;
     typename LayerNorm<T>::Gradient ln1;
   };
-
-  double post_work_per_row() const { return double(D_) * double(D_) + mlp_.work_per_row(); }
 
   /// Sizes the kept activations (none with recomputation) and the scratch for n rows.
   void prepare(Index n) {
@@ -242,19 +267,18 @@ class TransformerBlock : public CompositeLayer<TransformerBlock<T>, T> {
     detail::for_row_blocks(n, threading_, parts, body);
   }
 
-  // a = LN1(x) and Q, K, V for rows [b, b + s).
+  // a = LN1(x) and Q, K, V for rows [b, b + s), into the layer's buffers.
   void pre_forward_rows(const Matrix<T>& x, int p, Index b, Index s) {
-    auto a = activation(a_, scratch_[std::size_t(p)].a, b, s);
-    ln1_.forward_rows(x.middleRows(b, s), a);
-    attn_.project_rows(a, b);
+    AttentionInputs<T>& in = attn_.inputs();
+    pre_rows(x.middleRows(b, s), activation(a_, scratch_[std::size_t(p)].a, b, s),
+             in.Q.middleRows(b, s), in.K.middleRows(b, s), in.V.middleRows(b, s),
+             in.q_norms.middleRows(b, s), in.k_norms.middleRows(b, s));
   }
 
-  // h = x + O Wo^T + bo, u = LN2(h), the MLP's f and g, and m = MLP(u), for rows [b, b + s).
+  // post_rows for rows [b, b + s), into the kept activations or the thread's scratch.
   void post_forward_rows(const Matrix<T>& x, Post& post, Index b, Index s) {
-    attn_.o().forward_rows(attn_.output().middleRows(b, s), post.h);
-    post.h += x.middleRows(b, s);
-    ln2_.forward_rows(post.h, post.u);
-    mlp_.forward_rows(post.u, post.f, post.g, post.m);
+    post_rows(x.middleRows(b, s), attn_.output().middleRows(b, s), post.h, post.u, post.f, post.g,
+              post.m);
   }
 
   // d: dL/dy of rows [b, b + s) on entry, dL/dh on return; fills dO of those rows.

@@ -3,10 +3,11 @@
 // and the output projection (design.md section 1). With QK normalisation every score lies in
 // [-tau, tau] by construction, which the method receives as a certified bound (section 3).
 //
-// The layer runs in three stages, which TransformerBlock calls one by one to fuse them with its
-// LayerNorms and residuals: project_rows (row-wise: Q, K, V of a block of rows), attend (the
-// method on the whole sequence) and, backwards, attend_backward and project_rows_backward. The
-// output projection o is an ordinary Linear that the caller applies.
+// The layer runs in three stages: project_rows (row-wise: Q, K, V of a block of rows), attend
+// (the method on the whole sequence) and, backwards, attend_backward and project_rows_backward.
+// They are private: forward() and backward() run them in order, and TransformerBlock, a friend,
+// calls them one by one to fuse them with its LayerNorms and residuals (it applies the output
+// projection o, an ordinary Linear, itself).
 
 #include <chrono>
 #include <memory>
@@ -89,6 +90,9 @@ struct AttentionGradients {
   Matrix<T> dO, dQ, dK, dV;
   ///@}
 };
+
+template <class T>
+class TransformerBlock;  // runs the stages of MultiHeadAttention (layers/block.hpp)
 
 /// Multi-head self-attention with H heads of size d_h = d_model / H. Parameters "q", "k", "v",
 /// "o", each a Linear d_model -> d_model with bias ("q.weight" [D, D], "q.bias" [D], ...).
@@ -173,113 +177,6 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
     });
     detail::accumulate_parts(*this, grads);
     return dx;
-  }
-
-  // ---- The stages, for layers that fuse this one with their own row-wise work. ----
-
-  /// Sizes the input and output buffers for n rows (their storage is kept when the size is).
-  void prepare(Index n) {
-    AttentionInputs<T>& in = *inputs_;
-    in.Q.resize(n, d_model_);
-    in.K.resize(n, d_model_);
-    in.V.resize(n, d_model_);
-    if (qk_norm_) {
-      in.q_norms.resize(n, heads_);
-      in.k_norms.resize(n, heads_);
-    }
-    O_.resize(n, d_model_);
-  }
-
-  /// Rows [begin, begin + a.rows()) of Q, K, V from the layer input a (normalised per head under
-  /// qk_norm). Blocks of rows may run in parallel.
-  void project_rows(const ConstMatrixRef<T>& a, Index begin) {
-    AttentionInputs<T>& in = *inputs_;
-    const Index s = a.rows();
-    q_.forward_rows(a, in.Q.middleRows(begin, s));
-    k_.forward_rows(a, in.K.middleRows(begin, s));
-    v_.forward_rows(a, in.V.middleRows(begin, s));
-    if (qk_norm_) {
-      detail::normalise_head_rows<T>(in.Q.middleRows(begin, s), in.q_norms.middleRows(begin, s));
-      detail::normalise_head_rows<T>(in.K.middleRows(begin, s), in.k_norms.middleRows(begin, s));
-    }
-  }
-
-  /// The attention method on the whole sequence, or on each sequence of the packed batch that
-  /// set_sequences() named: the output O (output()) and the context its backward needs. Throws NumericError naming Q, K or V and the row if one is not finite.
-  void attend(Index n) {
-    AttentionInputs<T>& in = *inputs_;
-    require<ShapeError>(in.Q.rows() == n, "MultiHeadAttention::attend: prepare(", n,
-                        ") and project_rows first");
-    AttentionShape shape;
-    shape.heads = heads_;
-    shape.causal = causal_;
-    shape.scale = scale_;
-    shape.threading = threading_;
-    // Q, K, V are checked here, so that an overflow in the projections is named where it
-    // happens; a split sequence leaves that to the model's check on every rank (no hang).
-    shape.inputs_checked = shard_.split();
-    if (qk_norm_) shape.score_bound = *qk_norm_;  // |q| <= 1, |k| <= 1 and c = tau give |S| <= tau
-    shape.shard = shard_;
-    context_.reset();
-    const auto start = std::chrono::steady_clock::now();
-    check_offsets(offsets_, n, "MultiHeadAttention::attend");
-    context_ = attention_forward_packed(*method_, in.Q, in.K, in.V, shape, offsets_, O_);
-    attention_seconds_.first = seconds_since(start);
-    plans_ = context_->plans();
-    description_ = context_->describe();
-  }
-
-  /// The method's backward pass: dQ, dK, dV of gradients() from its dO, which the caller filled.
-  /// Needs the inputs of attend() (recomputed by project_rows if they were not kept); consumes
-  /// the context.
-  void attend_backward() {
-    detail::require_forward(context_ != nullptr, "MultiHeadAttention");
-    AttentionInputs<T>& in = *inputs_;
-    AttentionGradients<T>& g = *gradients_;
-    const auto start = std::chrono::steady_clock::now();
-    context_->backward(in.Q, in.K, in.V, O_, g.dO, g.dQ, g.dK, g.dV);
-    attention_seconds_.second = seconds_since(start);
-    plans_ = context_->plans();
-    context_.reset();
-  }
-
-  /// da (assigned) for rows [begin, begin + a.rows()) of the layer input a, from dQ, dK, dV of
-  /// gradients(); adds the projections' gradients into g. Under qk_norm dQ and dK are taken
-  /// back through the normalisation in place.
-  void project_rows_backward(const ConstMatrixRef<T>& a, Index begin, MatrixRef<T> da,
-                             Gradient& g) {
-    AttentionInputs<T>& in = *inputs_;
-    AttentionGradients<T>& grads = *gradients_;
-    const Index s = a.rows();
-    auto dQ = grads.dQ.middleRows(begin, s), dK = grads.dK.middleRows(begin, s);
-    const auto dV = grads.dV.middleRows(begin, s);
-    if (qk_norm_) {
-      detail::normalise_head_rows_backward<T>(dQ, in.Q.middleRows(begin, s),
-                                              in.q_norms.middleRows(begin, s));
-      detail::normalise_head_rows_backward<T>(dK, in.K.middleRows(begin, s),
-                                              in.k_norms.middleRows(begin, s));
-    }
-    q_.add_gradients(a, dQ, g.q);
-    k_.add_gradients(a, dK, g.k);
-    v_.add_gradients(a, dV, g.v);
-    da.noalias() = dQ * q_.weight();
-    da.noalias() += dK * k_.weight();
-    da.noalias() += dV * v_.weight();
-  }
-
-  /// The attention output of the last attend(), (n, D): the input of the output projection.
-  const Matrix<T>& output() const { return O_; }
-  /// The gradient buffers; the caller fills dO before attend_backward().
-  AttentionGradients<T>& gradients() { return *gradients_; }
-  /// Whether attend() has a context waiting for attend_backward().
-  bool attended() const { return context_ != nullptr; }
-
-  /// Uses `inputs` for Q, K, V (shared by layers that recompute them) and `gradients` for the
-  /// backward buffers; nullptr gives the layer buffers of its own.
-  void share_buffers(std::shared_ptr<AttentionInputs<T>> inputs,
-                     std::shared_ptr<AttentionGradients<T>> gradients) {
-    inputs_ = inputs ? std::move(inputs) : std::make_shared<AttentionInputs<T>>();
-    gradients_ = gradients ? std::move(gradients) : std::make_shared<AttentionGradients<T>>();
   }
 
   /// Wall-clock seconds of the method's last forward and backward calls.
@@ -367,6 +264,127 @@ class MultiHeadAttention : public CompositeLayer<MultiHeadAttention<T>, T> {
   const Linear<T>& o() const { return o_; }
 
  private:
+  template <class>
+  friend class TransformerBlock;
+
+  // ---- The stages, which forward() and backward() above run, and TransformerBlock (a friend)
+  // fuses with its own row-wise layers; private, so that no caller runs them out of order. ----
+
+  /// Sizes the input and output buffers for n rows (their storage is kept when the size is).
+  void prepare(Index n) {
+    AttentionInputs<T>& in = *inputs_;
+    in.Q.resize(n, d_model_);
+    in.K.resize(n, d_model_);
+    in.V.resize(n, d_model_);
+    in.q_norms.resize(n, heads_);
+    in.k_norms.resize(n, heads_);
+    O_.resize(n, d_model_);
+  }
+
+  /// Rows [begin, begin + a.rows()) of Q, K, V from the layer input a (normalised per head under
+  /// qk_norm). Blocks of rows may run in parallel.
+  void project_rows(const ConstMatrixRef<T>& a, Index begin) {
+    AttentionInputs<T>& in = *inputs_;
+    const Index s = a.rows();
+    project(a, in.Q.middleRows(begin, s), in.K.middleRows(begin, s), in.V.middleRows(begin, s),
+            in.q_norms.middleRows(begin, s), in.k_norms.middleRows(begin, s));
+  }
+
+  /// The projections of the layer input rows a (s x D) into q, k, v (s x D each), normalised
+  /// per head under qk_norm with the norms written to q_norms and k_norms (s x H each, untouched
+  /// otherwise). Writes its arguments only: project_rows() and inference
+  /// (inference/forward.hpp) both run it.
+  void project(const ConstMatrixRef<T>& a, MatrixRef<T> q, MatrixRef<T> k, MatrixRef<T> v,
+               MatrixRef<T> q_norms, MatrixRef<T> k_norms) const {
+    q_.forward_rows(a, q);
+    k_.forward_rows(a, k);
+    v_.forward_rows(a, v);
+    if (qk_norm_) {
+      detail::normalise_head_rows<T>(q, q_norms);
+      detail::normalise_head_rows<T>(k, k_norms);
+    }
+  }
+
+  /// The attention method on the whole sequence, or on each sequence of the packed batch that
+  /// set_sequences() named: the output O (output()) and the context its backward needs. Throws NumericError naming Q, K or V and the row if one is not finite.
+  void attend(Index n) {
+    AttentionInputs<T>& in = *inputs_;
+    require<ShapeError>(in.Q.rows() == n, "MultiHeadAttention::attend: prepare(", n,
+                        ") and project_rows first");
+    AttentionShape shape;
+    shape.heads = heads_;
+    shape.causal = causal_;
+    shape.scale = scale_;
+    shape.threading = threading_;
+    // Q, K, V are checked here, so that an overflow in the projections is named where it
+    // happens; a split sequence leaves that to the model's check on every rank (no hang).
+    shape.inputs_checked = shard_.split();
+    if (qk_norm_) shape.score_bound = *qk_norm_;  // |q| <= 1, |k| <= 1 and c = tau give |S| <= tau
+    shape.shard = shard_;
+    context_.reset();
+    const auto start = std::chrono::steady_clock::now();
+    check_offsets(offsets_, n, "MultiHeadAttention::attend");
+    context_ = attention_forward_packed(*method_, in.Q, in.K, in.V, shape, offsets_, O_);
+    attention_seconds_.first = seconds_since(start);
+    plans_ = context_->plans();
+    description_ = context_->describe();
+  }
+
+  /// The method's backward pass: dQ, dK, dV of gradients() from its dO, which the caller filled.
+  /// Needs the inputs of attend() (recomputed by project_rows if they were not kept); consumes
+  /// the context.
+  void attend_backward() {
+    detail::require_forward(context_ != nullptr, "MultiHeadAttention");
+    AttentionInputs<T>& in = *inputs_;
+    AttentionGradients<T>& g = *gradients_;
+    const auto start = std::chrono::steady_clock::now();
+    context_->backward(in.Q, in.K, in.V, O_, g.dO, g.dQ, g.dK, g.dV);
+    attention_seconds_.second = seconds_since(start);
+    plans_ = context_->plans();
+    context_.reset();
+  }
+
+  /// da (assigned) for rows [begin, begin + a.rows()) of the layer input a, from dQ, dK, dV of
+  /// gradients(); adds the projections' gradients into g. Under qk_norm dQ and dK are taken
+  /// back through the normalisation in place.
+  void project_rows_backward(const ConstMatrixRef<T>& a, Index begin, MatrixRef<T> da,
+                             Gradient& g) {
+    AttentionInputs<T>& in = *inputs_;
+    AttentionGradients<T>& grads = *gradients_;
+    const Index s = a.rows();
+    auto dQ = grads.dQ.middleRows(begin, s), dK = grads.dK.middleRows(begin, s);
+    const auto dV = grads.dV.middleRows(begin, s);
+    if (qk_norm_) {
+      detail::normalise_head_rows_backward<T>(dQ, in.Q.middleRows(begin, s),
+                                              in.q_norms.middleRows(begin, s));
+      detail::normalise_head_rows_backward<T>(dK, in.K.middleRows(begin, s),
+                                              in.k_norms.middleRows(begin, s));
+    }
+    q_.add_gradients(a, dQ, g.q);
+    k_.add_gradients(a, dK, g.k);
+    v_.add_gradients(a, dV, g.v);
+    da.noalias() = dQ * q_.weight();
+    da.noalias() += dK * k_.weight();
+    da.noalias() += dV * v_.weight();
+  }
+
+  /// The attention output of the last attend(), (n, D): the input of the output projection.
+  const Matrix<T>& output() const { return O_; }
+  /// The input buffers of attend(): Q, K, V and their norms, (n, D) and (n, H), sized by prepare().
+  AttentionInputs<T>& inputs() { return *inputs_; }
+  /// The gradient buffers; the caller fills dO before attend_backward().
+  AttentionGradients<T>& gradients() { return *gradients_; }
+  /// Whether attend() has a context waiting for attend_backward().
+  bool attended() const { return context_ != nullptr; }
+
+  /// Uses `inputs` for Q, K, V (shared by layers that recompute them) and `gradients` for the
+  /// backward buffers; nullptr gives the layer buffers of its own.
+  void share_buffers(std::shared_ptr<AttentionInputs<T>> inputs,
+                     std::shared_ptr<AttentionGradients<T>> gradients) {
+    inputs_ = inputs ? std::move(inputs) : std::make_shared<AttentionInputs<T>>();
+    gradients_ = gradients ? std::move(gradients) : std::make_shared<AttentionGradients<T>>();
+  }
+
   static double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
