@@ -2,11 +2,17 @@
 // one MSE loss, its gradient, and one AdamW step.
 #include <iostream>
 #include <memory>
+#include <string>
 
 #include <polygrad/polygrad.hpp>
 
-int main() {
+int main(int argc, char** argv) {
   using namespace polygrad;
+  if (argc > 1) {  // it takes no options: --help says what it does, anything else is an error
+    std::cout << "usage: " << argv[0] << "\none AdamW step of a small transformer with "
+              << "polynomial attention; prints the loss before and after, and a head's plan\n";
+    return std::string(argv[1]) == "--help" ? 0 : 2;
+  }
   TransformerConfig config;  // causal, 2 layers, d_model 64, MLP 256
   config.heads = 8;          // d_h = 8
   config.qk_norm = 2.0;      // scores lie in [-2, 2], so the polynomial's error is certified

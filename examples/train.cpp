@@ -427,10 +427,17 @@ int load_state(std::vector<Run<T>>& runs, const TrainOptions& o, const Corpus& c
 
 using Clock = std::map<int, std::array<double, 2>>;  // step -> seconds of (exact, approx)
 
+// Significant digits in the CSV files: seconds to the microsecond up to 10 s (a clock's noise is
+// larger), losses to 1e-9 relative (far below any difference between runs).
+constexpr int seconds_digits = 7, loss_digits = 9;
+
 void save_clock(const Clock& clock, const std::string& path) {
   examples::CsvWriter csv({"step", "seconds_exact", "seconds_approx"});
   for (const auto& [step, seconds] : clock)
-    csv.row().cell(static_cast<long long>(step)).cell(seconds[0]).cell(seconds[1]);
+    csv.row()
+        .cell(static_cast<long long>(step))
+        .cell(seconds[0], seconds_digits)
+        .cell(seconds[1], seconds_digits);
   csv.write(path + ".tmp");
   std::filesystem::rename(path + ".tmp", path);
 }
@@ -623,12 +630,12 @@ void train(const TrainOptions& o) {
     csv.row()
         .cell(runs[0].curve_step[i])
         .cell(tokens[i])
-        .cell(runs[0].curve_seconds[i])
-        .cell(runs[1].curve_seconds[i])
-        .cell(runs[0].curve_train[i])
-        .cell(runs[1].curve_train[i])
-        .cell(runs[0].curve_eval[i])
-        .cell(runs[1].curve_eval[i]);
+        .cell(runs[0].curve_seconds[i], seconds_digits)
+        .cell(runs[1].curve_seconds[i], seconds_digits)
+        .cell(runs[0].curve_train[i], loss_digits)
+        .cell(runs[1].curve_train[i], loss_digits)
+        .cell(runs[0].curve_eval[i], loss_digits)
+        .cell(runs[1].curve_eval[i], loss_digits);
   csv.write((dir / "train_curves.csv").string());
   examples::SvgPlot plot("Character LM trained with exact and approximate gradients",
                          "training tokens", "cross-entropy (nats/char)");

@@ -1,6 +1,7 @@
 #pragma once
 // A CSV writer for the example programs: a header row, then rows of numbers or text, quoted only
-// where RFC 4180 needs it. Numbers are written with enough digits to read back exactly.
+// where RFC 4180 needs it. Numbers are written with enough digits to read back exactly, or with
+// the significant digits the caller asks for.
 
 #include <cmath>
 #include <fstream>
@@ -31,15 +32,16 @@ class CsvWriter {
     return *this;
   }
   CsvWriter& cell(const char* text) { return cell(std::string(text)); }
-  /// Appends a number (empty when NaN, so spreadsheets read it as missing).
-  CsvWriter& cell(double value) {
+  /// Appends a number (empty when NaN, so spreadsheets read it as missing) with `significant`
+  /// digits; by default as many as read back to the same double.
+  CsvWriter& cell(double value, int significant = std::numeric_limits<double>::max_digits10) {
     if (std::isnan(value)) {
       current().emplace_back();
       return *this;
     }
     std::ostringstream s;
     s.imbue(std::locale::classic());
-    s.precision(std::numeric_limits<double>::max_digits10);
+    s.precision(significant);
     s << value;
     current().push_back(s.str());
     return *this;
