@@ -160,14 +160,17 @@ void require_positive_normalisers(const PolyApproximation& a, const ConstVectorR
 /// (n x d_h) and the normalisers z~ (n).
 template <class T>
 struct ForwardOutput {
-  ConstMatrixRef<T> O;
-  ConstVectorRef<T> z;
+  ConstMatrixRef<T> O;  ///< (n, d_h) the head's output
+  ConstVectorRef<T> z;  ///< (n) its normalisers z~
 };
 
 /// What a backward route assigns: dQ, dK, dV (each n x d_h), with respect to the raw Q, K, V.
 template <class T>
 struct HeadGradients {
+  /// (n, d_h) each.
+  ///@{
   MatrixRef<T> dQ, dK, dV;
+  ///@}
 };
 
 /// How the two passes of a backward route join the other shards' (poly_scan.hpp): the key
