@@ -1,6 +1,10 @@
 """polygrad attention for PyTorch: exact or polynomial-method attention with polygrad's backward.
 
-``attention(q, k, v)`` computes softmax(scale q k^T + mask) v per head, like
+``scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
+scale=None, enable_gqa=False, *, method="exact", ...)`` has the signature and semantics of
+``torch.nn.functional.scaled_dot_product_attention``, so that swapping one for the other is one
+line; what polygrad does not implement (an explicit mask, dropout, keys of another length) is an
+error naming the argument. ``attention(q, k, v)`` is the older spelling: it computes softmax(scale q k^T + mask) v per head, like
 ``torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)``
 (PyTorch 2.0 and later), on CPU tensors [B, H, n, d_h] or [H, n, d_h]. Its gradient is
 polygrad's: the exact FlashAttention-style backward, or the polynomial method's (route
@@ -19,11 +23,9 @@ polygrad.PlanError (a request that cannot be met).
 import math
 
 import torch
-from torch.autograd.function import once_differentiable
-
 from . import _core
 
-__all__ = ["attention", "attention_with_plans", "Attention"]
+__all__ = ["scaled_dot_product_attention", "attention", "attention_with_plans", "Attention"]
 
 _METHODS = ("exact", "poly", "auto")
 _ROUTES = ("adjoint", "paper")
@@ -48,8 +50,17 @@ class _AttentionFunction(torch.autograd.Function):
         return o
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_o):
+        # The autograd engine runs a backward pass with gradients enabled exactly when it was
+        # asked for create_graph=True, i.e. for a gradient that can itself be differentiated.
+        if torch.is_grad_enabled():
+            raise RuntimeError(
+                "polygrad.torch attention has no second-order gradient: its backward pass is "
+                "polygrad's own kernel, which autograd cannot differentiate, so backward("
+                "create_graph=True) / torch.autograd.grad(..., create_graph=True) (a gradient "
+                "penalty, gradgradcheck, a Hessian-vector product) cannot go through it; use "
+                "create_graph=False, or torch.nn.functional.scaled_dot_product_attention where "
+                "second derivatives are needed")
         q, k, v, o = ctx.saved_tensors
         grad_o = grad_o.to(o.dtype).contiguous()  # an expanded gradient (of a sum) is strided
         dq, dk, dv = ctx.polygrad_saved.backward(q.detach().numpy(), k.detach().numpy(),
@@ -78,23 +89,30 @@ def _check_tensor(t, name):
     return t.contiguous()
 
 
-def _options(*, causal, method, route, family, degree, epsilon, bound, audit,
-             allow_causal_data_bound, threads, chunk):
-    """The keywords of _core.forward, each checked."""
+# The keywords that steer the polynomial method, with the value each takes when not given. A
+# call with method="exact" that gives any of them is refused rather than silently ignored.
+_POLY_DEFAULTS = dict(route="adjoint", family="chebyshev", degree=None, epsilon=1e-3, bound=None,
+                      audit=0, allow_causal_data_bound=False, chunk=64)
+
+
+def _options(*, causal, method, threads, **poly):
+    """The keywords of _core.forward, each checked; ``poly`` holds _POLY_DEFAULTS' keywords, None
+    where the caller left them out."""
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if method == "exact":
+        given = [name for name in _POLY_DEFAULTS if poly[name] is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set the polynomial method, which "
+                             f"method='exact' does not use: pass method='poly' or 'auto', or "
+                             f"leave {'them' if len(given) > 1 else 'it'} out")
+    poly = {name: _POLY_DEFAULTS[name] if value is None else value for name, value in poly.items()}
+    route, family, degree, epsilon = poly["route"], poly["family"], poly["degree"], poly["epsilon"]
+    bound, audit, chunk = poly["bound"], poly["audit"], poly["chunk"]
     if route not in _ROUTES:
         raise ValueError(f"route must be one of {_ROUTES}, got {route!r}")
     if family not in _FAMILIES:
         raise ValueError(f"family must be one of {_FAMILIES}, got {family!r}")
-    if method == "exact":
-        given = [name for name, value in (("degree", degree), ("bound", bound))
-                 if value is not None]
-        given += ["audit"] if audit else []
-        given += ["allow_causal_data_bound"] if allow_causal_data_bound else []
-        if given:
-            raise ValueError(f"{', '.join(given)} set the polynomial method, which "
-                             f"method='exact' does not use: pass method='poly' or 'auto'")
     if degree is not None and (not isinstance(degree, int) or degree < 1):
         raise ValueError(f"degree must be a positive int (or None: the smallest degree whose "
                          f"certified error is <= epsilon), got {degree!r}")
@@ -104,19 +122,20 @@ def _options(*, causal, method, route, family, degree, epsilon, bound, audit,
         raise ValueError(f"bound must be finite and positive (or None), got {bound!r}")
     if not isinstance(audit, int) or audit < 0:
         raise ValueError(f"audit must be an int >= 0 (query rows per head), got {audit!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int (rows per causal chunk), got {chunk!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int (or None: OpenMP's default), "
                          f"got {threads!r}")
     return dict(causal=bool(causal), method=method, route=route, family=family,
                 degree=degree or 0, epsilon=float(epsilon), bound=float(bound or 0.0),
-                audit=audit, allow_causal_data_bound=bool(allow_causal_data_bound),
+                audit=audit, allow_causal_data_bound=bool(poly["allow_causal_data_bound"]),
                 chunk=chunk, threads=threads or 0)
 
 
-def attention_with_plans(q, k, v, *, causal=True, method="exact", route="adjoint",
-                         family="chebyshev", degree=None, epsilon=1e-3, bound=None, qk_norm=None,
-                         scale=None, audit=0, allow_causal_data_bound=False, threads=None,
-                         chunk=64):
+def attention_with_plans(q, k, v, *, causal=True, method="exact", route=None, family=None,
+                         degree=None, epsilon=None, bound=None, qk_norm=None, scale=None,
+                         audit=None, allow_causal_data_bound=None, threads=None, chunk=None):
     """(o, plans): attention() and its head plans, plans[b][h] a polygrad.HeadPlan."""
     tensors = [_check_tensor(t, name) for t, name in ((q, "q"), (k, "k"), (v, "v"))]
     dtypes = {t.dtype for t in tensors}
@@ -155,26 +174,31 @@ def attention_with_plans(q, k, v, *, causal=True, method="exact", route="adjoint
     return (o.squeeze(0) if unbatched else o), sink[0].plans()
 
 
-def attention(q, k, v, *, causal=True, method="exact", route="adjoint", family="chebyshev",
-              degree=None, epsilon=1e-3, bound=None, qk_norm=None, scale=None, audit=0,
-              allow_causal_data_bound=False, threads=None, chunk=64):
+def attention(q, k, v, *, causal=True, method="exact", route=None, family=None, degree=None,
+              epsilon=None, bound=None, qk_norm=None, scale=None, audit=None,
+              allow_causal_data_bound=None, threads=None, chunk=None):
     """softmax(scale q k^T + causal mask) v for each head of q, k, v ([B, H, n, d_h] or
     [H, n, d_h], float32 or float64 CPU tensors), differentiable through polygrad's backward.
 
     method: "exact" (tiled exact attention), "poly" (the polynomial method in every head) or
         "auto" (per head, whichever polygrad predicts cheaper).
-    route: the polynomial backward, "adjoint" (exact gradient of the approximate forward) or
-        "paper" (the paper's formulas).
-    family, degree, epsilon: the polynomial approximating exp: "chebyshev" or "taylor", a fixed
-        degree, or (degree None) the smallest degree whose certified relative error is <= epsilon.
-    bound: R, a bound on every |score| fixed in advance. Without it R comes from qk_norm or, not
-        causal, from the data; causal with R from the data is a polygrad.PlanError unless
-        allow_causal_data_bound (then row i depends weakly on later rows through R).
     qk_norm: tau; q and k rows are normalised to unit length and the scale is tau, so every
         score lies in [-tau, tau] (a certified bound for the polynomial method).
     scale: the factor c of the scores; 1 / sqrt(head_dim) when None (as PyTorch's).
-    audit: query rows per head compared against exact attention (the plans' audit_error).
-    threads: OpenMP threads (None: OpenMP's default); chunk: rows per causal chunk.
+    threads: OpenMP threads (None: OpenMP's default).
+
+    The polynomial method's keywords (None: the default in brackets; any of them given with
+    method="exact" is a ValueError, since exact attention would ignore it):
+    route: the polynomial backward, "adjoint" (exact gradient of the approximate forward) or
+        "paper" (the paper's formulas) ["adjoint"].
+    family, degree, epsilon: the polynomial approximating exp: "chebyshev" or "taylor"
+        ["chebyshev"], a fixed degree, or (degree None) the smallest degree whose certified
+        relative error is <= epsilon [1e-3].
+    bound: R, a bound on every |score| fixed in advance. Without it R comes from qk_norm or, not
+        causal, from the data; causal with R from the data is a polygrad.PlanError unless
+        allow_causal_data_bound [False] (then row i depends weakly on later rows through R).
+    audit: query rows per head compared against exact attention (the plans' audit_error) [0].
+    chunk: rows per causal chunk [64].
     """
     o, _ = attention_with_plans(q, k, v, causal=causal, method=method, route=route,
                                 family=family, degree=degree, epsilon=epsilon, bound=bound,
@@ -182,6 +206,74 @@ def attention(q, k, v, *, causal=True, method="exact", route="adjoint", family="
                                 allow_causal_data_bound=allow_causal_data_bound,
                                 threads=threads, chunk=chunk)
     return o
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False, *,
+                                 method="exact", route=None, family=None, degree=None,
+                                 epsilon=None, bound=None, audit=None,
+                                 allow_causal_data_bound=None, threads=None, chunk=None):
+    """``torch.nn.functional.scaled_dot_product_attention`` computed by polygrad, with the same
+    positional arguments, defaults and result, and polygrad's backward pass.
+
+    query [..., L, E], key [..., S, E], value [..., S, E]: float32 or float64 CPU tensors with
+    the same leading dimensions (the last but two is the heads dimension; with enable_gqa, key
+    and value may have fewer heads, a divisor of query's, each shared by a group of consecutive
+    query heads as in PyTorch). Returns [..., L, E].
+
+    What polygrad does not implement is a ValueError naming the argument: an attn_mask (only
+    is_causal's lower-triangular mask is supported), dropout_p other than 0, keys of another
+    length than the queries (L != S) and values of another width than the keys.
+
+    The keywords after ``*`` are polygrad's: method "exact" (the default: what PyTorch computes,
+    to rounding), "poly" or "auto", and the polynomial method's keywords, as in attention(). A
+    polynomial method with is_causal needs a bound R fixed in advance (``bound=``; for example
+    scale * max |q| * max |k| when query and key rows have bounded norms).
+    """
+    if attn_mask is not None:
+        raise ValueError("attn_mask: polygrad supports no explicit mask, only the causal one: "
+                         "pass attn_mask=None, with is_causal=True for a lower-triangular mask")
+    if dropout_p != 0.0:
+        raise ValueError(f"dropout_p={dropout_p!r}: polygrad's attention has no dropout: pass "
+                         f"dropout_p=0.0")
+    for t, name in ((query, "query"), (key, "key"), (value, "value")):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have at least 2 dimensions ([..., length, width]), "
+                             f"got shape {tuple(t.shape)}")
+    if key.shape[-2] != query.shape[-2] or value.shape[-2] != query.shape[-2]:
+        raise ValueError(f"key and value have length {key.shape[-2]} and {value.shape[-2]}, query "
+                         f"{query.shape[-2]}: polygrad attends within one sequence, so key and "
+                         f"value must have query's length (L == S)")
+    if key.shape[-1] != query.shape[-1] or value.shape[-1] != query.shape[-1]:
+        raise ValueError(f"query, key and value have widths {query.shape[-1]}, {key.shape[-1]} "
+                         f"and {value.shape[-1]}: polygrad needs one head width for all three")
+    if enable_gqa and query.dim() >= 3 and key.shape[-3] != query.shape[-3]:
+        heads, kv_heads = query.shape[-3], key.shape[-3]
+        if kv_heads == 0 or heads % kv_heads or value.shape[-3] != kv_heads:
+            raise ValueError(f"enable_gqa: query has {heads} heads, key {kv_heads} and value "
+                             f"{value.shape[-3]}: key and value need one number of heads that "
+                             f"divides query's")
+        # Each key/value head serves a group of heads // kv_heads consecutive query heads;
+        # autograd sums the group's gradients back into it.
+        key = key.repeat_interleave(heads // kv_heads, dim=-3)
+        value = value.repeat_interleave(heads // kv_heads, dim=-3)
+    if key.shape != query.shape or value.shape != query.shape:
+        hint = (" (key and value with fewer heads need enable_gqa=True)"
+                if query.dim() >= 3 and key.shape[:-3] == query.shape[:-3] else "")
+        raise ValueError(f"query, key and value must have one shape, got {tuple(query.shape)}, "
+                         f"{tuple(key.shape)} and {tuple(value.shape)}{hint}")
+    # polygrad takes [B, H, n, E]; leading dimensions other than that are independent heads.
+    shape = query.shape
+    if query.dim() != 4:
+        query, key, value = (t.reshape(1, -1, shape[-2], shape[-1]) for t in (query, key, value))
+    o, _ = attention_with_plans(query, key, value, causal=is_causal, method=method, route=route,
+                                family=family, degree=degree, epsilon=epsilon, bound=bound,
+                                scale=scale, audit=audit,
+                                allow_causal_data_bound=allow_causal_data_bound, threads=threads,
+                                chunk=chunk)
+    return o.reshape(shape)
 
 
 class Attention(torch.nn.Module):
