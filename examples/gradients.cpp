@@ -193,6 +193,9 @@ void run_model(const ModelOptions& o) {
                       detail::shape_string(data.shape("input")), ", got ",
                       detail::shape_string(data.shape("target")));
   const Index n = data.shape("input")[0];
+  if (is_root())
+    o.attention.warn_if_much_slower<T>(n, config.d_model / config.heads, config.causal,
+                                       config.qk_norm.value_or(0), std::cerr);
   RowRange rows;
   const SequenceShard shard = sequence_shard(n, rows);
   if (shard.split()) model.set_shard(shard);
@@ -321,6 +324,8 @@ void run_attention(const AttentionOptions& o) {
   attention.threading.threads = threads;
   attention.shard = shard;
   const auto method = o.attention.make<T>();
+  if (is_root())
+    o.attention.warn_if_much_slower<T>(n, dh, o.causal, o.qk_norm > 0 ? o.qk_norm : 0, std::cerr);
   Matrix<T> O, dQ, dK, dV;
   std::unique_ptr<AttentionContext<T>> context;
   if (o.qk_norm > 0) {

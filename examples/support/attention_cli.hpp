@@ -5,17 +5,20 @@
 //   --degree g | --epsilon e      --bound R               --audit s
 //
 // "poly" runs the polynomial method in every head; "auto" lets each head choose between it and
-// the exact path by predicted cost (attention/poly.hpp). The polynomial flags are usage errors
+// the exact path by predicted seconds (attention/auto.hpp). The polynomial flags are usage errors
 // with --attention exact, so a typo cannot silently run the exact path.
 
 #include <CLI/CLI.hpp>
 
 #include <memory>
+#include <ostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "polygrad/attention/calibration.hpp"
 #include "polygrad/attention/factory.hpp"
+#include "polygrad/attention/poly_approximation.hpp"
 
 namespace polygrad::examples {
 
@@ -42,7 +45,7 @@ class AttentionCli {
     if (with_method) {
       method_option_ = app.add_option("--attention", method,
                                       "attention method: exact, poly (polynomial in every head) or "
-                                      "auto (per head, whichever is predicted cheaper)")
+                                      "auto (per head, whichever is predicted faster)")
                            ->check(CLI::IsMember({"exact", "poly", "auto"}))
                            ->capture_default_str();
     }
@@ -136,6 +139,34 @@ class AttentionCli {
   template <class T>
   std::shared_ptr<const AttentionMethod<T>> make() const {
     return make_attention<T>(method, poly_options());
+  }
+
+  /// With --attention poly: a note on `out` when the plan of a head of n rows and width d_h,
+  /// its scores bounded by R in advance (--bound, or the model's QK norm; 0: none), predicts
+  /// the polynomial path at least `factor` times slower than exact attention, naming the flags
+  /// that avoid it. Nothing for the other methods, without a bound, or when no plan can be made
+  /// (the run then says why).
+  template <class T>
+  void warn_if_much_slower(Index n, Index dh, bool causal, double R, std::ostream& out,
+                           double factor = 4) const {
+    const double fixed = bound > 0 ? bound : R;
+    if (method != "poly" || !(fixed > 0)) return;
+    HeadPlan plan;
+    try {
+      plan = predict_plan(n, dh, causal, fixed, poly_options(), sizeof(T), *default_kernel_rates());
+    } catch (const PlanError&) {
+      return;
+    }
+    const double slower = plan.poly_seconds / plan.exact_seconds;
+    if (!(slower >= factor)) return;
+    std::ostringstream s;
+    s.precision(3);
+    s << "note: --attention poly is predicted " << slower << "x slower than exact attention at n "
+      << n << ", d_h " << dh << " (degree " << plan.degree << ", k = " << plan.rank << ": "
+      << plan.poly_seconds << " s against " << plan.exact_seconds
+      << " s per head on one thread, rates " << plan.rates_source
+      << "); --attention auto chooses per head, --attention exact avoids it\n";
+    out << s.str() << std::flush;
   }
 
   /// One line for reports, e.g. "poly adjoint chebyshev eps=0.001 audit=32".

@@ -181,7 +181,7 @@ def attention(q, k, v, *, causal=True, method="exact", route=None, family=None, 
     [H, n, d_h], float32 or float64 CPU tensors), differentiable through polygrad's backward.
 
     method: "exact" (tiled exact attention), "poly" (the polynomial method in every head) or
-        "auto" (per head, whichever polygrad predicts cheaper).
+        "auto" (per head, whichever polygrad predicts faster: design.md section 6).
     qk_norm: tau; q and k rows are normalised to unit length and the scale is tau, so every
         score lies in [-tau, tau] (a certified bound for the polynomial method).
     scale: the factor c of the scores; 1 / sqrt(head_dim) when None (as PyTorch's).

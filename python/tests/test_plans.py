@@ -34,6 +34,19 @@ def test_auto_chooses_exact_where_the_polynomial_costs_more():
                                        method="auto", degree=5, qk_norm=2.0)
     assert [p.method for p in plans[0]] == ["exact", "exact"]
     assert plans[0][0].poly_cost > plans[0][0].exact_cost
+    # Decided by predicted seconds, with the rates CTest fixes (POLYGRAD_RATES=table).
+    assert 0 < plans[0][0].exact_seconds < plans[0][0].poly_seconds
+    assert plans[0][0].rates_source
+    assert "predicted" in plans[0][0].describe()
+
+
+def test_auto_says_why_a_head_has_no_polynomial_plan():
+    # Causal with no bound: the polynomial plan is refused, exact runs, and the plan says why.
+    _, plans = pt.attention_with_plans(*random_qkv((1, 1, 64, 4), requires_grad=False),
+                                       method="auto")
+    assert plans[0][0].method == "exact"
+    assert "bound R taken from the data" in plans[0][0].poly_refused
+    assert "no polynomial plan" in plans[0][0].describe()
 
 
 def test_module_keeps_the_last_plans():

@@ -1,22 +1,27 @@
 #pragma once
 // The "auto" method: per head, the polynomial method or exact attention, whichever is predicted
-// cheaper (design.md section 6), composed from PolyAttention and ExactAttention. A head whose
-// polynomial plan cannot be made at all runs exact attention. Each method runs once, on the
-// columns of its heads.
+// faster on this host (design.md section 6: each path's cost over its kernel's measured rate),
+// composed from PolyAttention and ExactAttention. A head whose polynomial plan cannot be made at
+// all runs exact attention, and its plan says why. Each method runs once, on the columns of its
+// heads.
 
 #include <memory>
 #include <optional>
 #include <vector>
 
+#include "polygrad/attention/calibration.hpp"
 #include "polygrad/attention/exact.hpp"
 #include "polygrad/attention/poly.hpp"
+#include "polygrad/attention/rates.hpp"
 #include "polygrad/core/instances.hpp"
 
 namespace polygrad {
 
-/// Per head the cheaper of PolyAttention (planned with the options) and ExactAttention, by the
-/// predicted costs of the plan (attention/plan.hpp). The plan of an exact head reports the
-/// polynomial plan it was weighed against. Configuration only, like every AttentionMethod.
+/// Per head the faster of PolyAttention (planned with the options) and ExactAttention, by the
+/// plan's predicted seconds: its costs (attention/plan.hpp) over the rates of the two kernels
+/// (options.rates, or default_kernel_rates()). The plan of an exact head reports the polynomial
+/// plan it was weighed against, or why none could be made. Configuration only, like every
+/// AttentionMethod.
 template <class T>
 class AutoAttention final : public AttentionMethod<T> {
  public:
@@ -139,13 +144,25 @@ class AutoAttention final : public AttentionMethod<T> {
     const Index n = Q.rows(), H = shape.heads, dh = Q.cols() / H;
     auto context = std::make_unique<Context>(shape, n, Q.cols());
     std::vector<std::optional<PolyApproximation>> candidates(static_cast<std::size_t>(H));
+    std::vector<std::string> refusals(static_cast<std::size_t>(H));
     context->chosen.resize(std::size_t(H));
     const int threads =
         shape.shard.split() ? 1 : detail::threads_for(shape.threading, H, double(H * n * dh) * 16);
     detail::parallel_for(H, threads, [&](Index h) {
-      context->chosen[std::size_t(h)] = choose(Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh),
-                                               shape, candidates[std::size_t(h)]);
+      candidates[std::size_t(h)] = plan_polynomial(
+          Q.middleCols(h * dh, dh), K.middleCols(h * dh, dh), shape, refusals[std::size_t(h)]);
     });
+    // Serially: a rate not known yet is measured here, on one thread of an otherwise idle pass.
+    // A sequence split across processes is decided by the table, the same on every rank.
+    const std::shared_ptr<const KernelRates> rates =
+        shape.shard.split()     ? std::make_shared<TableRates>()
+        : poly_.options().rates ? poly_.options().rates
+                                : default_kernel_rates();
+    for (Index h = 0; h < H; ++h) {
+      context->chosen[std::size_t(h)] =
+          choose(shape.shard.split() ? shape.shard.total : n, dh, shape, *rates,
+                 candidates[std::size_t(h)], refusals[std::size_t(h)]);
+    }
     std::vector<PolyApproximation> approximations;
     for (Index h = 0; h < H; ++h) {
       auto& candidate = candidates[std::size_t(h)];
@@ -173,31 +190,44 @@ class AutoAttention final : public AttentionMethod<T> {
     return context;
   }
 
-  /// The plan of one head: sets `approximation` when the polynomial method is predicted cheaper
-  /// than exact attention; otherwise an exact plan that reports the polynomial plan weighed, if
-  /// one could be made.
-  HeadPlan choose(const ConstMatrixRef<T>& q, const ConstMatrixRef<T>& k,
-                  const AttentionShape& shape,
-                  std::optional<PolyApproximation>& approximation) const {
-    HeadPlan exact_plan;
-    exact_plan.n = shape.shard.split() ? shape.shard.total : q.rows();
-    exact_plan.head_dim = q.cols();
-    exact_plan.causal = shape.causal;
-    exact_plan.exact_cost = cost::exact(exact_plan.n, q.cols(), shape.causal);
+  /// One head's polynomial plan, or none (with the reason in `refused`) when no plan meets the
+  /// options. Runs on the heads in parallel.
+  std::optional<PolyApproximation> plan_polynomial(const ConstMatrixRef<T>& q,
+                                                   const ConstMatrixRef<T>& k,
+                                                   const AttentionShape& shape,
+                                                   std::string& refused) const {
     try {
-      PolyApproximation candidate = make_poly_approximation(q, k, shape, poly_.options());
-      if (candidate.plan.poly_cost < candidate.plan.exact_cost) {
-        approximation = std::move(candidate);
-        return approximation->plan;
-      }
-      exact_plan.route = candidate.plan.route;
-      exact_plan.degree = candidate.plan.degree;
-      exact_plan.rank = candidate.plan.rank;
-      exact_plan.bound = candidate.plan.bound;
-      exact_plan.poly_cost = candidate.plan.poly_cost;
-    } catch (const PlanError&) {
-      // No polynomial plan meets the request: exact attention is the only choice.
+      return make_poly_approximation(q, k, shape, poly_.options());
+    } catch (const PlanError& e) {
+      refused = e.what();
+      return std::nullopt;
     }
+  }
+
+  /// The plan of one head of n rows: keeps `candidate` when its predicted seconds are below
+  /// exact attention's; otherwise (or with no candidate) an exact plan that reports the
+  /// polynomial plan weighed, or why none could be made.
+  static HeadPlan choose(Index n, Index dh, const AttentionShape& shape, const KernelRates& rates,
+                         std::optional<PolyApproximation>& candidate, const std::string& refused) {
+    if (candidate) {
+      predict_seconds(candidate->plan, sizeof(T), rates);
+      if (candidate->plan.poly_seconds < candidate->plan.exact_seconds) return candidate->plan;
+    }
+    HeadPlan exact_plan;
+    exact_plan.n = n;
+    exact_plan.head_dim = dh;
+    exact_plan.causal = shape.causal;
+    exact_plan.exact_cost = cost::exact(n, dh, shape.causal);
+    if (candidate) {
+      exact_plan.route = candidate->plan.route;
+      exact_plan.degree = candidate->plan.degree;
+      exact_plan.rank = candidate->plan.rank;
+      exact_plan.bound = candidate->plan.bound;
+      exact_plan.poly_cost = candidate->plan.poly_cost;
+      candidate.reset();
+    }
+    exact_plan.poly_refused = refused;
+    predict_seconds(exact_plan, sizeof(T), rates);
     return exact_plan;
   }
 

@@ -16,7 +16,7 @@ namespace polygrad {
 ///   - "exact": ExactAttention (the tiled kernels; `options` is not used);
 ///   - "poly": PolyAttention with `options` in every head;
 ///   - "auto": AutoAttention, per head PolyAttention with `options` where its plan is predicted
-///     cheaper than exact attention, ExactAttention elsewhere.
+///     faster than exact attention (attention/rates.hpp), ExactAttention elsewhere.
 /// Throws PlanError naming the known methods for any other name.
 template <class T>
 std::shared_ptr<const AttentionMethod<T>> make_attention(const std::string& name,

@@ -89,8 +89,17 @@ struct HeadPlan {
   double output_error = 0;          ///< certified |O~_i - O_i| <= this (design.md section 3)
   double exact_cost = 0;            ///< predicted multiply-adds, exact tiled path
   double poly_cost = 0;             ///< predicted multiply-adds, polynomial route
-  Index threads = 1;                ///< threads that ran this head's work in its last pass
-  Index audit_rows = 0;             ///< rows sampled by the audit (0: no audit)
+  /// Predicted seconds of forward + backward of this head on one thread, each path's cost over
+  /// its kernel's rate (attention/rates.hpp); 0 where not predicted. "auto" compares these.
+  ///@{
+  double exact_seconds = 0, poly_seconds = 0;
+  ///@}
+  std::string rates_source;  ///< where the rates behind the predicted seconds came from
+  /// Why no polynomial plan could be made for this head ("auto" then runs it exactly); empty
+  /// when one was made or none was asked for.
+  std::string poly_refused;
+  Index threads = 1;     ///< threads that ran this head's work in its last pass
+  Index audit_rows = 0;  ///< rows sampled by the audit (0: no audit)
   double audit_error = std::numeric_limits<double>::quiet_NaN();  ///< measured relative error
 
   /// One line, e.g. "poly adjoint chebyshev g=7 k=6435 R=2 (qk-norm) eps<=3.3e-04 ...".
@@ -99,8 +108,13 @@ struct HeadPlan {
     s.precision(3);
     if (method == HeadMethod::exact) {
       s << "exact (tiled)";
-      if (poly_cost > 0)
+      if (exact_seconds > 0) s << " predicted " << exact_seconds << " s";
+      if (poly_seconds > 0)
+        s << " (poly " << to_string(route) << " g=" << degree << " k=" << rank << " predicted "
+          << poly_seconds << " s)";
+      else if (poly_cost > 0)
         s << " (poly would cost " << poly_cost / exact_cost << "x: k=" << rank << ")";
+      if (!poly_refused.empty()) s << " (no polynomial plan: " << poly_refused << ")";
       return s.str();
     }
     s << "poly " << to_string(route) << ' ' << to_string(family) << " g=" << degree << " k=" << rank
@@ -110,6 +124,8 @@ struct HeadPlan {
     if (!exactly_causal) s << ", NOT exactly causal: R from the whole sequence";
     s << ") exp-error<=" << exp_error << " output-error<=" << output_error << "*max|v|"
       << " cost " << poly_cost / exact_cost << "x exact";
+    if (poly_seconds > 0)
+      s << " predicted " << poly_seconds << " s (exact " << exact_seconds << " s)";
     if (audit_rows > 0) s << " audit(" << audit_rows << " rows)=" << audit_error;
     return s.str();
   }

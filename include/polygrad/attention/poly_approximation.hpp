@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -19,6 +20,7 @@
 #include "polygrad/approx/polynomial.hpp"
 #include "polygrad/attention/method.hpp"
 #include "polygrad/attention/plan.hpp"
+#include "polygrad/attention/rates.hpp"
 #include "polygrad/core/instances.hpp"
 
 namespace polygrad {
@@ -70,6 +72,9 @@ struct PolyOptions {
   std::uint64_t audit_seed = 0x5eed;
   /// How refusals name these options (the caller's terms).
   OptionNames names;
+  /// The kernel rates with which "auto" turns predicted costs into seconds (attention/rates.hpp);
+  /// none: default_kernel_rates() (attention/calibration.hpp), measured on this host.
+  std::shared_ptr<const KernelRates> rates;
 };
 
 /// The fixed approximation of one head.
@@ -97,6 +102,66 @@ inline double poly_memory(PolyRoute route, Index k, Index dh, Index chunk, std::
 }
 
 }  // namespace detail
+
+namespace detail {
+
+/// The polynomial of a plan whose n, head_dim, causal and bound are set: fits it (the given
+/// degree, or the smallest certified for epsilon), fills degree, rank, the certified errors and
+/// both costs, and checks the memory budget for scalars of `scalar_bytes`. PlanError when no
+/// degree certifies epsilon or the rank does not fit.
+inline ExpPolynomial fit_and_cost(HeadPlan& plan, const PolyOptions& options,
+                                  std::size_t scalar_bytes) {
+  const OptionNames& names = options.names;
+  const Index n = plan.n, dh = plan.head_dim;
+  ExpPolynomial polynomial =
+      options.degree > 0 ? fit_exp(options.family, plan.bound, options.degree)
+                         : fit_exp_for_error(options.family, plan.bound, options.epsilon,
+                                             options.max_degree, names.epsilon, names.max_degree);
+  // An explicitly requested degree may certify nothing (error >= 1): Taylor on concentrated
+  // scores is often far better than its certificate (design.md section 3). The forward pass
+  // then checks every normaliser, and the plan reports an unbounded output error.
+  plan.degree = polynomial.degree;
+  plan.rank = SymmetricFeatures::count(dh, polynomial.degree);
+  plan.exp_error = polynomial.certified_error;
+  plan.output_error = plan.exp_error < 1 ? 2 * plan.exp_error / (1 - plan.exp_error)
+                                         : std::numeric_limits<double>::infinity();
+  plan.exact_cost = cost::exact(n, dh, plan.causal);
+  plan.poly_cost =
+      options.route == PolyRoute::adjoint
+          ? cost::poly_adjoint(n, dh, plan.degree, plan.rank, options.chunk, plan.causal)
+          : cost::poly_paper(n, dh, plan.degree, plan.rank, options.chunk, plan.causal);
+  const double bytes = poly_memory(options.route, plan.rank, dh, options.chunk, scalar_bytes);
+  require<PlanError>(
+      bytes <= options.memory_budget, "rank k = ", plan.rank, " (d_h = ", dh, ", degree ",
+      plan.degree, ") needs ", bytes / (1 << 20), " MiB per head, over the budget of ",
+      options.memory_budget / (1 << 20), " MiB: ",
+      one_of({named("lower the degree", names.degree),
+              named("raise the error target", names.epsilon), "bound the scores more tightly",
+              named("raise the memory budget", names.memory_budget)}));
+  return polynomial;
+}
+
+}  // namespace detail
+
+/// The plan of one head of n rows of width d_h whose scores are bounded in advance by R (a fixed
+/// bound or QK normalisation), made without its data: degree, rank, certified errors, costs and
+/// both predicted seconds by `rates`. Programs use it to warn before a slow run. PlanError as
+/// make_poly_approximation.
+inline HeadPlan predict_plan(Index n, Index dh, bool causal, double R, const PolyOptions& options,
+                             std::size_t scalar_bytes, const KernelRates& rates) {
+  HeadPlan plan;
+  plan.method = HeadMethod::poly;
+  plan.n = n;
+  plan.head_dim = dh;
+  plan.causal = causal;
+  plan.route = options.route;
+  plan.family = options.family;
+  plan.bound = R;
+  plan.certified = true;
+  detail::fit_and_cost(plan, options, scalar_bytes);
+  predict_seconds(plan, scalar_bytes, rates);
+  return plan;
+}
 
 /// Builds the approximation of one head from its queries and keys (n x d_h, matrices or views
 /// of float or double), or throws PlanError saying what to change. Fills
@@ -165,33 +230,7 @@ PolyApproximation make_poly_approximation(const Eigen::MatrixBase<DerivedQ>& Q,
     q_scale = c / (plan.bound * k_scale);
   }
 
-  ExpPolynomial polynomial =
-      options.degree > 0 ? fit_exp(options.family, plan.bound, options.degree)
-                         : fit_exp_for_error(options.family, plan.bound, options.epsilon,
-                                             options.max_degree, names.epsilon, names.max_degree);
-  // An explicitly requested degree may certify nothing (error >= 1): Taylor on concentrated
-  // scores is often far better than its certificate (design.md section 3). The forward pass
-  // then checks every normaliser, and the plan reports an unbounded output error.
-  plan.degree = polynomial.degree;
-  plan.rank = SymmetricFeatures::count(dh, polynomial.degree);
-  plan.exp_error = polynomial.certified_error;
-  plan.output_error = plan.exp_error < 1 ? 2 * plan.exp_error / (1 - plan.exp_error)
-                                         : std::numeric_limits<double>::infinity();
-  plan.exact_cost = cost::exact(n, dh, shape.causal);
-  plan.poly_cost =
-      options.route == PolyRoute::adjoint
-          ? cost::poly_adjoint(n, dh, plan.degree, plan.rank, options.chunk, shape.causal)
-          : cost::poly_paper(n, dh, plan.degree, plan.rank, options.chunk, shape.causal);
-  const double bytes = detail::poly_memory(options.route, plan.rank, dh, options.chunk, sizeof(T));
-  require<PlanError>(
-      bytes <= options.memory_budget, "rank k = ", plan.rank, " (d_h = ", dh, ", degree ",
-      plan.degree, ") needs ", bytes / (1 << 20), " MiB per head, over the budget of ",
-      options.memory_budget / (1 << 20), " MiB: ",
-      detail::one_of({detail::named("lower the degree", names.degree),
-                      detail::named("raise the error target", names.epsilon),
-                      "bound the scores more tightly",
-                      detail::named("raise the memory budget", names.memory_budget)}));
-
+  ExpPolynomial polynomial = detail::fit_and_cost(plan, options, sizeof(T));
   SymmetricFeatures features(dh, polynomial.coeffs);
   Vector<double> weights = pair_weights(features, polynomial.coeffs);
   return PolyApproximation{
