@@ -495,6 +495,9 @@ void train(const TrainOptions& o) {
   runs[0].attention = std::make_shared<ExactAttention<T>>();
   runs[1].name = "approx";
   runs[1].attention = o.attention.make<T>();
+  if (split.root())
+    o.attention.warn_if_much_slower<T>(o.seq_len, config.d_model / config.heads, config.causal,
+                                       config.qk_norm.value_or(0), std::cerr);
   LanguageModelConfig model_config;
   model_config.vocab = vocab;
   model_config.context = o.seq_len;
