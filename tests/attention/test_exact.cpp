@@ -64,6 +64,11 @@ HeadResult run_exact(const HeadData& in, double scale, bool causal, exact::Tiles
           dV.template cast<double>(), lse.template cast<double>()};
 }
 
+/// The scale below which dQ and dK are rounding noise: those of a one-token sequence are zero
+/// (dS = P (dP - delta) with P = 1 and dP = delta), and a kernel that forms dP and delta in
+/// different orders leaves noise there on the scale of dO.
+double gradient_floor(const HeadData& in) { return in.dO.norm(); }
+
 const std::vector<exact::Tiles> tile_shapes = {{64, 64}, {16, 8}, {8, 16}, {5, 5}};
 
 }  // namespace
@@ -86,8 +91,8 @@ TEST_CASE("exact kernels match the naive reference in double", "[attention][exac
           const HeadResult r = run_exact<double>(in, scale, causal, tiles);
           CHECK(test::relative_error(r.O, O_ref) < 1e-12);
           CHECK(test::relative_error(r.lse, lse_ref) < 1e-12);
-          CHECK(test::relative_error(r.dQ, dQ_ref) < 1e-12);
-          CHECK(test::relative_error(r.dK, dK_ref) < 1e-12);
+          CHECK(test::relative_error(r.dQ, dQ_ref, gradient_floor(in)) < 1e-12);
+          CHECK(test::relative_error(r.dK, dK_ref, gradient_floor(in)) < 1e-12);
           CHECK(test::relative_error(r.dV, dV_ref) < 1e-12);
         }
       }
@@ -106,8 +111,8 @@ TEST_CASE("exact kernels in float agree with double", "[attention][exact]") {
         const HeadResult f = run_exact<float>(in, scale, causal, {});
         CHECK(test::relative_error(f.O, ref.O) < 1e-4);
         CHECK(test::relative_error(f.lse, ref.lse) < 1e-4);
-        CHECK(test::relative_error(f.dQ, ref.dQ) < 1e-4);
-        CHECK(test::relative_error(f.dK, ref.dK) < 1e-4);
+        CHECK(test::relative_error(f.dQ, ref.dQ, gradient_floor(in)) < 1e-4);
+        CHECK(test::relative_error(f.dK, ref.dK, gradient_floor(in)) < 1e-4);
         CHECK(test::relative_error(f.dV, ref.dV) < 1e-4);
       }
     }
@@ -201,8 +206,9 @@ TEMPLATE_TEST_CASE("ExactAttention matches NaiveAttention with three heads", "[a
       context->backward(Q, K, V, O, dO, dQ, dK, dV);
       reference->backward(Q, K, V, O_ref, dO, dQ_ref, dK_ref, dV_ref);
       CHECK(test::relative_error(O, O_ref) < tol);
-      CHECK(test::relative_error(dQ, dQ_ref) < tol);
-      CHECK(test::relative_error(dK, dK_ref) < tol);
+      // One token: dQ = dK = 0, compared on the scale of dO (gradient_floor above).
+      CHECK(test::relative_error(dQ, dQ_ref, double(dO.norm())) < tol);
+      CHECK(test::relative_error(dK, dK_ref, double(dO.norm())) < tol);
       CHECK(test::relative_error(dV, dV_ref) < tol);
       CHECK(method.name() == "exact");
       const auto plans = context->plans();

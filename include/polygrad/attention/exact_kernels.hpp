@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "polygrad/attention/exact_fixed_width.hpp"
+#include "polygrad/attention/exact_tiles.hpp"
 #include "polygrad/attention/method.hpp"
 #include "polygrad/core/instances.hpp"
 
@@ -23,46 +25,10 @@ namespace polygrad {
 /// (design.md section 2). ExactAttention runs them on every head.
 namespace exact {
 
-/// Tile sizes of the exact kernels: B_q query rows meet B_k key rows per tile. At 64 x 64 the two
-/// tile buffers (16 KiB each in float) stay in L1/L2; 96 to 192 measured no faster at d_h = 16.
-struct Tiles {
-  Index query = 64;  ///< B_q
-  Index key = 64;    ///< B_k
-};
-
 /// The helpers of the exact kernels below and of ring attention (exact_ring.hpp).
 namespace detail {
 
 using namespace polygrad::detail;  // the library's shared helpers, unqualified as elsewhere
-
-/// What every tile of a pass shares: the scale c in S = c Q K^T, the causal mask and the tiles.
-template <class T>
-struct Pass {
-  T scale;
-  bool causal;
-  Tiles tiles;
-};
-
-/// The tile rows of a pass that one call runs: first, first + stride, ... Calls with one stride
-/// and different firsts share a pass between threads.
-struct Share {
-  Index first = 0, stride = 1;
-};
-
-/// A pass over H heads (columns [h d_h, (h + 1) d_h) of n x H d_h matrices) and the threads it
-/// may use.
-template <class T>
-struct HeadsPass {
-  Index heads;
-  Pass<T> pass;
-  Threading threading;
-};
-
-/// The gradients a backward call assigns: dQ (or a sum of its parts), dK, dV.
-template <class T>
-struct Gradients {
-  MatrixRef<T> dQ, dK, dV;
-};
 
 /// Sets the entries of a transposed tile (rows: keys j0.., columns: queries i0..) that the causal
 /// mask hides to `value`: query i0 + r sees key j0 + c only if j0 + c <= i0 + r.
@@ -94,13 +60,40 @@ void check_inputs(const Eigen::MatrixBase<Derived>& Q, const Eigen::MatrixBase<D
                      "1 x 1, got ", tiles.query, " x ", tiles.key);
 }
 
+/// Forward pass over the query blocks of `share` (design.md section 2), on Eigen's products for
+/// any head width: forward_blocks below without the choice of kernel.
+template <class T>
+void forward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                            const Pass<T>& pass, Share share, MatrixRef<T> O, VectorRef<T> lse);
+
+/// Backward pass over the key blocks of `share` (design.md section 2), on Eigen's products for
+/// any head width: backward_blocks below without the choice of kernel.
+template <class T>
+void backward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                             ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
+                             const Pass<T>& pass, Share share, Gradients<T> out);
+
 /// Forward pass over the query blocks of `share` (design.md section 2): assigns their rows of
 /// O (n x d_h) and lse (n). Q: n x d_h; K, V: m x d_h, m = n when causal (query i sees key
 /// j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp). Calls with
 /// the same stride and different firsts touch disjoint rows and may run in parallel.
+/// The fixed-width kernels (exact_fixed_width.hpp) run heads of width 8 to 64 where the SIMD
+/// packet allows; the general ones, on Eigen's products, the rest.
 template <class T>
 void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
                     const Pass<T>& pass, Share share, MatrixRef<T> O, VectorRef<T> lse) {
+  if (fixed_width_applies<T>(Q.cols(), pass.tiles)) {
+    with_fixed_width<T>(Q.cols(), [&](auto width) {
+      forward_blocks_fixed<T, decltype(width)::value>(Q, K, V, pass, share, O, lse);
+    });
+  } else {
+    forward_blocks_general<T>(Q, K, V, pass, share, O, lse);
+  }
+}
+
+template <class T>
+void forward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                            const Pass<T>& pass, Share share, MatrixRef<T> O, VectorRef<T> lse) {
   const T scale = pass.scale;
   const bool causal = pass.causal;
   const Tiles& tiles = pass.tiles;
@@ -174,10 +167,24 @@ void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> 
 /// and different firsts write disjoint rows of dK and dV, and need separate out.dQ sums to run
 /// in parallel. Q, dO, out.dQ: n x d_h; K, V, out.dK, out.dV: m x d_h, with m = n when causal
 /// (as in forward_blocks).
+/// The kernels are chosen as in forward_blocks.
 template <class T>
 void backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
                      ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
                      const Pass<T>& pass, Share share, Gradients<T> out) {
+  if (fixed_width_applies<T>(Q.cols(), pass.tiles)) {
+    with_fixed_width<T>(Q.cols(), [&](auto width) {
+      backward_blocks_fixed<T, decltype(width)::value>(Q, K, V, dO, lse, delta, pass, share, out);
+    });
+  } else {
+    backward_blocks_general<T>(Q, K, V, dO, lse, delta, pass, share, out);
+  }
+}
+
+template <class T>
+void backward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
+                             ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
+                             const Pass<T>& pass, Share share, Gradients<T> out) {
   const T scale = pass.scale;
   const bool causal = pass.causal;
   const Tiles& tiles = pass.tiles;
@@ -400,6 +407,13 @@ void backward(const Matrix<T>& Q, const Matrix<T>& K, const Matrix<T>& V, const 
                                       ConstMatrixRef<T>, ConstVectorRef<T>, ConstVectorRef<T>,   \
                                       const detail::Pass<T>&, detail::Share,                     \
                                       detail::Gradients<T>);                                     \
+  how void detail::forward_blocks_general<T>(ConstMatrixRef<T>, ConstMatrixRef<T>,               \
+                                             ConstMatrixRef<T>, const detail::Pass<T>&,          \
+                                             detail::Share, MatrixRef<T>, VectorRef<T>);         \
+  how void detail::backward_blocks_general<T>(                                                   \
+      ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>, ConstMatrixRef<T>,                \
+      ConstVectorRef<T>, ConstVectorRef<T>, const detail::Pass<T>&, detail::Share,               \
+      detail::Gradients<T>);                                                                     \
   how void detail::forward_heads<T>(const Matrix<T>&, const Matrix<T>&, const Matrix<T>&,        \
                                     const detail::HeadsPass<T>&, Matrix<T>&,                     \
                                     std::vector<Vector<T>>&, std::vector<Index>&);               \

@@ -22,8 +22,9 @@ namespace polygrad {
 
 /// The revision of the kernels' speed: kept rates (MeasuredRates) are filed under it, so that a
 /// change that makes a kernel faster or slower, with this number raised, has them measured
-/// again, and the table below is measured again with it.
-inline constexpr int kernel_revision = 1;
+/// again, and the table below is measured again with it. Revision 2: exact attention's
+/// fixed-width kernels (exact_fixed_width.hpp), 1.45x the general ones at d_h 16.
+inline constexpr int kernel_revision = 2;
 
 /// A class of kernels that run at one rate.
 struct KernelClass {
@@ -55,8 +56,11 @@ class KernelRates {
 };
 
 /// Rates measured on the project's machine (AMD EPYC with AVX-512, g++ 12 -march=native, one
-/// thread, float, causal; `polygrad_kernel_rates`, 2026-12-07), interpolated in log d_h (exact)
-/// and log k (polynomial routes, whatever d_h), and held constant beyond the ends of the table.
+/// thread, float, causal; `polygrad_kernel_rates`, 2026-12-07, exact again on 2026-12-08 for
+/// kernel revision 2), interpolated in log d_h (exact) and log k (polynomial routes, whatever
+/// d_h), and held constant beyond the ends of the table. Exact attention at d_h 16, 32 and 64
+/// runs the fixed-width kernels there, d_h 4, 8 and 128 the general ones; a width between two
+/// of these that has no fixed-width kernel (12, 24) is predicted somewhat too fast.
 /// Double is taken to run at half the float rate of its class (half as many lanes per vector).
 /// The fallback where measuring is switched off (POLYGRAD_RATES=table), and the guess that
 /// sizes a measurement.
@@ -67,7 +71,7 @@ class TableRates final : public KernelRates {
     if (kernel.method == HeadMethod::exact) {
       // (d_h, rate)
       static const std::vector<std::pair<double, double>> exact{
-          {4, 1.0e10}, {8, 1.77e10}, {16, 2.8e10}, {32, 2.95e10}, {64, 3.4e10}, {128, 3.3e10}};
+          {4, 1.0e10}, {8, 1.8e10}, {16, 4.07e10}, {32, 4.5e10}, {64, 4.4e10}, {128, 3.1e10}};
       return scalar * interpolate(exact, double(kernel.head_dim));
     }
     // (k = C(d_h + g, g), rate)

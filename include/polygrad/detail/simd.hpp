@@ -1,17 +1,18 @@
 #pragma once
-// The handful of SIMD operations the feature kernels (approx/feature_products.hpp) and the GELU
-// kernel (layers/gelu.hpp) are written in, on Eigen's packet of T: one AVX-512, AVX or SSE register (or NEON), or a plain scalar when
-// Eigen does not vectorise. Eigen::internal's packet functions are not documented API; they are
+// The handful of SIMD operations the feature kernels (approx/feature_products.hpp), the GELU
+// kernel (layers/gelu.hpp) and the fixed-width products of exact attention
+// (detail/fixed_width_products.hpp) are written in, on Eigen's packet of T: one AVX-512, AVX or
+// SSE register (or NEON), or a plain scalar when Eigen does not vectorise. Eigen::internal's packet functions are not documented API; they are
 // what Eigen's own kernels are written in, stable across 3.4, and named only in this file.
 
-#include <Eigen/Core>
+#include "polygrad/core/types.hpp"  // Eigen, first: see the note on -Wuninitialized there
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
-#include "polygrad/core/types.hpp"
-
-/// The SIMD operations of the feature and GELU kernels, on Eigen's packets.
+/// The SIMD operations of the feature, GELU and fixed-width attention kernels, on Eigen's
+/// packets.
 namespace polygrad::simd {
 
 /// Eigen's packet of T: one AVX-512, AVX, SSE or NEON register, or T itself when Eigen does
@@ -69,6 +70,49 @@ P mul(const P& a, const P& b) {
 template <class P>
 P div(const P& a, const P& b) {
   return Eigen::internal::pdiv(a, b);
+}
+
+/// a - b, lane by lane.
+template <class P>
+P sub(const P& a, const P& b) {
+  return Eigen::internal::psub(a, b);
+}
+
+/// max(a, b), lane by lane.
+template <class P>
+P max(const P& a, const P& b) {
+  return Eigen::internal::pmax(a, b);
+}
+
+/// first, first + 1, ..., first + width<T> - 1.
+template <class T>
+Packet<T> ramp(T first) {
+  return Eigen::internal::plset<Packet<T>>(first);
+}
+
+/// A mask with the lanes where a <= b set, for select().
+template <class P>
+P less_equal(const P& a, const P& b) {
+  return Eigen::internal::pcmp_le(a, b);
+}
+
+/// The lanes of `if_set` where `mask` (from less_equal) is set, those of `otherwise` elsewhere.
+template <class P>
+P select(const P& mask, const P& if_set, const P& otherwise) {
+  return Eigen::internal::pselect(mask, if_set, otherwise);
+}
+
+/// Makes the compiler hold x in a register from here on. Without it GCC folds a packet that
+/// several multiply-adds share into each of them as a memory operand, loading it once per use:
+/// exact attention's tile products (detail/fixed_width_products.hpp) at D = 16 ran 1.27x
+/// faster with it, bound by loads before.
+template <class P>
+void keep_in_register(P& x) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  __asm__("" : "+v"(x));
+#else
+  (void)x;
+#endif
 }
 
 /// |x|, lane by lane.
