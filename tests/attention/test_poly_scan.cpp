@@ -45,6 +45,8 @@ struct Setup {
 
 /// A scan's add step: the chunk's rows, strip by strip.
 struct AddRows {
+  explicit AddRows(const Setup& setup) : s(setup) {}
+
   const Setup& s;
   MonomialBlock<double> block{s.features};
   Monomials<double> M;
