@@ -31,14 +31,15 @@ namespace polygrad::fixed_width {
 /// Accumulator packets one micro tile keeps in registers: half the vector registers (AVX-512
 /// has 32, AVX and SSE 16), leaving the rest for the operands.
 template <class T>
-inline constexpr Index accumulators = simd::width<T>* Index(sizeof(T)) >= 64 ? 16 : 8;
+inline constexpr Index accumulators = Index(sizeof(T)) * simd::width<T> >= 64 ? 16 : 8;
 
-/// Packets along the lanes per micro tile of lane_products and add_transposed_products; their
-/// `lanes` must be a multiple of lane_block<T> scalars.
+/// Packets along the lanes per micro tile of lane_products and add_transposed_products.
 inline constexpr Index lane_packets = 4;
 
+/// Scalars along the lanes per micro tile: the `lanes` of lane_products and
+/// add_transposed_products must be a multiple of it (64 floats with AVX-512).
 template <class T>
-inline constexpr Index lane_block = lane_packets* simd::width<T>;
+inline constexpr Index lane_block = Index(simd::width<T>) * lane_packets;
 
 namespace detail {
 
