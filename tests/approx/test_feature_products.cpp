@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -136,6 +137,14 @@ TEMPLATE_TEST_CASE("the block products equal their dense definitions", "[approx]
       const Matrix<double> add_want =
           before.leftCols(k) + (Md * Y.template cast<double>()).transpose();
       CHECK(test::relative_error(acc.leftCols(k).template cast<double>(), add_want) <
+            tolerance<TestType>());
+      CHECK(acc.rightCols(acc.cols() - k).isZero(0));
+
+      // S^T = (M Y)^T with Update::assign: what the state held (here NaN) is never read.
+      acc.setConstant(std::numeric_limits<TestType>::quiet_NaN());
+      add_monomial_products(M, zero_padded(Y), acc, scratch, Update::assign);
+      const Matrix<double> assign_want = (Md * Y.template cast<double>()).transpose();
+      CHECK(test::relative_error(acc.leftCols(k).template cast<double>(), assign_want) <
             tolerance<TestType>());
       CHECK(acc.rightCols(acc.cols() - k).isZero(0));
     }

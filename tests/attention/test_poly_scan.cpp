@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <type_traits>
 
 #include "polygrad/attention/poly_scan.hpp"
 
@@ -44,25 +45,31 @@ struct Setup {
 };
 
 /// A scan's add step: the chunk's rows, strip by strip.
+template <class T = double>
 struct AddRows {
   explicit AddRows(const Setup& setup) : s(setup) {}
 
   const Setup& s;
-  MonomialBlock<double> block{s.features};
-  Monomials<double> M;
-  ProductScratch<double> scratch;
-  Matrix<double> rows;
+  MonomialBlock<T> block{s.features};
+  Monomials<T> M;
+  ProductScratch<T> scratch;
+  Matrix<T> rows;
 
-  void operator()(poly::Chunk c, poly::FeatureState<double>& state) {
-    constexpr Index W = simd::width<double>;
-    poly::for_each_strip<double>(c, [&](Index b, Index n) {
-      block.build(s.X.middleRows(c.begin + b, n), M);
+  void operator()(poly::Chunk c, poly::FeatureState<T>& state) {
+    constexpr Index W = simd::width<T>;
+    poly::for_each_strip<T>(c, [&](Index b, Index n) {
+      block.build(s.X.middleRows(c.begin + b, n).template cast<T>(), M);
       rows.setZero(W, s.Y.cols());
-      rows.topRows(n) = s.Y.middleRows(c.begin + b, n);
+      rows.topRows(n) = s.Y.middleRows(c.begin + b, n).template cast<T>();
       state.add(M, rows, scratch);
     });
   }
 };
+
+/// |a - b|_max / |b|_max.
+double test_relative(const Matrix<double>& a, const Matrix<double>& b) {
+  return (a - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff();
+}
 
 }  // namespace
 
@@ -77,6 +84,36 @@ TEST_CASE("chunks come in scan order, the last one shorter", "[attention][poly][
   CHECK_THROWS_AS(poly::ChunkScan(10, 0, poly::ScanOrder::forward), PlanError);
 }
 
+TEMPLATE_TEST_CASE(
+    "a feature state holds every row that entered, however its sums in T are folded and "
+    "whenever it is read",
+    "[attention][poly][scan]", float, double) {
+  const Index n = 61;
+  const Setup s(n);
+  const double tolerance = std::is_same_v<TestType, float> ? 1e-5 : 1e-14;
+  // Fold after every strip, after parts of strips' worth, after several strips, or never.
+  for (const Index fold_rows : {Index(1), Index(5), Index(24), Index(1000)}) {
+    for (const Index refresh_every : {Index(1), Index(3)}) {
+      CAPTURE(fold_rows, refresh_every);
+      AddRows<TestType> add{s};
+      poly::FeatureState<TestType> state(s.features.size(), 3, fold_rows);
+      const poly::ChunkScan chunks(n, 7, poly::ScanOrder::forward);
+      for (Index i = 0; i < chunks.count(); ++i) {
+        add(chunks[i], state);
+        if ((i + 1) % refresh_every != 0) continue;
+        const Index end = chunks[i].begin + chunks[i].size;
+        const Matrix<double> S = state.refresh(s.w).template cast<double>();
+        CHECK(test_relative(S, s.dense_state(0, end)) < tolerance);
+      }
+      const Matrix<double> total = state.total().array().rowwise() * s.w.transpose().array();
+      CHECK(test_relative(total, s.dense_state(0, n)) < tolerance);
+      // Read twice in a row: the second refresh folds nothing more.
+      const Matrix<double> again = state.refresh(s.w).template cast<double>();
+      CHECK(test_relative(again, s.dense_state(0, n)) < tolerance);
+    }
+  }
+}
+
 TEST_CASE("a causal scan reads the rows before each chunk, a whole scan every row",
           "[attention][poly][scan]") {
   const Index n = 23, chunk = 5;
@@ -84,7 +121,7 @@ TEST_CASE("a causal scan reads the rows before each chunk, a whole scan every ro
   for (const poly::ScanOrder order : {poly::ScanOrder::forward, poly::ScanOrder::reverse}) {
     for (const bool causal : {true, false}) {
       CAPTURE(order == poly::ScanOrder::forward, causal);
-      AddRows add{s};
+      AddRows<> add{s};
       poly::FeatureState<double> state(s.features.size(), 3, chunk);
       Index reads = 0;
       auto read = [&](poly::Chunk c, const Matrix<double>& S) {
@@ -110,7 +147,7 @@ TEST_CASE(
     "[attention][poly][scan]") {
   const Index n = 40, chunk = 8, split = 16;
   const Setup s(n);
-  AddRows add{s};
+  AddRows<> add{s};
   std::vector<Matrix<double>> whole, halves;
   poly::FeatureState<double> state(s.features.size(), 3, chunk);
   poly::scan_causal(
@@ -124,7 +161,7 @@ TEST_CASE(
     f.Y = s.Y.topRows(split);
     return f;
   }();
-  AddRows add_first{first};
+  AddRows<> add_first{first};
   poly::FeatureState<double> shard(s.features.size(), 3, chunk);
   poly::scan_causal(
       poly::ChunkScan(split, chunk, poly::ScanOrder::forward), shard, s.w,
@@ -137,7 +174,7 @@ TEST_CASE(
     f.Y = s.Y.bottomRows(n - split);
     return f;
   }();
-  AddRows add_second{second};
+  AddRows<> add_second{second};
   poly::FeatureState<double> next(s.features.size(), 3, chunk);
   next.reset(handed_on);
   poly::scan_causal(

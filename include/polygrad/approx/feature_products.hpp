@@ -11,7 +11,7 @@
 //   monomials_transpose_times   out = M^T S    (C x m)  rows reading a state
 //   state_times_rows_transpose  dM  = S Y^T    (k x C)  the gradient reaching the monomials
 //   add_state_gradient          dX += (d/dX) sum (S Y^T) o M, without storing S Y^T
-//   add_monomial_products       S  += M X      (k x m)  a chunk entering a state
+//   add_monomial_products       S  += M X      (k x m)  a chunk entering a state (or S = M X)
 
 #include <algorithm>
 #include <type_traits>
@@ -210,16 +210,17 @@ void add_state_gradient(MonomialBlock<T>& block, const ConstMatrixRef<detail::no
 
 namespace detail {
 
-/// ST(j0 + j, f0 : f0 + W) += sum_r tile(r) X(r, j0 + j) over the rows r of a block, j < G, for
-/// each feature tile f0, given the tiles transposed (W features per packet) by `transposed_tile`.
-/// Row r of X starts at X + r * stride.
+/// ST(j0 + j, f0 : f0 + W) (+)= sum_r tile(r) X(r, j0 + j) over the rows r of a block, j < G,
+/// for each feature tile f0, given the tiles transposed (W features per packet) by
+/// `transposed_tile`. Row r of X starts at X + r * stride.
 template <class T, int G, class TransposedTile>
 void add_tile_products(Index k, Index strips, const T* X, Index stride, Index j0, T* ST,
-                       TransposedTile&& transposed_tile) {
+                       bool accumulate, TransposedTile&& transposed_tile) {
   constexpr Index W = simd::width<T>;
   for (Index f0 = 0; f0 < k; f0 += W) {
     simd::Packet<T> acc[G];
-    for (int j = 0; j < G; ++j) acc[j] = simd::load(ST + (j0 + j) * k + f0);
+    for (int j = 0; j < G; ++j)
+      acc[j] = accumulate ? simd::load(ST + (j0 + j) * k + f0) : simd::zero<T>();
     for (Index s = 0; s < strips; ++s) {
       const simd::Tile<T> tile = transposed_tile(f0, s);
       const T* rows = X + s * W * stride + j0;
@@ -233,17 +234,25 @@ void add_tile_products(Index k, Index strips, const T* X, Index stride, Index j0
 
 }  // namespace detail
 
+/// How a product meets what its destination held.
+enum class Update {
+  add,     ///< destination += product
+  assign,  ///< destination = product (what it held is never read)
+};
+
 /// ST (m x padded k) += (M X)^T for monomials M (k x C) and rows X (padded C x m; the padding
-/// rows must be zero); k is padded to whole packets, and ST's columns past k stay zero. Each
-/// W x W tile of M is transposed in registers, so that the sum over the block's rows runs with
-/// W features per packet. `scratch` holds the transposed tiles when m > 12.
+/// rows must be zero), or ST = (M X)^T with Update::assign; k is padded to whole packets, and
+/// ST's columns past k stay zero. Each W x W tile of M is transposed in registers, so that the
+/// sum over the block's rows runs with W features per packet. `scratch` holds the transposed
+/// tiles when m > 12.
 template <class T>
 void add_monomial_products(const Monomials<T>& M, const ConstMatrixRef<detail::non_deduced_t<T>>& X,
-                           Matrix<T>& ST, ProductScratch<T>& scratch) {
+                           Matrix<T>& ST, ProductScratch<T>& scratch, Update update = Update::add) {
   constexpr Index W = simd::width<T>;
   const Index k = padded_rows<T>(M.size()), m = X.cols(), strips = M.strips();
   require_shape(X, strips * W, m, "rows entering a state");
   require_shape(ST, m, k, "transposed state");
+  const bool accumulate = update == Update::add;
   auto transpose = [&](Index f0, Index s) {
     simd::Tile<T> tile;
     if (f0 + W <= M.stored()) {
@@ -259,7 +268,7 @@ void add_monomial_products(const Monomials<T>& M, const ConstMatrixRef<detail::n
   if (m <= 12) {  // one column group: transpose each tile as it is used
     detail::for_column_groups(m, [&](Index j0, auto G) {
       detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), X.outerStride(), j0,
-                                                       ST.data(), transpose);
+                                                       ST.data(), accumulate, transpose);
     });
     return;
   }
@@ -281,7 +290,7 @@ void add_monomial_products(const Monomials<T>& M, const ConstMatrixRef<detail::n
   };
   detail::for_column_groups(m, [&](Index j0, auto G) {
     detail::add_tile_products<T, decltype(G)::value>(k, strips, X.data(), X.outerStride(), j0,
-                                                     ST.data(), stored);
+                                                     ST.data(), accumulate, stored);
   });
 }
 

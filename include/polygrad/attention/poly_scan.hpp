@@ -75,6 +75,11 @@ void for_each_strip(Chunk chunk, Body&& body) {
 /// feature_products.hpp takes states. Sums over at most `fold_rows` rows are formed in T, then
 /// added in double (design.md section 7: the long sums stay in double whatever T is).
 /// refresh() returns diag(w) S in T, the state with the pair weights applied, ready for reading.
+///
+/// A causal scan refreshes after every chunk, so a fold waits until the next rows would exceed
+/// `fold_rows` or a refresh comes, and folding and refreshing are then one pass over the state;
+/// the partial sum in T is not cleared after a fold but overwritten by the next strip that
+/// enters (it holds nothing while no rows are pending).
 template <class T>
 class FeatureState {
  public:
@@ -88,14 +93,30 @@ class FeatureState {
   /// rows: (W x m), zero past the strip's rows.
   void add(const Monomials<T>& monomials, const ConstMatrixRef<T>& rows,
            ProductScratch<T>& scratch) {
-    add_monomial_products(monomials, rows, partialT_, scratch);
+    if (pending_ + rows.rows() > fold_rows_) fold();
+    add_monomial_products(monomials, rows, partialT_, scratch,
+                          pending_ == 0 ? Update::assign : Update::add);
     pending_ += rows.rows();
-    if (pending_ >= fold_rows_) fold();
   }
   /// Sets the working copy to (diag(w) S)^T in T and returns it: (m x k).
   const Matrix<T>& refresh(const Vector<double>& w) {
-    fold();
-    currentT_ = (sumT_.array().rowwise() * w.transpose().array()).template cast<T>();
+    require<ShapeError>(w.size() == sumT_.cols(), "FeatureState::refresh: ", w.size(),
+                        " weights for ", sumT_.cols(), " features");
+    const Index m = sumT_.rows(), k = sumT_.cols();
+    for (Index j = 0; j < m; ++j) {
+      double* sum = sumT_.row(j).data();
+      const T* partial = partialT_.row(j).data();
+      T* current = currentT_.row(j).data();
+      if (pending_ > 0) {
+        for (Index f = 0; f < k; ++f) {
+          sum[f] += double(partial[f]);
+          current[f] = T(sum[f] * w(f));
+        }
+      } else {
+        for (Index f = 0; f < k; ++f) current[f] = T(sum[f] * w(f));
+      }
+    }
+    pending_ = 0;
     return currentT_;
   }
   /// S^T in double, (m x k): the start plus every row added so far.
@@ -110,7 +131,6 @@ class FeatureState {
   /// Starts again from S^T = `start` (m x k), e.g. the state of the shards before this one.
   void reset(const Matrix<double>& start) {
     require_shape(start, sumT_.rows(), sumT_.cols(), "the start of a feature state");
-    partialT_.setZero();
     pending_ = 0;
     sumT_ = start;
   }
@@ -119,12 +139,11 @@ class FeatureState {
   void fold() {
     if (pending_ == 0) return;
     sumT_ += partialT_.leftCols(sumT_.cols()).template cast<double>();
-    partialT_.setZero();
     pending_ = 0;
   }
 
   Matrix<double> sumT_;  // (m, k)
-  Matrix<T> partialT_;   // (m, k padded to whole packets): rows added since the last fold
+  Matrix<T> partialT_;   // (m, k padded to whole packets): rows added since the last fold, if any
   Matrix<T> currentT_;   // (m, k)
   Index fold_rows_, pending_ = 0;
 };
