@@ -37,6 +37,8 @@
 #include "polygrad/layers/lm_head.hpp"
 #include "polygrad/layers/mlp.hpp"
 #include "polygrad/layers/multihead_attention.hpp"
+#include "polygrad/layers/rms_norm.hpp"
+#include "polygrad/layers/swiglu.hpp"
 #include "polygrad/layers/transformer.hpp"
 
 #include "polygrad/loss/cross_entropy.hpp"

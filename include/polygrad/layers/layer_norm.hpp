@@ -3,7 +3,7 @@
 // (design.md section 1).
 
 #include "polygrad/core/instances.hpp"
-#include "polygrad/layers/layer.hpp"
+#include "polygrad/layers/rowwise_passes.hpp"
 
 namespace polygrad {
 
@@ -35,32 +35,12 @@ class LayerNorm {
   /// Normalises every row of x (n x D); caches x (the backward pass recomputes each row's mean
   /// and 1/sqrt(var + eps), O(D) per row).
   Matrix<T> forward(const Matrix<T>& x) {
-    detail::require_input(x, D_, "LayerNorm input");
-    x_ = x;
-    Matrix<T> y(x.rows(), D_);
-    const int parts = detail::row_parts(threading_, x.rows(), 8.0 * double(D_));
-    detail::for_row_blocks(x.rows(), threading_, parts, [&](int, Index b, Index s) {
-      forward_rows(x_.middleRows(b, s), y.middleRows(b, s));
-    });
-    cached_ = true;
-    return y;
+    return passes_.forward(*this, x, "LayerNorm", 8.0 * double(D_), threading_);
   }
 
   /// Returns dx; accumulates dgamma += sum_i dy_i o xhat_i and dbeta += sum_i dy_i.
   Matrix<T> backward(const Matrix<T>& dy) {
-    detail::require_forward(cached_, "LayerNorm");
-    require_shape(dy, x_.rows(), D_, "LayerNorm output gradient");
-    const Index n = x_.rows();
-    Matrix<T> dx(n, D_);
-    const int parts = detail::row_parts(threading_, n, 16.0 * double(D_));
-    std::vector<Gradient> grads(std::size_t(parts), zero_gradient());
-    detail::for_row_blocks(n, threading_, parts, [&](int p, Index b, Index s) {
-      backward_rows(x_.middleRows(b, s), dy.middleRows(b, s), dx.middleRows(b, s),
-                    grads[std::size_t(p)]);
-    });
-    detail::accumulate_parts(*this, grads);
-    cached_ = false;
-    return dx;
+    return passes_.backward(*this, dy, "LayerNorm", 16.0 * double(D_), threading_);
   }
 
   /// y = (x - mean) / sqrt(var + eps) o gamma + beta per row, for a block of rows (no cache,
@@ -143,8 +123,7 @@ class LayerNorm {
  private:
   Index D_;
   Vector<T> weight_, bias_, weight_grad_, bias_grad_;  // (D)
-  Matrix<T> x_;                                        // cached for backward: the input, (n, D)
-  bool cached_ = false;
+  detail::RowwisePasses<T> passes_;                    // keeps the input for backward
   Threading threading_;
 };
 
