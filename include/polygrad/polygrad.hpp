@@ -38,6 +38,7 @@
 #include "polygrad/layers/mlp.hpp"
 #include "polygrad/layers/multihead_attention.hpp"
 #include "polygrad/layers/rms_norm.hpp"
+#include "polygrad/layers/rotary.hpp"
 #include "polygrad/layers/swiglu.hpp"
 #include "polygrad/layers/transformer.hpp"
 
