@@ -184,6 +184,7 @@ int main(int argc, char** argv) {
   register_gemm_benchmarks();
   register_attention_benchmarks();
   register_model_benchmarks();
+  register_value_width_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

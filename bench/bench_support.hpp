@@ -1,5 +1,5 @@
 #pragma once
-// What the three benchmark files of polygrad_bench share: the GEMM rate measured at startup,
+// What the benchmark files of polygrad_bench share: the GEMM rate measured at startup,
 // the registration entry points that main() calls after measuring it, seeded random inputs,
 // and the relative-error measure the one-off correctness checks use.
 
@@ -21,6 +21,7 @@ double reference_gemm_gflops();
 void register_gemm_benchmarks();
 void register_attention_benchmarks();
 void register_model_benchmarks();
+void register_value_width_benchmarks();
 
 /// An n x cols matrix of N(0, 1) entries from a generator seeded with `seed`.
 template <class T>

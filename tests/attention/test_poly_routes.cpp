@@ -21,6 +21,7 @@ struct Case {
   bool causal;
   int degree;
   PolynomialFamily family;
+  Index dv = 0;  ///< the values' width; 0: dh
 };
 
 using Problem = test::AttentionProblem;
@@ -33,6 +34,11 @@ Problem make_problem(const Case& c, bool unit) {
                                              std::uint64_t(c.n * 131 + c.dh));
   p.K.array() += 0.7;
   if (unit) p.unit_qk();
+  if (c.dv > 0) {  // values (and output gradients) of their own width
+    std::mt19937_64 rng(std::uint64_t(c.n * 17 + c.dv));
+    p.V = test::random_matrix(c.n, c.dv, rng);
+    p.dO = test::random_matrix(c.n, c.dv, rng);
+  }
   return p;
 }
 
@@ -44,8 +50,8 @@ struct Result {
 template <class T>
 Result run_route(const PolyApproximation& a, const Problem& p, PolyRoute route, Index chunk) {
   const Matrix<T> Q = p.Q.cast<T>(), K = p.K.cast<T>(), V = p.V.cast<T>(), dO = p.dO.cast<T>();
-  const Index n = Q.rows(), d = Q.cols();
-  Matrix<T> O(n, d), dQ(n, d), dK(n, d), dV(n, d);
+  const Index n = Q.rows(), d = Q.cols(), dv = V.cols();
+  Matrix<T> O(n, dv), dQ(n, d), dK(n, d), dV(n, dv);
   Vector<T> z(n);
   poly::forward<T>(a, Q, K, V, p.shape.causal, chunk, O, z);
   if (route == PolyRoute::adjoint) {
@@ -72,10 +78,11 @@ Result run_reference(const PolyApproximation& a, const Problem& p, PolyRoute rou
 }
 
 template <class T>
-void check_routes(const std::vector<Case>& cases, bool unit, double tolerance) {
+void check_routes(const std::vector<Case>& cases, bool unit, double tolerance,
+                  const std::vector<PolyRoute>& routes = {PolyRoute::adjoint, PolyRoute::paper}) {
   for (const Case& c : cases) {
-    for (PolyRoute route : {PolyRoute::adjoint, PolyRoute::paper}) {
-      CAPTURE(c.n, c.dh, c.chunk, c.causal, c.degree, to_string(route));
+    for (PolyRoute route : routes) {
+      CAPTURE(c.n, c.dh, c.dv, c.chunk, c.causal, c.degree, to_string(route));
       const Problem p = make_problem(c, unit);
       PolyOptions options;
       options.allow_causal_data_bound = true;  // compared as one approximation, not for causality
@@ -130,4 +137,32 @@ TEST_CASE("float polynomial routes agree with the dense reference to float round
                        {70, 12, 32, true, 4, PolynomialFamily::chebyshev},
                        {45, 16, 16, false, 4, PolynomialFamily::chebyshev}},
                       true, 1e-4);
+}
+
+TEST_CASE("the adjoint route takes values of another width than the queries and keys",
+          "[attention][poly]") {
+  // Narrow queries and keys with wide values (the rank depends on the former only), and the
+  // reverse; value widths above 11 take the stored-gradient path of the state products.
+  const std::vector<Case> cases = {{70, 4, 32, true, 5, PolynomialFamily::chebyshev, 24},
+                                   {70, 4, 16, false, 5, PolynomialFamily::chebyshev, 24},
+                                   {45, 8, 16, true, 4, PolynomialFamily::taylor, 3},
+                                   {33, 2, 8, true, 6, PolynomialFamily::chebyshev, 64}};
+  check_routes<double>(cases, false, 1e-10, {PolyRoute::adjoint});
+  check_routes<float>(cases, true, 1e-4, {PolyRoute::adjoint});
+}
+
+TEST_CASE("the paper route refuses values of another width, naming the route that takes them",
+          "[attention][poly]") {
+  const Problem p = make_problem({20, 4, 8, true, 3, PolynomialFamily::chebyshev, 6}, false);
+  PolyOptions options;
+  options.allow_causal_data_bound = true;
+  options.route = PolyRoute::paper;
+  options.degree = 3;
+  const PolyApproximation a = make_poly_approximation(p.Q, p.K, p.shape, options);
+  Matrix<double> O(20, 6), dQ(20, 4), dK(20, 4), dV(20, 6);
+  Vector<double> z(20);
+  poly::forward<double>(a, p.Q, p.K, p.V, true, 8, O, z);
+  CHECK_THROWS_WITH(
+      poly::backward_paper<double>(a, p.Q, p.K, p.V, {O, z}, p.dO, true, 8, {dQ, dK, dV}),
+      Catch::Contains("route adjoint"));
 }

@@ -78,11 +78,12 @@ void backward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatr
 /// j <= i), any m >= 1 otherwise (another shard's keys: attention/exact_ring.hpp). Calls with
 /// the same stride and different firsts touch disjoint rows and may run in parallel.
 /// The fixed-width kernels (exact_fixed_width.hpp) run heads of width 8 to 64 where the SIMD
-/// packet allows; the general ones, on Eigen's products, the rest.
+/// packet allows; the general ones, on Eigen's products, the rest, including values of another
+/// width than the queries and keys (V and O: m x d_v and n x d_v).
 template <class T>
 void forward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
                     const Pass<T>& pass, Share share, MatrixRef<T> O, VectorRef<T> lse) {
-  if (fixed_width_applies<T>(Q.cols(), pass.tiles)) {
+  if (V.cols() == Q.cols() && fixed_width_applies<T>(Q.cols(), pass.tiles)) {
     with_fixed_width<T>(Q.cols(), [&](auto width) {
       forward_blocks_fixed<T, decltype(width)::value>(Q, K, V, pass, share, O, lse);
     });
@@ -98,19 +99,19 @@ void forward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatri
   const bool causal = pass.causal;
   const Tiles& tiles = pass.tiles;
   const Index first = share.first, stride = share.stride;
-  const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
+  const Index n = Q.rows(), m_keys = K.rows(), dv = V.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, m_keys);
   const Index blocks = (n + Bq - 1) / Bq;
   constexpr T minus_inf = -std::numeric_limits<T>::infinity();
-  Matrix<T> st_buffer(Bk, Bq);  // (B_k, B_q) scores S^T, then unnormalised probabilities
-  Matrix<T> acc_buffer(Bq, d);  // (B_q, d_h) sum_j exp(c S_ij - m_i) v_j
-  RowVector<T> m(Bq), z(Bq);    // running row max and row sum of the online softmax
+  Matrix<T> st_buffer(Bk, Bq);   // (B_k, B_q) scores S^T, then unnormalised probabilities
+  Matrix<T> acc_buffer(Bq, dv);  // (B_q, d_v) sum_j exp(c S_ij - m_i) v_j
+  RowVector<T> m(Bq), z(Bq);     // running row max and row sum of the online softmax
   RowVector<T> m_new(Bq), alpha(Bq);
 
   for (Index b = first; b < blocks; b += stride) {
     const Index i0 = b * Bq, bq = std::min(Bq, n - i0);
     const auto Qi = Q.middleRows(i0, bq);
-    Eigen::Map<Matrix<T>> acc(acc_buffer.data(), bq, d);
+    Eigen::Map<Matrix<T>> acc(acc_buffer.data(), bq, dv);
     // With the mask, keys after the block's last row are invisible: tiles above the diagonal are
     // skipped and the diagonal tile is cut at that key.
     const Index key_end = causal ? i0 + bq : m_keys;
@@ -166,13 +167,14 @@ void forward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatri
 /// (dQ / c) into out.dQ for every query row. delta_i = dO_i . O_i. Calls with the same stride
 /// and different firsts write disjoint rows of dK and dV, and need separate out.dQ sums to run
 /// in parallel. Q, dO, out.dQ: n x d_h; K, V, out.dK, out.dV: m x d_h, with m = n when causal
-/// (as in forward_blocks).
+/// (as in forward_blocks); values of another width run on the general kernels (V, dO, out.dV:
+/// d_v columns).
 /// The kernels are chosen as in forward_blocks.
 template <class T>
 void backward_blocks(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatrixRef<T> V,
                      ConstMatrixRef<T> dO, ConstVectorRef<T> lse, ConstVectorRef<T> delta,
                      const Pass<T>& pass, Share share, Gradients<T> out) {
-  if (fixed_width_applies<T>(Q.cols(), pass.tiles)) {
+  if (V.cols() == Q.cols() && fixed_width_applies<T>(Q.cols(), pass.tiles)) {
     with_fixed_width<T>(Q.cols(), [&](auto width) {
       backward_blocks_fixed<T, decltype(width)::value>(Q, K, V, dO, lse, delta, pass, share, out);
     });
@@ -192,19 +194,19 @@ void backward_blocks_general(ConstMatrixRef<T> Q, ConstMatrixRef<T> K, ConstMatr
   MatrixRef<T>& dQ_sum = out.dQ;
   MatrixRef<T>& dK = out.dK;
   MatrixRef<T>& dV = out.dV;
-  const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols();
+  const Index n = Q.rows(), m_keys = K.rows(), d = Q.cols(), dv = V.cols();
   const Index Bq = std::min(tiles.query, n), Bk = std::min(tiles.key, m_keys);
   const Index blocks = (m_keys + Bk - 1) / Bk;
   Matrix<T> pt_buffer(Bk, Bq);   // (B_k, B_q) recomputed probabilities P^T
   Matrix<T> dst_buffer(Bk, Bq);  // (B_k, B_q) dP^T, then dS^T
   Matrix<T> dk_buffer(Bk, d);    // (B_k, d_h) dK of the key block, before the factor c
-  Matrix<T> dv_buffer(Bk, d);    // (B_k, d_h)
+  Matrix<T> dv_buffer(Bk, dv);   // (B_k, d_v)
 
   for (Index b = first; b < blocks; b += stride) {
     const Index j0 = b * Bk, bk = std::min(Bk, m_keys - j0);
     const auto Kj = K.middleRows(j0, bk);
     const auto Vj = V.middleRows(j0, bk);
-    Eigen::Map<Matrix<T>> dK_acc(dk_buffer.data(), bk, d), dV_acc(dv_buffer.data(), bk, d);
+    Eigen::Map<Matrix<T>> dK_acc(dk_buffer.data(), bk, d), dV_acc(dv_buffer.data(), bk, dv);
     dK_acc.setZero();
     dV_acc.setZero();
     // With the mask, query rows before j0 see none of these keys: start at the block holding j0.

@@ -50,6 +50,10 @@ void backward_paper(const PolyApproximation& a, const ConstMatrixRef<T>& Q,
   MatrixRef<T>& dQ = out.dQ;
   MatrixRef<T>& dK = out.dK;
   MatrixRef<T>& dV = out.dV;
+  require<ShapeError>(V.cols() == Q.cols(), "the paper route needs values as wide as queries ",
+                      "and keys (its states pair each value coordinate with each query ",
+                      "coordinate), got ", V.cols(), " and ", Q.cols(),
+                      "; route adjoint takes values of any width");
   constexpr Index W = simd::width<T>;
   const Index n = Q.rows(), d = V.cols(), k = a.features.size(), dd = d * d;
   const T R = T(a.polynomial.bound);
